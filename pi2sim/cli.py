@@ -1,0 +1,60 @@
+"""The ``pi2sim`` command line.
+
+Every subcommand lives in :mod:`pi2sim.commands`; this module builds the parser and turns every
+bad input into one line on stderr with exit status 2 (argparse's own errors included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .errors import EXIT_BAD_INPUT, InputError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line and exits with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(None, self.prog, message if message.startswith("expected") else f"cannot parse arguments: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .commands import register_all
+
+    parser = OneLineParser(
+        prog="pi2sim",
+        description="Discrete-event simulator of LLM inference on smartphones (PowerInfer-2 and its competitors).",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    register_all(sub)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"pi2sim {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        result = args.func(args)
+        return int(result or 0)
+    except InputError as exc:
+        print(f"pi2sim: {exc.line()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("pi2sim: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""Subcommands of the ``pi2sim`` CLI; each module exposes ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register_all(sub: argparse._SubParsersAction) -> None:
+    from . import trace
+
+    for module in (trace,):
+        module.register(sub)

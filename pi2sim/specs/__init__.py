@@ -1,0 +1,1 @@
+"""Input specifications: devices, models, quantization, run options."""

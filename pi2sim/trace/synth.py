@@ -1,0 +1,560 @@
+"""Synthetic activation traces for models that cannot run here, calibrated to published statistics.
+
+The generator (``GENERATOR_VERSION`` below) is a Gaussian copula over time:
+
+* **Frequencies.** In layer ``l`` neuron ``i`` fires with probability ``f_i = Phi(mu_l + sigma_l q_i)``
+  where ``q_i`` are evenly spaced standard-normal quantiles (shuffled per layer and expert by the
+  seed). ``sigma_l`` sets the hot-neuron skew and is solved per layer so the profile's hot@80
+  holds; ``mu_l`` follows from the layer's target sparsity (``mean f = Phi(mu / sqrt(1 + sigma^2))``).
+* **Time.** Each neuron carries a latent ``z_i(t)``, a stationary AR(1) process with lag-one
+  correlation ``rho``; a shared intensity factor ``h_l(t) = sqrt(gamma) G(t) + sqrt(1 - gamma) g_l(t)``
+  (G global, g_l per layer, same dynamics) adds the token-to-token variation of how many neurons
+  fire, partly common to all layers as in real traces. The neuron is active when
+  ``sqrt(1 - beta) z_i + sqrt(beta) h_l > -(mu_l + sigma_l q_i)``, so its marginal rate is ``f_i``.
+  ``beta`` is solved for the profile's coefficient of variation of active neurons per token and
+  layer, ``gamma`` is the profile's correlation of those counts between layers, and ``rho`` is
+  solved for its windowed reuse (share of a token's active set found in the previous k tokens).
+* **Levels.** Magnitude profiles (SiLU models) get one threshold per replay level on the same
+  latent, so the active sets of 50/70/90% sparsity nest exactly as thresholded magnitudes do.
+* **Co-activation.** Apart from the shared factor, neurons are independent: PowerInfer-2 v3 §4.2
+  reports co-activation below 20% once hot neurons are removed.
+* **MoE routing** (TurboSparse-Mixtral). Per layer a Markov chain over expert pairs with uniform
+  marginals: the first choice repeats with probability ``a + (1 - a)/E``; when it is new, the second
+  choice reuses one of the previous pair with probability ``q``. ``a`` and ``q`` are solved in
+  closed form from the Mixtral paper's Table 5 repetition rates (first choice; any overlap of the
+  pair), interpolated between the published layers. Inside an expert each neuron follows the
+  process above, advanced once per routing of that expert (assumption: an expert's activity
+  pattern continues from its previous use, so the reuse target holds along each expert's own
+  stream of tokens, which `trace stats` reports as expert_window_k).
+
+Why not rank-remap the real SmolLM2 trace (traces.md §7)? The bundled trace keeps three levels,
+not magnitudes, so per-neuron frequencies cannot be set freely; and tiling 1,536 real neurons onto
+14,336 duplicates streams, which inflates co-activation far above what PowerInfer-2 reports.
+The real trace is used directly as the SiLU workload (``smollm2-135m``) instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .. import resources, schema, yamlio
+from ..errors import InputError
+from ..schema import spec_field
+from .format import PHASE_DECODE, PHASE_PROMPT, ActivationLevel, TraceMeta, TraceWriter
+
+GENERATOR_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- normal helpers
+# numpy only (scipy is not a dependency)
+
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """Complementary error function, vectorised (Numerical Recipes erfcc; relative error < 1.2e-7)."""
+    x = np.asarray(x, np.float64)
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = -z * z - 1.26551223 + t * (
+        1.00002368
+        + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))
+    )
+    r = t * np.exp(poly)
+    return np.where(x >= 0, r, 2.0 - r)
+
+
+def _phi_cdf(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF."""
+    return 0.5 * _erfc(-np.asarray(x, np.float64) / math.sqrt(2.0))
+
+
+def _phi_inv(p: np.ndarray) -> np.ndarray:
+    """Inverse standard normal CDF (Acklam's rational approximation + one Newton step)."""
+    p = np.asarray(p, np.float64)
+    a = [-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00]
+    b = [-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01, -1.328068155288572e01]
+    c = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00]
+    d = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00]
+    lo, hi = 0.02425, 1 - 0.02425
+    x = np.empty_like(p)
+    m = p < lo
+    q = np.sqrt(-2 * np.log(p[m]))
+    x[m] = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    m2 = (p >= lo) & (p <= hi)
+    q = p[m2] - 0.5
+    r = q * q
+    x[m2] = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (
+        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1
+    )
+    m3 = p > hi
+    q = np.sqrt(-2 * np.log(1 - p[m3]))
+    x[m3] = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    e = _phi_cdf(x) - p  # one Newton refinement
+    x = x - e * math.sqrt(2 * math.pi) * np.exp(x * x / 2)
+    return x
+
+
+def _quantiles(n: int) -> np.ndarray:
+    return _phi_inv((np.arange(n) + 0.5) / n)
+
+
+def _bisect(fn, lo: float, hi: float, target: float, increasing: bool, iters: int = 40) -> float:
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        v = fn(mid)
+        if (v < target) == increasing:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+# ----------------------------------------------------------------------------- profiles
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparsityProfile:
+    mean: float | None = spec_field(default=None, gt=0.0, hi=0.999, help="mean FFN sparsity per layer (zero kind)")
+    layer_min: float | None = spec_field(default=None, gt=0.0, hi=0.999, help="lowest per-layer sparsity")
+    layer_max: float | None = spec_field(default=None, gt=0.0, hi=0.999, help="highest per-layer sparsity")
+    shape: Literal["flat", "u", "hump", "ramp_up", "ramp_down"] = spec_field(default="flat", help="per-layer shape")
+
+    def validate(self, source) -> None:
+        if (self.layer_min is None) != (self.layer_max is None):
+            raise InputError(source, "layer_min", "layer_min and layer_max together")
+        if self.layer_min is not None:
+            if self.mean is None or not self.layer_min <= self.mean <= self.layer_max:
+                raise InputError(source, "mean", "a mean between layer_min and layer_max", self.mean)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReuseProfile:
+    window: int = spec_field(lo=1, hi=64, help="window k (tokens)")
+    target: float = spec_field(gt=0.0, hi=0.999, help="share of a token's active set inside the previous k tokens' union")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoEProfile:
+    first_repeat: dict[str, float] = spec_field(help="layer -> P(first-choice expert repeats), e.g. {'0': 0.141}")
+    pair_overlap: dict[str, float] = spec_field(help="layer -> P(routed pair overlaps the previous token's)")
+
+    def validate(self, source) -> None:
+        for name, d in (("first_repeat", self.first_repeat), ("pair_overlap", self.pair_overlap)):
+            if not d:
+                raise InputError(source, name, "at least one layer")
+            for k, v in d.items():
+                if not k.isdigit():
+                    raise InputError(source, f"{name}.{k}", "layer indices as keys")
+                if not 0.0 < v < 1.0:
+                    raise InputError(source, f"{name}.{k}", "a probability strictly between 0 and 1", v)
+        if set(self.first_repeat) != set(self.pair_overlap):
+            raise InputError(source, "pair_overlap", "the same layers as first_repeat")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthProfile:
+    model: str = spec_field(help="model this profile describes (models/<model>.yaml)")
+    activation: Literal["zero", "magnitude"] = spec_field(help="'zero' (ReLU family) or 'magnitude' (thresholded SiLU)")
+    levels: list[float] | None = spec_field(default=None, help="magnitude kind: replay sparsity levels, ascending")
+    sparsity: SparsityProfile = spec_field(default_factory=SparsityProfile)
+    hot80: list[float] = spec_field(help="hot@80 target (one per level for magnitude profiles)")
+    reuse: ReuseProfile = spec_field(help="temporal reuse target")
+    intensity_cv: float = spec_field(lo=0.0, hi=2.0, help="CV of the number of active neurons per token (per layer)")
+    intensity_layer_corr: float = spec_field(lo=0.0, hi=1.0, help="correlation of per-token active counts between layers")
+    prompt_tokens: int = spec_field(default=64, lo=0, hi=100_000, help="prompt tokens before decoding")
+    moe: MoEProfile | None = spec_field(default=None, help="router statistics (MoE models)")
+
+    def validate(self, source) -> None:
+        if self.activation == "magnitude":
+            if not self.levels or sorted(self.levels) != list(self.levels) or len(set(self.levels)) != len(self.levels):
+                raise InputError(source, "levels", "an ascending list of distinct sparsity levels", self.levels)
+            if any(not 0 < s < 1 for s in self.levels) or len(self.levels) > 15:
+                raise InputError(source, "levels", "at most 15 levels strictly between 0 and 1", self.levels)
+            if len(self.hot80) != len(self.levels):
+                raise InputError(source, "hot80", f"one value per level ({len(self.levels)})", self.hot80)
+        else:
+            if self.levels is not None:
+                raise InputError(source, "levels", "no levels for a zero-kind (ReLU family) profile")
+            if self.sparsity.mean is None:
+                raise InputError(source, "sparsity.mean", "a mean sparsity for a zero-kind profile")
+            if len(self.hot80) != 1:
+                raise InputError(source, "hot80", "a single value for a zero-kind profile", self.hot80)
+        for i, h in enumerate(self.hot80):
+            if not 0.05 < h < 0.8:
+                raise InputError(source, f"hot80[{i}]", "a share between 0.05 and 0.8 (0.8 means no skew)", h)
+
+
+def profile_path(name: str) -> Path:
+    return resources.resolve("traces", f"profiles/{name}" if "/" not in name and not Path(name).is_file() else name, what="--profile")
+
+
+def load_profile(name_or_path: str | Path) -> tuple[SynthProfile, Path]:
+    text = str(name_or_path)
+    if text.endswith(".yaml") or "/" in text:
+        path = Path(text)
+        if not path.is_file():
+            path = resources.resolve("traces", text, what="--profile")
+    else:
+        path = resources.data_dir("traces") / "profiles" / f"{text}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in (resources.data_dir("traces") / "profiles").glob("*.yaml"))
+            raise InputError(None, "--profile", f"a synthetic profile ({', '.join(names)})", text)
+    data = yamlio.load(path)
+    if not isinstance(data, dict):
+        raise InputError(path, None, "a mapping (synthetic sparsity profile)")
+    return schema.build(SynthProfile, data, path), path
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def layer_sparsities(p: SparsityProfile, n_layers: int) -> np.ndarray:
+    """Per-layer sparsity with the profile's shape, exactly preserving its mean."""
+    if p.layer_min is None:
+        return np.full(n_layers, float(p.mean))
+    x = np.linspace(0.0, 1.0, n_layers)
+    shapes = {
+        "flat": np.zeros(n_layers),
+        "u": (2 * x - 1) ** 2,
+        "hump": 1 - (2 * x - 1) ** 2,
+        "ramp_up": x,
+        "ramp_down": 1 - x,
+    }
+    w = shapes[p.shape]
+    if np.ptp(w) == 0:
+        return np.full(n_layers, float(p.mean))
+    w = (w - w.min()) / np.ptp(w)
+    # s = layer_min + span * w^gamma with gamma chosen so mean(s) == mean (monotone in gamma)
+    span = p.layer_max - p.layer_min
+    target = (p.mean - p.layer_min) / span
+
+    def mean_for(gamma: float) -> float:
+        return float(np.mean(w**gamma))
+
+    gamma = _bisect(lambda g: mean_for(math.exp(g)), -6.0, 6.0, target, increasing=False)
+    return p.layer_min + span * w ** math.exp(gamma)
+
+
+def hot_share_of(freq: np.ndarray, share: float = 0.8) -> float:
+    c = np.sort(freq)[::-1].cumsum()
+    return float((np.searchsorted(c, share * c[-1]) + 1) / len(freq))
+
+
+def solve_sigma(active: float, hot80: float, q: np.ndarray) -> float:
+    """Skew sigma such that frequencies Phi(mu + sigma q) with mean ``active`` have this hot@80."""
+
+    def hot(sig: float) -> float:
+        mu = float(_phi_inv(np.array([active]))[0]) * math.sqrt(1 + sig * sig)
+        return hot_share_of(_phi_cdf(mu + sig * q))
+
+    if hot(0.0) <= hot80:
+        return 0.0
+    return _bisect(hot, 0.0, 8.0, hot80, increasing=False)
+
+
+def mu_for(active: float, sigma: float) -> float:
+    return float(_phi_inv(np.array([active]))[0]) * math.sqrt(1 + sigma * sigma)
+
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(48)
+_GH_W = _GH_W / _GH_W.sum()
+
+
+def intensity_cv(tau: np.ndarray, beta: float) -> float:
+    """CV of the active count when x_i = sqrt(1-beta) z_i + sqrt(beta) g, active iff x_i > tau_i."""
+    s = math.sqrt(max(1e-12, 1 - beta))
+    p = _phi_cdf((math.sqrt(beta) * _GH_X[:, None] - tau[None, :]) / s)  # [nodes, N]
+    mean_g = p.sum(axis=1)
+    var_g = (p * (1 - p)).sum(axis=1)
+    m = float((_GH_W * mean_g).sum())
+    var = float((_GH_W * (var_g + mean_g**2)).sum()) - m * m
+    return math.sqrt(max(var, 0.0)) / m if m > 0 else 0.0
+
+
+def solve_beta(tau: np.ndarray, cv: float) -> float:
+    if intensity_cv(tau, 0.0) >= cv:
+        return 0.0
+    return _bisect(lambda b: intensity_cv(tau, b), 0.0, 0.95, cv, increasing=True, iters=30)
+
+
+def window_reuse(tau: np.ndarray, beta: float, rho: float, k: int, tokens: int, seed: int) -> float:
+    """Simulated windowed reuse (share of A_t inside the union of the previous k active sets)."""
+    rng = np.random.default_rng(seed)
+    n = len(tau)
+    z = rng.standard_normal(n)
+    g = rng.standard_normal()
+    s = math.sqrt(1 - rho * rho)
+    last = np.full(n, -(10**9))
+    hit = tot = 0
+    sb, s1 = math.sqrt(beta), math.sqrt(1 - beta)
+    for t in range(tokens):
+        z = rho * z + s * rng.standard_normal(n)
+        g = rho * g + s * rng.standard_normal()
+        on = np.flatnonzero(s1 * z + sb * g > tau)
+        if t >= k + 8:  # burn-in
+            hit += int((t - last[on] <= k).sum())
+            tot += len(on)
+        last[on] = t
+    return hit / max(1, tot)
+
+
+def solve_rho(tau: np.ndarray, beta: float, k: int, target: float, seed: int) -> float:
+    fn = lambda r: window_reuse(tau, beta, r, k, 320, seed)  # noqa: E731 - common random numbers
+    if fn(0.0) >= target:
+        return 0.0
+    return _bisect(fn, 0.0, 0.995, target, increasing=True, iters=22)
+
+
+def router_params(first_repeat: float, pair_overlap: float, n_experts: int) -> tuple[float, float]:
+    """Closed-form (a, q) of the pair-Markov router for the two Mixtral Table 5 columns.
+
+    First choice: repeat with probability ``a``, else uniform over all experts, so
+    ``P(first repeats) = a + (1 - a)/E``. P(first choice in previous pair) = ``a + 2(1 - a)/E``.
+    If it is not, the second choice is one of the previous pair with probability ``q``, so
+    ``P(overlap) = p1 + (1 - p1) q``.
+    """
+    E = n_experts
+    a = (first_repeat - 1.0 / E) / (1.0 - 1.0 / E)
+    if not 0.0 <= a <= 1.0:
+        raise InputError(None, "moe.first_repeat", f"a repetition rate between 1/{E} and 1", first_repeat)
+    p1 = a + 2.0 * (1.0 - a) / E
+    q = (pair_overlap - p1) / (1.0 - p1)
+    if not 0.0 <= q <= 1.0:
+        raise InputError(None, "moe.pair_overlap", f"an overlap rate between {p1:.3f} and 1 given first_repeat", pair_overlap)
+    return a, q
+
+
+def _interp_layers(points: dict[str, float], n_layers: int) -> np.ndarray:
+    xs = sorted(int(k) for k in points)
+    ys = [points[str(x)] for x in xs]
+    return np.interp(np.arange(n_layers), xs, ys)
+
+
+@dataclass
+class Calibration:
+    sparsity: np.ndarray  # [L] (lowest level for magnitude)
+    sigma: np.ndarray  # [levels, L]
+    beta: float
+    gamma: float
+    rho: float
+    mu: np.ndarray  # [levels, L]
+    router: list[tuple[float, float]] | None  # per layer (a, q)
+
+    def to_json(self) -> dict:
+        return {
+            "layer_sparsity": [round(float(x), 6) for x in self.sparsity],
+            "sigma": [[round(float(x), 6) for x in row] for row in self.sigma],
+            "beta": round(self.beta, 6),
+            "gamma": round(self.gamma, 6),
+            "rho": round(self.rho, 6),
+            "router_a_q": None if self.router is None else [[round(a, 6), round(q, 6)] for a, q in self.router],
+        }
+
+
+def calibrate(profile: SynthProfile, n_layers: int, n_neurons: int, n_experts: int, seed: int) -> Calibration:
+    q = _quantiles(n_neurons)
+    if profile.activation == "zero":
+        sp = layer_sparsities(profile.sparsity, n_layers)
+        per_level = [sp]
+    else:
+        sp = np.full(n_layers, profile.levels[0])
+        per_level = [np.full(n_layers, s) for s in profile.levels]
+    sigma = np.zeros((len(per_level), n_layers))
+    mu = np.zeros_like(sigma)
+    solved: dict[tuple[float, float], float] = {}
+    for j, (lsp, h) in enumerate(zip(per_level, profile.hot80)):
+        for l, s_l in enumerate(lsp):
+            key = (round(float(s_l), 9), h)
+            if key not in solved:
+                solved[key] = solve_sigma(1.0 - float(s_l), h, q)
+            sigma[j, l] = solved[key]
+            mu[j, l] = mu_for(1.0 - float(s_l), sigma[j, l])
+    # intensity and reuse are calibrated on the layer closest to the mean sparsity, densest level
+    l_ref = int(np.argmin(np.abs(sp - sp.mean())))
+    tau = -(mu[0, l_ref] + sigma[0, l_ref] * q)
+    beta = solve_beta(tau, profile.intensity_cv)
+    sample = tau[np.random.default_rng(seed).permutation(n_neurons)[: min(n_neurons, 4096)]]
+    rho = solve_rho(sample, beta, profile.reuse.window, profile.reuse.target, seed)
+    router = None
+    if n_experts > 1:
+        if profile.moe is None:
+            raise InputError(None, "moe", "router statistics for an MoE model's profile")
+        fr = _interp_layers(profile.moe.first_repeat, n_layers)
+        po = _interp_layers(profile.moe.pair_overlap, n_layers)
+        router = [router_params(float(a), float(b), n_experts) for a, b in zip(fr, po)]
+    return Calibration(sparsity=sp, sigma=sigma, beta=beta, gamma=profile.intensity_layer_corr, rho=rho, mu=mu, router=router)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def _route(rng: np.random.Generator, prev: np.ndarray | None, a: float, q: float, E: int, top_k: int) -> np.ndarray:
+    """Next routed expert pair (top_k <= 2 handled explicitly; larger k: first sticky, rest uniform)."""
+    if prev is None:
+        return rng.choice(E, top_k, replace=False).astype(np.uint8)
+    first = int(prev[0]) if rng.random() < a else int(rng.integers(E))
+    chosen = [first]
+    prev_set = [int(x) for x in prev]
+    for _ in range(1, top_k):
+        cands_prev = [e for e in prev_set if e not in chosen]
+        cands_new = [e for e in range(E) if e not in chosen and e not in prev_set]
+        if cands_prev and (not cands_new or rng.random() < q):
+            chosen.append(cands_prev[int(rng.integers(len(cands_prev)))])
+        else:
+            chosen.append(cands_new[int(rng.integers(len(cands_new)))])
+    return np.array(chosen, np.uint8)
+
+
+def generate(
+    out: str | Path,
+    model_name: str,
+    n_layers: int,
+    n_neurons: int,
+    n_experts: int,
+    top_k: int,
+    profile: SynthProfile,
+    profile_file: Path,
+    decode_tokens: int,
+    seed: int,
+    prompt_tokens: int | None = None,
+    progress: bool = True,
+) -> TraceMeta:
+    """Generate a synthetic trace into ``out`` and return its metadata."""
+    t0 = time.time()
+    P = profile.prompt_tokens if prompt_tokens is None else prompt_tokens
+    cal = calibrate(profile, n_layers, n_neurons, n_experts, seed)
+    rng = np.random.default_rng([seed, 1])
+    q = _quantiles(n_neurons)
+    K = top_k if n_experts > 1 else 1
+    E = n_experts
+    # per (layer, expert) neuron order: which quantile each neuron gets
+    perm = np.stack([np.stack([rng.permutation(n_neurons) for _ in range(E)]) for _ in range(n_layers)])  # [L, E, N]
+    qn = q[perm]  # [L, E, N]
+    n_levels = cal.mu.shape[0]
+    # thresholds tau[level, L, E, N]; nested so a neuron active at a sparser level is active at denser ones
+    tau = np.stack([-(cal.mu[j][:, None, None] + cal.sigma[j][:, None, None] * qn) for j in range(n_levels)])
+    for j in range(1, n_levels):
+        tau[j] = np.maximum(tau[j], tau[j - 1])
+    tau = tau.astype(np.float32)
+    rho, beta = cal.rho, cal.beta
+    f32 = np.float32
+    s_rho = f32(math.sqrt(1 - rho * rho))
+    rho32 = f32(rho)
+    sb, s1 = f32(math.sqrt(beta)), f32(math.sqrt(1 - beta))
+    sg, sl = math.sqrt(cal.gamma), math.sqrt(1 - cal.gamma)
+    z = rng.standard_normal((n_layers, E, n_neurons), dtype=np.float32)
+    G = float(rng.standard_normal())
+    g = rng.standard_normal(n_layers)
+    prev_route: list[np.ndarray | None] = [None] * n_layers
+    lidx = np.arange(n_layers)[:, None]
+    total = P + decode_tokens
+    levels = (
+        (ActivationLevel(name="nonzero"),)
+        if profile.activation == "zero"
+        else tuple(ActivationLevel(name=f"s{round(s * 100)}", sparsity=float(s)) for s in profile.levels)
+    )
+    provenance = {
+        "kind": "synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "profile": profile_file.name,
+        "profile_sha256": hashlib.sha256(profile_file.read_bytes()).hexdigest(),
+        "seed": seed,
+        "decode_tokens": decode_tokens,
+        "prompt_tokens": P,
+        "calibration": cal.to_json(),
+    }
+    meta = TraceMeta(
+        model=model_name,
+        n_layers=n_layers,
+        n_neurons=n_neurons,
+        n_experts=n_experts,
+        top_k=top_k if n_experts > 1 else 1,
+        activation_kind=profile.activation,
+        levels=levels,
+        sequences=({"index": 0, "n_prompt": P, "n_decode": decode_tokens, "task": "synthetic"},),
+        provenance=provenance,
+        codec="zlib-fast",
+    )
+    chunk = 64
+    with TraceWriter(out, meta, chunk_tokens=chunk) as w:
+        buf_codes = np.zeros((chunk, n_layers, K, n_neurons), np.uint8)
+        buf_exp = np.zeros((chunk, n_layers, K), np.uint8) if E > 1 else None
+        for start in range(0, total, chunk):
+            n = min(chunk, total - start)
+            for j in range(n):
+                G = rho * G + math.sqrt(1 - rho * rho) * float(rng.standard_normal())
+                g = rho * g + math.sqrt(1 - rho * rho) * rng.standard_normal(n_layers)
+                h = (sg * G + sl * g).astype(np.float32)  # intensity per layer, partly shared
+                if E == 1:
+                    z[:, 0] = rho32 * z[:, 0] + s_rho * rng.standard_normal((n_layers, n_neurons), dtype=np.float32)
+                    x = s1 * z[:, 0] + sb * h[:, None]  # [L, N]
+                    c = np.zeros((n_layers, n_neurons), np.uint8)
+                    for lv in range(n_levels):
+                        c += x > tau[lv][:, 0]
+                    buf_codes[j, :, 0] = c
+                else:
+                    routes = np.empty((n_layers, K), np.intp)
+                    for l in range(n_layers):
+                        a, qq = cal.router[l]
+                        prev_route[l] = _route(rng, prev_route[l], a, qq, E, top_k)
+                        routes[l] = prev_route[l]
+                    buf_exp[j] = routes
+                    # one AR(1) step per routing of each routed expert (see module docstring)
+                    zi = rho32 * z[lidx, routes] + s_rho * rng.standard_normal((n_layers, K, n_neurons), dtype=np.float32)
+                    z[lidx, routes] = zi
+                    x = s1 * zi + sb * h[:, None, None]
+                    c = np.zeros((n_layers, K, n_neurons), np.uint8)
+                    for lv in range(n_levels):
+                        c += x > tau[lv][lidx, routes]
+                    buf_codes[j] = c
+            phase = np.where(np.arange(start, start + n) < P, PHASE_PROMPT, PHASE_DECODE).astype(np.uint8)
+            w.append(np.full(n, -1, np.int32), np.zeros(n, np.int32), phase, buf_codes[:n], None if buf_exp is None else buf_exp[:n])
+            if progress:
+                print(f"\r[synth] {model_name}: {start + n}/{total} tokens, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return w.meta
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def cache_key(model_file: Path, profile_file: Path, decode_tokens: int, seed: int, prompt_tokens: int | None) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": GENERATOR_VERSION, "n": decode_tokens, "seed": seed, "p": prompt_tokens}).encode())
+    h.update(Path(model_file).read_bytes())
+    h.update(Path(profile_file).read_bytes())
+    return h.hexdigest()[:20]
+
+
+def synthesize_cached(model, decode_tokens: int, seed: int = 0, prompt_tokens: int | None = None, progress: bool = True) -> Path:
+    """Path of the synthetic trace for ``model`` (a ModelSpec), generating it on first use.
+
+    Traces are cached under ``pi2sim.resources.cache_dir()/traces`` keyed by the model file, the
+    profile file, the generator version, the token counts and the seed.
+    """
+    from .format import Trace
+
+    profile_name = model.sparsity.profile or model.name
+    profile, pfile = load_profile(profile_name)
+    if profile.model != model.name:
+        raise InputError(pfile, "model", f"the profile of model {model.name!r}", profile.model)
+    key = cache_key(Path(model.path), pfile, decode_tokens, seed, prompt_tokens)
+    path = resources.cache_dir() / "traces" / f"{model.name}-{decode_tokens}t-s{seed}-{key}.pi2t"
+    if path.is_file():
+        try:
+            Trace(path).close()
+            return path
+        except InputError:
+            path.unlink(missing_ok=True)  # a damaged cache entry is regenerated, never used
+    a = model.architecture
+    generate(path, model.name, a.layers, a.ffn_neurons, a.experts, a.top_k, profile, pfile, decode_tokens, seed, prompt_tokens, progress)
+    return path

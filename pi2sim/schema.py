@@ -95,8 +95,8 @@ def _check_range(value: float, fs: FieldSpec, source: Any, key: str, raw: Any) -
     if fs.hi is not None:
         bad |= value > fs.hi
     if bad:
-        what = units.EXAMPLES[fs.unit].split(" or ")[0] if fs.unit else "a number"
-        raise InputError(source, key, f"a value {_range_text(fs)} (e.g. {what})", raw)
+        example = f" (e.g. {units.EXAMPLES[fs.unit].split(' or ')[0]})" if fs.unit else ""
+        raise InputError(source, key, f"a value {_range_text(fs)}{example}", raw)
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:

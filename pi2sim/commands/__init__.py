@@ -6,7 +6,7 @@ import argparse
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
-    from . import trace
+    from . import run, trace
 
-    for module in (trace,):
+    for module in (run, trace):
         module.register(sub)

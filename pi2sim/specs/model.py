@@ -113,12 +113,17 @@ class ModelSpec:
             raise InputError(source, "name", f"the file name without .yaml ({stem!r})", self.name)
 
 
-def load_model(name_or_path: str | Path) -> ModelSpec:
-    """Load a bundled model by name (``turbosparse-mistral-7b``) or a model YAML by path."""
+def load_model(name_or_path: str | Path, overrides: dict | None = None) -> ModelSpec:
+    """Load a bundled model by name (``turbosparse-mistral-7b``) or a model YAML by path;
+    ``overrides`` as in :func:`pi2sim.specs.device.load_device`."""
     path = resources.resolve("models", name_or_path, what="--model")
     data = yamlio.load(path)
     if not isinstance(data, dict):
         raise InputError(path, None, "a mapping with name, architecture, sparsity, predictor")
+    if overrides:
+        from ..config import override_yaml
+
+        data = override_yaml(data, overrides, f"{path} (--set model.*)")
     spec = schema.build(ModelSpec, data, path)
     from dataclasses import replace
 

@@ -51,7 +51,7 @@ from ..errors import InputError
 from ..schema import spec_field
 from .format import PHASE_DECODE, PHASE_PROMPT, ActivationLevel, TraceMeta, TraceWriter
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3  # 3: neuron-to-frequency assignment fixed per model; calibration (with mu) in provenance
 
 
 # ----------------------------------------------------------------------------- normal helpers
@@ -351,7 +351,8 @@ class Calibration:
     def to_json(self) -> dict:
         return {
             "layer_sparsity": [round(float(x), 6) for x in self.sparsity],
-            "sigma": [[round(float(x), 6) for x in row] for row in self.sigma],
+            "sigma": [[float(x) for x in row] for row in self.sigma],
+            "mu": [[float(x) for x in row] for row in self.mu],
             "beta": round(self.beta, 6),
             "gamma": round(self.gamma, 6),
             "rho": round(self.rho, 6),
@@ -396,6 +397,42 @@ def calibrate(profile: SynthProfile, n_layers: int, n_neurons: int, n_experts: i
 # ----------------------------------------------------------------------------- generation
 
 
+MODEL_SEED = 20240610  # fixed: calibration samples and the neuron-to-frequency assignment are part of the model
+
+
+def neuron_quantiles(model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
+    """Which frequency quantile each neuron gets, [L, E, N]: a property of the (synthetic) model,
+    fixed by its name, so every trace of a model shares its hot neurons (as offline profiling
+    on other text would find them)."""
+    digest = hashlib.sha256(f"pi2sim-neurons:{model_name}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    q = _quantiles(n_neurons)
+    perm = np.stack([np.stack([rng.permutation(n_neurons) for _ in range(n_experts)]) for _ in range(n_layers)])
+    return q[perm]
+
+
+def thresholds(cal: "Calibration", model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
+    """Activation thresholds on the latent, [level, L, E, N], nested across levels."""
+    qn = neuron_quantiles(model_name, n_layers, n_experts, n_neurons)
+    tau = np.stack([-(cal.mu[j][:, None, None] + cal.sigma[j][:, None, None] * qn) for j in range(cal.mu.shape[0])])
+    for j in range(1, tau.shape[0]):
+        tau[j] = np.maximum(tau[j], tau[j - 1])
+    return tau
+
+
+def population_frequencies(calibration: dict, model_name: str, n_layers: int, n_neurons: int, n_experts: int) -> np.ndarray:
+    """Long-run firing probability of every neuron, [level, L, E, N] (given its expert is routed),
+    from the calibration a synthetic trace records in its provenance.
+
+    This is what PowerInfer-2's offline profiler measures on 10M+ tokens (v3 §5): the planner's
+    input for choosing hot neurons, independent of the requests being replayed."""
+    mu = np.asarray(calibration["mu"], dtype=np.float64)
+    sigma = np.asarray(calibration["sigma"], dtype=np.float64)
+    cal = Calibration(sparsity=np.zeros(n_layers), sigma=sigma, beta=0.0, gamma=0.0, rho=0.0, mu=mu, router=None)
+    tau = thresholds(cal, model_name, n_layers, n_experts, n_neurons)
+    return _phi_cdf(-tau).astype(np.float32)
+
+
 def _route(rng: np.random.Generator, prev: np.ndarray | None, a: float, q: float, E: int, top_k: int) -> np.ndarray:
     """Next routed expert pair (top_k <= 2 handled explicitly; larger k: first sticky, rest uniform)."""
     if prev is None:
@@ -430,19 +467,12 @@ def generate(
     """Generate a synthetic trace into ``out`` and return its metadata."""
     t0 = time.time()
     P = profile.prompt_tokens if prompt_tokens is None else prompt_tokens
-    cal = calibrate(profile, n_layers, n_neurons, n_experts, seed)
+    cal = calibrate(profile, n_layers, n_neurons, n_experts, MODEL_SEED)
     rng = np.random.default_rng([seed, 1])
-    q = _quantiles(n_neurons)
     K = top_k if n_experts > 1 else 1
     E = n_experts
-    # per (layer, expert) neuron order: which quantile each neuron gets
-    perm = np.stack([np.stack([rng.permutation(n_neurons) for _ in range(E)]) for _ in range(n_layers)])  # [L, E, N]
-    qn = q[perm]  # [L, E, N]
-    n_levels = cal.mu.shape[0]
-    # thresholds tau[level, L, E, N]; nested so a neuron active at a sparser level is active at denser ones
-    tau = np.stack([-(cal.mu[j][:, None, None] + cal.sigma[j][:, None, None] * qn) for j in range(n_levels)])
-    for j in range(1, n_levels):
-        tau[j] = np.maximum(tau[j], tau[j - 1])
+    tau = thresholds(cal, model_name, n_layers, n_experts, n_neurons)  # [level, L, E, N]
+    n_levels = tau.shape[0]
     tau = tau.astype(np.float32)
     rho, beta = cal.rho, cal.beta
     f32 = np.float32
@@ -467,6 +497,7 @@ def generate(
         "profile": profile_file.name,
         "profile_sha256": hashlib.sha256(profile_file.read_bytes()).hexdigest(),
         "seed": seed,
+        "model_seed": MODEL_SEED,
         "decode_tokens": decode_tokens,
         "prompt_tokens": P,
         "calibration": cal.to_json(),

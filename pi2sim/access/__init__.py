@@ -1,0 +1,1 @@
+"""Access model: which neurons are active, which the caches serve, which must be read. No clock."""

@@ -1,0 +1,121 @@
+"""Which trace tokens a run replays, and the offline neuron profile a planner would have.
+
+A run replays the first ``decode_tokens`` decode tokens of its trace (sequences of a recorded
+trace follow each other, like turns of one chat; the neuron cache persists across them). Prompt
+processing is dense (PowerInfer-2 v3 §2.2, §7.2.2: the union of a prompt's active neurons is
+nearly the whole FFN), so only the prompt *length* matters for prefill.
+
+The hot-neuron profile is what PowerInfer-2's offline profiler measures (v3 §5: 10M+ tokens of
+other text), never the replayed tokens themselves:
+
+* synthetic traces: the generator's long-run firing probability of every neuron;
+* recorded traces: frequencies over the trace's decode tokens *outside* the replayed window
+  (if fewer than 256 such tokens exist the whole trace is used and the report says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..specs.model import ModelSpec
+from ..trace import PHASE_DECODE, Trace, load, require_shape
+
+MIN_PROFILE_TOKENS = 256
+
+
+@dataclass
+class Workload:
+    trace: Trace
+    trace_path: Path
+    model: ModelSpec
+    level: int  # replay level index
+    decode_index: np.ndarray  # trace token indices replayed, in order
+    prompt_tokens: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.decode_index)
+
+    def steps(self) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """(t, active [L, K, N] bool, experts [L, K] or None) for each replayed decode token."""
+        want = self.decode_index
+        if len(want) == 0:
+            return
+        pos = 0
+        for block in self.trace.iter_blocks():
+            start, stop = block.start, block.start + len(block)
+            while pos < len(want) and want[pos] < stop:
+                i = int(want[pos]) - start
+                if i >= 0:
+                    act = block.codes[i] >= (self.level + 1)
+                    exp = None if block.experts is None else block.experts[i]
+                    yield pos, act, exp
+                pos += 1
+            if pos >= len(want):
+                return
+
+    def experts(self) -> np.ndarray | None:
+        e = self.trace.experts
+        return None if e is None else e[self.decode_index]
+
+
+def open_workload(trace_path: Path, model: ModelSpec, decode_tokens: int, prompt_tokens: int, sparsity: float | None) -> Workload:
+    trace = load(trace_path)
+    a = model.architecture
+    require_shape(trace, model.name, a.layers, a.ffn_neurons, a.experts, a.top_k)
+    level_sparsity = sparsity if sparsity is not None else model.sparsity.level
+    if trace.meta.activation_kind == "zero":
+        if sparsity is not None:
+            raise InputError(trace.path, "sparsity", "no --set sparsity for a ReLU-family trace (its activity is what the model does)", sparsity)
+        level = 0
+    else:
+        level = trace.meta.level_index(level_sparsity if level_sparsity is not None else trace.meta.levels[0].sparsity)
+    decode = np.flatnonzero(trace.phase == PHASE_DECODE)
+    if len(decode) < decode_tokens:
+        raise InputError(trace.path, "decode_tokens", f"at most the trace's {len(decode)} decode tokens", decode_tokens)
+    return Workload(trace, Path(trace_path), model, level, decode[:decode_tokens], prompt_tokens)
+
+
+def neuron_frequencies(w: Workload) -> np.ndarray:
+    """Offline profile: firing frequency of every neuron, [L, E, N] (within its expert)."""
+    m = w.trace.meta
+    prov = m.provenance
+    if prov.get("kind") == "synthetic":
+        from ..trace.synth import population_frequencies
+
+        cal = prov.get("calibration", {})
+        if "mu" not in cal:
+            raise InputError(w.trace.path, "provenance.calibration", "a synthetic trace from generator version 2 or later (re-generate it)")
+        freqs = population_frequencies(cal, m.model, m.n_layers, m.n_neurons, m.n_experts)
+        return freqs[w.level]
+    decode = np.flatnonzero(w.trace.phase == PHASE_DECODE)
+    replayed = set(w.decode_index.tolist())
+    outside = np.array([i for i in decode if i not in replayed], dtype=np.int64)
+    if len(outside) < MIN_PROFILE_TOKENS:
+        outside = decode
+        w.notes.append(f"hot-neuron profile measured in-sample: only {len(decode) - len(w.decode_index)} decode tokens lie outside the replayed window")
+    counts = np.zeros((m.n_layers, m.n_experts, m.n_neurons), np.float64)
+    routed = np.zeros((m.n_layers, m.n_experts), np.float64)
+    sel = np.zeros(m.n_tokens, bool)
+    sel[outside] = True
+    for block in w.trace.iter_blocks():
+        rows = np.flatnonzero(sel[block.start : block.start + len(block)])
+        if len(rows) == 0:
+            continue
+        act = block.codes[rows] >= (w.level + 1)  # [n, L, K, N]
+        if block.experts is None:
+            counts[:, 0, :] += act[:, :, 0, :].sum(axis=0)
+            routed[:, 0] += len(rows)
+        else:
+            ex = block.experts[rows]  # [n, L, K]
+            for k in range(ex.shape[2]):
+                for l in range(m.n_layers):
+                    np.add.at(counts[l], ex[:, l, k], act[:, l, k, :])
+                    np.add.at(routed[l], ex[:, l, k], 1)
+    return (counts / np.maximum(routed, 1)[:, :, None]).astype(np.float32)

@@ -1,0 +1,130 @@
+"""``pi2sim run``: simulate one configuration; ``pi2sim policies``: what each policy accepts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import InputError
+
+
+def _policy_epilog(policy: str | None) -> str:
+    from .. import policies
+    from ..schema import describe_fields
+
+    names = policies.names()
+    lines = [f"policies: {', '.join(names)} (options: --set KEY=VALUE; see `pi2sim policies NAME`)"]
+    if policy in names:
+        cls = policies.get(policy)
+        lines += ["", f"options of {policy}: {cls.summary}"]
+        for key, kind, default, help_ in describe_fields(cls.Options):
+            lines.append(f"  {key:22s} {kind:24s} default {default:10s} {help_}")
+        if cls.presets:
+            lines += ["", f"presets of {policy} (--set preset=NAME):"]
+            for name in cls.presets:
+                lines.append(f"  {name:12s} {cls.preset_help.get(name, '')}")
+    lines += [
+        "",
+        "other --set keys: any run option (quant=fp16, decode_tokens=512, fidelity=analytic, sparsity=0.7),",
+        "device.<yaml key path> and model.<yaml key path> (e.g. device.storage.latency=\"60 us\").",
+    ]
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    # peek at --policy so that `pi2sim run --policy X --help` documents X's options
+    policy = None
+    argv = sys.argv[1:]
+    if "--policy" in argv and argv.index("--policy") + 1 < len(argv):
+        policy = argv[argv.index("--policy") + 1]
+    elif not any(a.startswith("--policy=") for a in argv):
+        policy = "powerinfer2"
+    for a in argv:
+        if a.startswith("--policy="):
+            policy = a.split("=", 1)[1]
+    p = sub.add_parser(
+        "run",
+        help="simulate one phone / model / policy configuration",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_policy_epilog(policy),
+    )
+    add_run_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--out", default=None, help="write summary.json and tokens.csv into this directory")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_run)
+
+    q = sub.add_parser("policies", help="list policies, or document one policy's options and presets")
+    q.add_argument("name", nargs="?", default=None)
+    q.set_defaults(func=cmd_policies)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="oneplus12", help="bundled device name (oneplus12, oneplus_ace2) or path to a device YAML")
+    p.add_argument("--model", default=None, help="bundled model name or path (default turbosparse-mistral-7b)")
+    p.add_argument("--trace", default=None, help="trace file (default: the model's bundled or synthetic trace)")
+    p.add_argument("--policy", default="powerinfer2", help="inference engine to simulate (default powerinfer2)")
+    mem = p.add_mutually_exclusive_group()
+    mem.add_argument("--memory-gb", type=float, default=None, help="memory available to the app (GB)")
+    mem.add_argument("--ffn-offload", type=float, default=None, help="share of FFN weights left in flash (default 0.5)")
+    p.add_argument("--prompt-tokens", type=int, default=None, help="prompt length (default 64)")
+    p.add_argument("--decode-tokens", type=int, default=None, help="tokens to decode (default 256)")
+    p.add_argument("--fidelity", choices=("analytic", "layer", "cluster"), default=None, help="timing tier (default layer)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run, policy, device.* or model.* option (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from .. import schema
+    from ..config import RunConfig, apply_sets
+
+    data = {
+        "device": args.device,
+        "model": args.model,
+        "trace": args.trace,
+        "policy": args.policy,
+        "memory_gb": args.memory_gb,
+        "ffn_offload": args.ffn_offload,
+        "prompt_tokens": args.prompt_tokens,
+        "decode_tokens": args.decode_tokens,
+        "fidelity": args.fidelity,
+        "seed": args.seed,
+    }
+    names = {
+        "memory_gb": "--memory-gb", "ffn_offload": "--ffn-offload", "prompt_tokens": "--prompt-tokens",
+        "decode_tokens": "--decode-tokens", "seed": "--seed",
+    }
+    try:
+        cfg = schema.build(RunConfig, {k: v for k, v in data.items() if v is not None}, "command line")
+    except InputError as exc:
+        key = names.get(exc.key or "", f"--{(exc.key or '').replace('_', '-')}")
+        raise InputError(None, key, exc.expected, exc.got) from None
+    return apply_sets(cfg, args.set)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..report.output import human, summary_json, write_outputs
+    from ..simulate import run
+
+    cfg = config_from_args(args)
+    result = run(cfg, progress=not args.quiet)
+    if args.json:
+        sys.stdout.write(summary_json(result.summary))
+    else:
+        print(human(result.summary))
+    if args.out:
+        for p in write_outputs(args.out, result.summary, result.tokens):
+            print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    from .. import policies
+
+    if args.name is None:
+        for n in policies.names():
+            print(f"{n:18s} {policies.get(n).summary}")
+        return 0
+    policies.get(args.name)
+    print(_policy_epilog(args.name))
+    return 0

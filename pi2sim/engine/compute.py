@@ -1,0 +1,121 @@
+"""Compute units: CPU thread pools, the NPU, the GPU.
+
+A CPU kernel streams weight bytes. One core does dense INT4 matrix-vector work at its
+``matvec_int4`` rate (weight bytes/s); sparse kernels (gathered rows of predicted neurons) run
+at ``sparse_efficiency`` of that. A pool of threads on chosen cores splits the work:
+
+* ``dynamic``: work is handed out in small pieces (PowerInfer-2's neuron clusters), so the pool
+  runs at the sum of its cores' rates;
+* ``static``: every thread gets an equal share (llama.cpp's row split), so the slowest core sets
+  the pace: ``n * min(rate)``. This is why adding little cores slows llama.cpp on Snapdragon
+  8 Gen 3 (arXiv 2410.03613 §V-C).
+
+The pool's rate is its *demand* on DRAM; the bus (:mod:`pi2sim.engine.dram`) may grant less.
+Matrix-matrix work (prefill) is compute-bound at ``gemm`` operations/s per core.
+
+The NPU runs static graphs: a dense matrix-vector pass streams weights at up to ``matvec`` (in
+practice capped by its DRAM share); a prefill GEMM takes ``2 * params * tokens / gemm`` with the
+prompt padded to a multiple of ``graph_tokens``; each graph execution costs ``invocation``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..specs.device import Core, DeviceSpec
+
+
+@dataclass(frozen=True)
+class CpuPool:
+    cores: tuple[Core, ...]
+    scheduling: str  # "dynamic" | "static"
+    sparse_efficiency: float
+    barrier_s: float
+
+    @property
+    def n(self) -> int:
+        return len(self.cores)
+
+    def _combine(self, rates: list[float]) -> float:
+        if not rates:
+            return 0.0
+        return sum(rates) if self.scheduling == "dynamic" else len(rates) * min(rates)
+
+    def matvec_rate(self, dtype: str, sparse: bool = False) -> float:
+        """Weight bytes/s the pool streams through a matrix-vector kernel (its DRAM demand)."""
+        r = self._combine([c.matvec_bps(dtype) for c in self.cores])
+        return r * (self.sparse_efficiency if sparse else 1.0)
+
+    def gemm_rate(self, dtype: str) -> float:
+        return self._combine([c.gemm_ops(dtype) for c in self.cores])
+
+    def memcpy_rate(self) -> float:
+        return self._combine([c.cluster.memcpy_bps for c in self.cores])
+
+    def ids(self) -> list[str]:
+        return [c.id for c in self.cores]
+
+
+def pick_cores(device: DeviceSpec, spec: str, n: int | None, exclude: tuple[str, ...] = (), what: str = "compute_cores") -> tuple[Core, ...]:
+    """Resolve a core selection.
+
+    ``spec`` is ``auto`` (the ``n`` fastest cores not in ``exclude``, by INT4 matvec rate), a
+    comma-separated list of core ids (``perf_hi0,perf_hi1``) or of cluster names (``perf_hi``,
+    meaning all its cores, in order).
+    """
+    cores = device.cores()
+    by_id = {c.id: c for c in cores}
+    clusters = {c.name for c in device.cpu.clusters}
+    if spec == "auto":
+        pool = [c for c in cores if c.id not in exclude]
+        pool.sort(key=lambda c: -c.cluster.matvec_int4_bps)
+        if n is None:
+            n = len(pool)
+        if n > len(pool):
+            raise InputError(None, what, f"at most {len(pool)} compute threads on {device.name} (one core per thread)", n)
+        return tuple(pool[:n])
+    chosen: list[Core] = []
+    for tok in [t.strip() for t in spec.split(",") if t.strip()]:
+        if tok in by_id:
+            chosen.append(by_id[tok])
+        elif tok in clusters:
+            chosen.extend(c for c in cores if c.cluster.name == tok)
+        else:
+            raise InputError(None, what, f"core ids or cluster names of {device.name} ({', '.join(sorted(by_id))})", tok)
+    if len({c.id for c in chosen}) != len(chosen):
+        raise InputError(None, what, "each core at most once", spec)
+    overlap = [c.id for c in chosen if c.id in exclude]
+    if overlap:
+        raise InputError(None, what, f"cores other than the I/O core ({', '.join(exclude)})", spec)
+    if n is not None and n != len(chosen):
+        raise InputError(None, what, f"{n} cores (compute_threads)", spec)
+    if not chosen:
+        raise InputError(None, what, "at least one core", spec)
+    return tuple(chosen)
+
+
+@dataclass(frozen=True)
+class NpuModel:
+    device: DeviceSpec
+
+    def matvec_demand(self) -> float:
+        return self.device.npu.matvec_bps
+
+    def gemm_time(self, ops: float, factor: float = 1.0) -> float:
+        return ops / (self.device.npu.gemm_ops * factor)
+
+    def padded_tokens(self, tokens: int) -> int:
+        g = self.device.npu.graph_tokens
+        return -(-tokens // g) * g
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    device: DeviceSpec
+
+    def matvec_demand(self) -> float:
+        return self.device.gpu.matvec_bps
+
+    def gemm_time(self, ops: float) -> float:
+        return ops / self.device.gpu.gemm_ops

@@ -1,0 +1,396 @@
+"""Event tiers: execute a :class:`~pi2sim.engine.plan.DecodePlan` in SimPy.
+
+Resources (one per hardware unit):
+
+* **DRAM**: a :class:`~pi2sim.engine.dram.FluidBus`; every CPU/NPU kernel is a byte stream on it,
+  so concurrent CPU and NPU work share bandwidth as measured (43.9 / 56 / 59.6 GB/s).
+* **CPU pool**: the compute threads, as one server that takes ready tasks and streams their
+  bytes at the pool's rate (dynamic work split; the cluster tier keeps one task per cluster, the
+  layer tier groups clusters). The Gate compute of a freshly loaded cluster goes first, because
+  it releases that cluster's Up/Down reads and keeps the I/O thread busy; everything else is FIFO.
+* **I/O thread + UFS**: one issuer that issues a batch of k requests in ``k * period`` and sees
+  the last complete ``latency + (k - 1) * period`` after the first issue (the queue keeps up to
+  32 in flight, so latencies overlap); Up/Down batches take priority over pending Gate batches,
+  so clusters finish early.
+* **NPU**: a byte stream on the bus (its hot rows / attention heads), concurrent with the CPU.
+
+Granularity (``--fidelity``): ``layer`` groups each layer's clusters into a few tasks per kind
+(hit / miss), ``cluster`` keeps one task per neuron cluster. Both report the same critical-path
+split as the analytic tier: compute (CPU busy in the stage), I/O stall (the rest of the stage),
+other (barriers and fixed costs).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import deque
+
+import numpy as np
+import simpy
+
+from ..specs.device import DeviceSpec
+from .analytic import Components, _pool_class
+from .dram import FluidBus
+from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
+from .result import TimingResult
+
+LAYER_GROUPS = 4  # tasks per kind (hit / miss) per layer in the layer tier
+
+
+def _at(arr, t: int, l: int | None):
+    a = np.asarray(arr)
+    if a.ndim == 0:
+        return float(a)
+    if l is None or a.ndim == 1:
+        return float(a[t])
+    return float(a[t, l])
+
+
+class _Engine:
+    def __init__(self, device: DeviceSpec, granularity: str):
+        self.device = device
+        self.comp = Components(device)
+        self.env = simpy.Environment()
+        self.bus = FluidBus(self.env, self.comp.dram)
+        self.granularity = granularity
+        self.busy: dict[str, float] = {}
+        self.io_free_at = 0.0
+        self.events = 0
+
+    def add_busy(self, key: str, v: float) -> None:
+        self.busy[key] = self.busy.get(key, 0.0) + v
+
+    # ------------------------------------------------------------------ stages
+    def compute(self, c: Compute, t: int, l: int | None):
+        """Run a Compute stage; returns (duration, compute part, other part)."""
+        env = self.env
+        start = env.now
+        work = _at(c.work, t, l)
+        pwork = _at(c.parallel.work, t, l) if c.parallel is not None else 0.0
+        if work <= 0 and pwork <= 0:
+            return 0.0, 0.0, 0.0
+        evs = []
+        if work > 0:
+            evs.append(env.process(self._stream(c, work)))
+        if c.parallel is not None and pwork > 0:
+            evs.append(env.process(self._stream(c.parallel, pwork)))
+        yield simpy.AllOf(env, evs)
+        body = env.now - start
+        barrier = self.comp.barrier(c) if work > 0 else 0.0
+        if c.parallel is not None:
+            barrier = max(barrier, self.comp.barrier(c.parallel))
+        if barrier:
+            yield env.timeout(barrier)
+        if c.category == "compute":
+            return body + barrier, body, barrier
+        return body + barrier, 0.0, body + barrier
+
+    def _stream(self, c: Compute, work: float):
+        env = self.env
+        t0 = env.now
+        if c.fixed_s:
+            yield env.timeout(c.fixed_s)
+        factor = 2.0 if c.op == "memcpy" else 1.0
+        yield self.bus.transfer(c.unit, factor * work, self.comp.demand(c))
+        self.events += 2
+        dt = env.now - t0
+        if c.unit == "cpu":
+            for cid in c.pool.ids():
+                self.add_busy(cid, dt)
+        else:
+            self.add_busy(c.unit, dt)
+
+    def flash(self, f: Flash, t: int, l: int | None):
+        n = _at(f.requests, t, l)
+        if n <= 0:
+            return 0.0, 0.0, 0.0
+        span = _at(f.span, t, l) if np.ndim(f.span) else float(f.span)
+        dt = float(self.comp.ufs.batch_time(n, f.size, span, f.issuer_class, f.qd, f.n_issuers, f.sequential))
+        self.add_busy("ufs", n * float(self.comp.ufs.service_time(f.size, span, f.sequential)))
+        for cid in f.issuer_cores:
+            self.add_busy(cid, float(self.comp.ufs.issuer_busy(n, f.issuer_class)) / max(1, len(f.issuer_cores)))
+        yield self.env.timeout(dt)
+        self.events += 1
+        return dt, 0.0, 0.0
+
+    def faults(self, f: Faults, t: int, l: int):
+        """Demand paging: the same closed form as the analytic tier (no overlap to simulate)."""
+        from .analytic import faults_time
+
+        r = faults_time(self.comp, Faults(f.name, f.pool, f.dtype, np.asarray(_at(f.work, t, l)), np.asarray(_at(f.faults, t, l)),
+                                          f.fault_bytes, _at(f.span, t, l) if np.ndim(f.span) else f.span, f.fault_cpu_s, f.sequential))
+        dt = float(r.total)
+        for k, v in r.busy.items():
+            self.add_busy(k, float(v))
+        yield self.env.timeout(dt)
+        self.events += 1
+        return dt, float(r.compute), float(r.io)
+
+    def pipeline(self, p: NeuronPipeline, t: int, l: int):
+        env = self.env
+        start = env.now
+        g_hit, g_miss = int(_at(p.gate_hit_n, t, l)), int(_at(p.gate_miss_n, t, l))
+        u_hit, u_miss = int(_at(p.ud_hit_n, t, l)), int(_at(p.ud_miss_n, t, l))
+        G, U = _at(p.gate_reqs, t, l), _at(p.ud_reqs, t, l)
+        span = _at(p.span, t, l) if np.ndim(p.span) else float(p.span)
+        pool = p.pool
+        demand = pool.matvec_rate(p.dtype, sparse=True)
+        k = p.cluster_neurons
+        work_total = (g_hit + g_miss) * p.gate_bytes_per_neuron + (u_hit + u_miss) * p.ud_bytes_per_neuron
+        parallel_ev = None
+        if p.parallel is not None and _at(p.parallel.work, t, l) > 0:
+            parallel_ev = env.process(self._stream(p.parallel, _at(p.parallel.work, t, l)))
+        if work_total <= 0 and G + U <= 0:
+            if parallel_ev is not None:
+                yield parallel_ev
+            return env.now - start, env.now - start, 0.0
+        n_hit_clusters = math.ceil(g_hit / k) if g_hit else 0
+        n_miss_clusters = math.ceil(g_miss / k) if g_miss else 0
+        if self.granularity == "cluster":
+            gh, gm = n_hit_clusters, n_miss_clusters
+        else:
+            gh, gm = min(LAYER_GROUPS, n_hit_clusters), min(LAYER_GROUPS, n_miss_clusters)
+        hit_groups = _split(g_hit, u_hit, gh)
+        miss_groups = _split(g_miss, u_miss, gm)
+        miss_reqs = _split(int(round(G)), int(round(U)), gm)
+        cpu_busy = [0.0]
+        ready: deque = deque()
+        urgent: deque = deque()  # Gate compute of loaded clusters: it releases their Up/Down reads
+        wake = [env.event()]
+        done_tasks = [0]
+        n_tasks = 2 * len(hit_groups) + 2 * len(miss_groups)
+
+        def push(task) -> None:
+            (urgent if (task[0] == "g" and task[2] is not None and p.two_phase) else ready).append(task)
+            if not wake[0].triggered:
+                wake[0].succeed()
+
+        for gn, un in hit_groups:
+            ready.append(("g", gn * p.gate_bytes_per_neuron, None))
+            ready.append(("u", un * p.ud_bytes_per_neuron, None))
+        io = _IoThread(self, p, span, push) if miss_groups else None
+        for i, ((gn, un), (gr, ur)) in enumerate(zip(miss_groups, miss_reqs)):
+            # two-phase: Gate part now, Up/Down part after the Gate compute; one-phase: the whole bundle now
+            first = gr if p.two_phase else gr + ur
+            io.submit_gate(first, ("g", gn * p.gate_bytes_per_neuron, (i, ur, un * p.ud_bytes_per_neuron)))
+        if io is not None:
+            env.process(io.run())
+
+        def worker():
+            while done_tasks[0] < n_tasks:
+                while not ready and not urgent:
+                    wake[0] = env.event()
+                    yield wake[0]
+                kind, nbytes, follow = (urgent or ready).popleft()
+                t0 = env.now
+                if nbytes > 0:
+                    yield self.bus.transfer("cpu", nbytes, demand)
+                    self.events += 1
+                cpu_busy[0] += env.now - t0
+                done_tasks[0] += 1
+                if kind == "g" and follow is not None:
+                    i, ur, ubytes = follow
+                    if p.two_phase:
+                        io.submit_ud(ur, ("u", ubytes, None))
+                    else:
+                        io.ud_after_gate(i, ur, ("u", ubytes, None))
+
+        yield env.process(worker())
+        if parallel_ev is not None:
+            yield parallel_ev
+        body = env.now - start
+        barrier = pool.barrier_s if work_total > 0 else 0.0
+        if barrier:
+            yield env.timeout(barrier)
+        for cid in pool.ids():
+            self.add_busy(cid, cpu_busy[0])
+        compute = min(body, cpu_busy[0] if parallel_ev is None else max(cpu_busy[0], self._last_parallel(p, t, l)))
+        return body + barrier, compute, barrier
+
+    def _last_parallel(self, p: NeuronPipeline, t: int, l: int) -> float:
+        # NPU stream time for the split (the compute bound of the stage when the NPU is slower)
+        from .analytic import compute_time
+
+        c = p.parallel
+        r = compute_time(self.comp, Compute(c.name, c.unit, np.asarray(_at(c.work, t, l)), c.op, fixed_s=c.fixed_s))
+        return float(r.total)
+
+    def closed_form_pipeline(self, p: NeuronPipeline, t: int, l: int):
+        """``matrix`` and ``sync`` modes: barrier-separated phases with nothing to interleave inside a
+        layer, so the event tiers use the analytic phase times (same formulas, one layer at a time)."""
+        from .analytic import pipeline_time
+
+        one = _slice_pipeline(p, t, l)
+        r = pipeline_time(self.comp, one)
+        for k, v in r.busy.items():
+            self.add_busy(k, float(np.sum(v)))
+        dt = float(np.sum(r.total))
+        yield self.env.timeout(dt)
+        self.events += 1
+        return dt, float(np.sum(r.compute)), float(np.sum(r.other))
+
+
+class _IoThread:
+    """The I/O thread and the UFS device as a request pipeline (period in, latency out)."""
+
+    def __init__(self, eng: _Engine, p: NeuronPipeline, span: float, push):
+        self.eng = eng
+        self.p = p
+        self.push = push
+        ufs = eng.comp.ufs
+        st = eng.device.storage
+        self.c = st.issue_cost.of(p.io_class)
+        self.per_g = float(ufs.period(p.gate_req_size, span, p.io_class))
+        self.per_u = float(ufs.period(p.ud_req_size, span, p.io_class))
+        self.svc_g = float(ufs.service_time(p.gate_req_size, span))
+        self.svc_u = float(ufs.service_time(p.ud_req_size, span))
+        self.lat_g = self.c + self.svc_g + st.latency_s
+        self.lat_u = self.c + self.svc_u + st.latency_s
+        self.gates: deque = deque()
+        self.uds: deque = deque()
+        self.wake = eng.env.event()
+        self.remaining = 0  # batches still to issue, including Up/Down batches not yet submitted
+
+    def submit_gate(self, n: int, task) -> None:
+        self.gates.append((n, task))
+        # two-phase: this group will also submit one Up/Down batch after its Gate compute
+        self.remaining += 2 if self.p.two_phase else 1
+
+    def submit_ud(self, n: int, task) -> None:
+        self.uds.append((n, task))
+        if not self.wake.triggered:
+            self.wake.succeed()
+
+    def ud_after_gate(self, i: int, n: int, task) -> None:
+        # one-phase loads: the Up/Down part was read with the Gate part
+        self.eng.env.process(self._deliver_now(task))
+
+    def _deliver_now(self, task):
+        yield self.eng.env.timeout(0)
+        self.push(task)
+
+    def run(self):
+        env = self.eng.env
+        p = self.p
+        while self.remaining > 0:
+            if self.uds:
+                n, task = self.uds.popleft()
+                per, lat, svc, size = self.per_u, self.lat_u, self.svc_u, p.ud_req_size
+            elif self.gates:
+                n, task = self.gates.popleft()
+                per, lat, svc, size = self.per_g, self.lat_g, self.svc_g, p.gate_req_size
+            else:
+                self.wake = env.event()
+                yield self.wake
+                continue
+            self.remaining -= 1
+            if n <= 0:
+                self.push(task)
+                continue
+            start = max(env.now, self.eng.io_free_at)
+            if start > env.now:
+                yield env.timeout(start - env.now)
+            self.eng.add_busy(p.io_core, n * self.c)
+            self.eng.add_busy("ufs", n * svc)
+            done = env.timeout(lat + (n - 1) * per)
+            done.callbacks.append(lambda _e, task=task: self.push(task))
+            self.eng.io_free_at = env.now + n * per
+            self.eng.events += 2
+            yield env.timeout(n * per)
+
+
+def _split(a: int, b: int, groups: int) -> list[tuple[int, int]]:
+    """Split counts a (and proportionally b) into ``groups`` near-equal parts (deterministic)."""
+    if groups <= 0:
+        return []
+    qa, ra = divmod(a, groups)
+    parts_a = [qa + (1 if i < ra else 0) for i in range(groups)]
+    out, used = [], 0
+    for i, pa in enumerate(parts_a):
+        if i == groups - 1:
+            pb = b - used
+        else:
+            pb = int(round(b * pa / a)) if a else b // groups
+            pb = min(pb, b - used)
+        used += pb
+        out.append((pa, pb))
+    return out
+
+
+def _slice_pipeline(p: NeuronPipeline, t: int, l: int) -> NeuronPipeline:
+    from dataclasses import replace
+
+    def one(x):
+        return np.asarray(_at(x, t, l))
+
+    return replace(
+        p,
+        gate_hit_bytes=one(p.gate_hit_bytes), gate_miss_bytes=one(p.gate_miss_bytes),
+        ud_hit_bytes=one(p.ud_hit_bytes), ud_miss_bytes=one(p.ud_miss_bytes),
+        gate_hit_n=one(p.gate_hit_n), gate_miss_n=one(p.gate_miss_n), ud_hit_n=one(p.ud_hit_n), ud_miss_n=one(p.ud_miss_n),
+        gate_reqs=one(p.gate_reqs), ud_reqs=one(p.ud_reqs), span=one(p.span) if np.ndim(p.span) else p.span,
+        parallel=None if p.parallel is None else replace(p.parallel, work=one(p.parallel.work)),
+    )
+
+
+def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer", progress: bool = False) -> TimingResult:
+    eng = _Engine(device, granularity)
+    env = eng.env
+    T, L = plan.n_tokens, plan.n_layers
+    token = np.zeros(T)
+    cmp_ = np.zeros(T)
+    io = np.zeros(T)
+    oth = np.zeros(T)
+    stage_s: dict[str, np.ndarray] = {}
+
+    def record(t: int, name: str, dt: float, c: float, o: float) -> None:
+        token[t] += dt
+        cmp_[t] += c
+        oth[t] += o
+        io[t] += max(0.0, dt - c - o)
+        stage_s.setdefault(name, np.zeros(T))[t] += dt
+
+    def run_stage(st, t: int, l: int | None):
+        if isinstance(st, Compute):
+            r = yield from eng.compute(st, t, l)
+        elif isinstance(st, Flash):
+            r = yield from eng.flash(st, t, l)
+        elif isinstance(st, Faults):
+            r = yield from eng.faults(st, t, l)
+        elif isinstance(st, NeuronPipeline):
+            if st.mode == "cluster":
+                r = yield from eng.pipeline(st, t, l)
+            else:
+                r = yield from eng.closed_form_pipeline(st, t, l)
+        else:
+            raise TypeError(type(st))
+        return r
+
+    def decoder():
+        for t in range(T):
+            for l in range(L):
+                for st in plan.layer_stages:
+                    dt, c, o = yield from run_stage(st, t, l)
+                    record(t, st.name, dt, c, o)
+            for st in plan.token_stages:
+                dt, c, o = yield from run_stage(st, t, None)
+                record(t, st.name, dt, c, o)
+            if progress and (t + 1) % max(1, T // 10) == 0:
+                print(f"\r[pi2sim] decode {t + 1}/{T} tokens", end="", file=sys.stderr, flush=True)
+
+    proc = env.process(decoder())
+    env.run()
+    if progress:
+        print(file=sys.stderr)
+    if not proc.triggered:
+        from ..errors import SimulationError
+
+        raise SimulationError(
+            f"{granularity} tier stalled at t={env.now:.6f} s with the decoder unfinished (no pending events): "
+            f"tokens done {int((token > 0).sum())}/{T}, DRAM streams active {len(eng.bus.flows)}"
+        )
+    res = TimingResult(granularity, token, cmp_, io, oth, stage_s, eng.busy, dict(eng.bus.bytes_by_agent))
+    res.events = eng.events
+    res.check_split(rtol=1e-6)
+    return res

@@ -1,0 +1,173 @@
+"""Shared DRAM bandwidth: processor sharing with a cap per agent.
+
+All processors share one LPDDR bus (unified memory). PowerInfer-2 measured on a 7B matmul
+(v3 §2.3.1): CPU alone 43.9 GB/s, NPU alone 56 GB/s, both together 59.6 GB/s: no single agent
+saturates the bus, and two together reach more than either. The model:
+
+* each agent has its own cap (``bw_cpu``, ``bw_npu``, ``bw_gpu``) and asks for a demand (its
+  compute-limited streaming rate; at most its cap);
+* the total is capped by ``bw_cpu_npu`` when the CPU and NPU are both active, by the largest
+  single-agent cap otherwise;
+* bandwidth is allocated max-min fairly (water-filling) under both caps.
+
+Flash DMA is extra traffic of a few hundred MB/s to a few GB/s; it is counted as an agent with
+demand equal to the read rate (agent ``dma``, uncapped except by the total).
+
+:func:`allocate` is the one allocation rule; :func:`concurrent_time` the closed form the analytic
+tier uses for two concurrent streams; :class:`FluidBus` the SimPy component the event tiers use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from ..specs.device import Dram
+
+
+@dataclass(frozen=True)
+class DramModel:
+    spec: Dram
+
+    def agent_cap(self, agent: str) -> float:
+        s = self.spec
+        return {"cpu": s.bw_cpu_bps, "npu": s.bw_npu_bps, "gpu": s.bw_gpu_bps, "dma": s.bw_theoretical_bps}[agent]
+
+    def total_cap(self, agents) -> float:
+        s = self.spec
+        agents = set(agents)
+        if {"cpu", "npu"} <= agents or {"cpu", "gpu"} <= agents or {"npu", "gpu"} <= agents:
+            return s.bw_cpu_npu_bps
+        if not agents - {"dma"}:
+            return s.bw_theoretical_bps
+        return max(self.agent_cap(a) for a in agents if a != "dma")
+
+    def allocate(self, demands: Mapping[str, float]) -> dict[str, float]:
+        """Max-min fair rates for ``demands`` (agent -> wanted bytes/s)."""
+        active = {a: min(d, self.agent_cap(a)) for a, d in demands.items() if d > 0}
+        if not active:
+            return {}
+        remaining = self.total_cap(active)
+        rates: dict[str, float] = {}
+        todo = dict(active)
+        while todo:
+            share = remaining / len(todo)
+            small = {a: d for a, d in todo.items() if d <= share}
+            if not small:
+                for a in todo:
+                    rates[a] = share
+                break
+            for a, d in small.items():
+                rates[a] = d
+                remaining -= d
+                del todo[a]
+        return rates
+
+    def solo_rate(self, agent: str, demand: float) -> float:
+        return self.allocate({agent: demand}).get(agent, 0.0)
+
+    def concurrent_time(self, work_a: np.ndarray, demand_a: float, agent_a: str, work_b: np.ndarray, demand_b: float, agent_b: str):
+        """Finish time of two concurrent streams of ``work`` bytes (vectorised), fluid sharing.
+
+        Both run at their shared rates until one finishes; the other continues at its solo rate.
+        Returns (time_a, time_b).
+        """
+        work_a = np.asarray(work_a, dtype=np.float64)
+        work_b = np.asarray(work_b, dtype=np.float64)
+        both = self.allocate({agent_a: demand_a, agent_b: demand_b})
+        ra, rb = both[agent_a], both[agent_b]
+        sa, sb = self.solo_rate(agent_a, demand_a), self.solo_rate(agent_b, demand_b)
+        ta_shared = work_a / ra
+        tb_shared = work_b / rb
+        a_first = ta_shared <= tb_shared
+        # a finishes first: b has done rb * ta of its work, then runs solo
+        tb_if = ta_shared + np.maximum(work_b - rb * ta_shared, 0.0) / sb
+        ta_if = tb_shared + np.maximum(work_a - ra * tb_shared, 0.0) / sa
+        time_a = np.where(work_b <= 0, work_a / sa, np.where(a_first, ta_shared, ta_if))
+        time_b = np.where(work_a <= 0, work_b / sb, np.where(a_first, tb_if, tb_shared))
+        return np.where(work_a > 0, time_a, 0.0), np.where(work_b > 0, time_b, 0.0)
+
+
+class _Flow:
+    __slots__ = ("agent", "remaining", "demand", "rate", "done", "moved")
+
+    def __init__(self, agent: str, nbytes: float, demand: float, done: simpy.Event):
+        self.agent = agent
+        self.remaining = float(nbytes)
+        self.demand = float(demand)
+        self.rate = 0.0
+        self.done = done
+        self.moved = 0.0
+
+
+class FluidBus:
+    """SimPy component: byte streams that share DRAM bandwidth by :meth:`DramModel.allocate`.
+
+    ``transfer(agent, nbytes, demand)`` returns an event that fires when the stream completes.
+    Whenever a stream starts or ends, every stream's progress is brought up to date and rates
+    are re-allocated; one pending wake-up (the earliest completion) is kept, stale ones ignored.
+    Several streams of the same agent split that agent's allocation in proportion to demand.
+    """
+
+    def __init__(self, env: simpy.Environment, model: DramModel):
+        self.env = env
+        self.model = model
+        self.flows: list[_Flow] = []
+        self._last = env.now
+        self._version = 0
+        self.bytes_by_agent: dict[str, float] = {}
+        self.busy_time = 0.0  # time with at least one stream active
+
+    def transfer(self, agent: str, nbytes: float, demand: float) -> simpy.Event:
+        done = self.env.event()
+        if nbytes <= 0:
+            done.succeed()
+            return done
+        self._advance()
+        self.flows.append(_Flow(agent, nbytes, demand, done))
+        self._reallocate()
+        return done
+
+    def _advance(self) -> None:
+        dt = self.env.now - self._last
+        if dt > 0:
+            if self.flows:
+                self.busy_time += dt
+            for f in self.flows:
+                step = f.rate * dt
+                f.remaining -= step
+                f.moved += step
+        self._last = self.env.now
+
+    def _reallocate(self) -> None:
+        # finish streams that are done (tolerance: a picosecond of transfer)
+        alive = []
+        for f in self.flows:
+            if f.remaining <= max(1e-12 * f.demand, 1e-6):
+                self.bytes_by_agent[f.agent] = self.bytes_by_agent.get(f.agent, 0.0) + f.moved + max(f.remaining, 0.0)
+                f.done.succeed()
+            else:
+                alive.append(f)
+        self.flows = alive
+        if not alive:
+            return
+        demand_by_agent: dict[str, float] = {}
+        for f in alive:
+            demand_by_agent[f.agent] = demand_by_agent.get(f.agent, 0.0) + f.demand
+        rates = self.model.allocate(demand_by_agent)
+        for f in alive:
+            f.rate = rates[f.agent] * f.demand / demand_by_agent[f.agent]
+        self._version += 1
+        version = self._version
+        wake = min(f.remaining / f.rate for f in alive)
+        ev = self.env.timeout(wake)
+        ev.callbacks.append(lambda _ev, v=version: self._wake(v))
+
+    def _wake(self, version: int) -> None:
+        if version != self._version:
+            return
+        self._advance()
+        self._reallocate()

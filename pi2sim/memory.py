@@ -1,0 +1,171 @@
+"""Model sizes and memory accounting.
+
+:class:`ModelBytes` gives the size of every tensor group of a model under a quantization;
+:class:`MemoryPlan` is what a policy keeps resident, component by component, against the budget
+the user gave (``--memory-gb``: memory available to the app, as in PowerInfer-2's memory sweep;
+or ``--ffn-offload``: share of FFN weights left in flash, as in its decoding grids).
+
+For TurboSparse-Mixtral-47B at 7 GB this reproduces PowerInfer-2's breakdown (v3 §7.2.3) from
+the model shape: non-FFN 1.05 GB (paper 1.0), predictors 2.61 GB (2.6), FFN scales 2.82 GB
+(2.7), runtime 0.3 GB, i.e. 6.78 GB fixed (6.6) and a 0.22 GB neuron cache (0.4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import InputError
+from .specs.model import ModelSpec
+from .specs.quant import QuantFormat
+
+GB = 1e9
+RUNTIME_BYTES = 0.3e9  # PowerInfer-2 v3 §7.2.3 ("runtime 0.3 GB", TurboSparse-Mixtral-47B at 7 GB)
+KV_BYTES_PER_VALUE = 2  # FP16 KV cache (assumption; the paper does not say)
+
+
+@dataclass(frozen=True)
+class ModelBytes:
+    """Sizes (bytes) of a model's tensor groups under a quantization."""
+
+    model: ModelSpec
+    quant: QuantFormat
+
+    @property
+    def arch(self):
+        return self.model.architecture
+
+    @property
+    def bpw(self) -> float:
+        return self.quant.dram_bytes_per_weight()
+
+    # dense, always-read tensors
+    def attention_per_layer(self) -> float:
+        return self.arch.attention_params_per_layer * self.bpw
+
+    def attention(self) -> float:
+        return self.arch.layers * self.attention_per_layer()
+
+    def embeddings(self) -> float:
+        return self.arch.embedding_params * self.bpw
+
+    def lm_head(self) -> float:
+        """Bytes the LM head streams per token (the tied embedding matrix if tied)."""
+        return self.arch.vocab * self.arch.hidden * self.bpw
+
+    def lm_head_storage(self) -> float:
+        return 0.0 if self.arch.tied_embeddings else self.lm_head()
+
+    def router_per_layer(self) -> float:
+        return self.arch.router_params_per_layer * self.bpw
+
+    def norms(self) -> float:
+        return (2 * self.arch.layers + 1) * self.arch.hidden * 4  # FP32 norm weights
+
+    def non_ffn(self) -> float:
+        """Embeddings, attention, LM head, routers, norms (everything but FFN weights and KV)."""
+        return self.embeddings() + self.attention() + self.lm_head_storage() + self.arch.layers * self.router_per_layer() + self.norms()
+
+    # FFN
+    def ffn_neurons_total(self) -> int:
+        a = self.arch
+        return a.layers * a.experts * a.ffn_neurons
+
+    def matrix_neuron_weight_bytes(self) -> float:
+        return self.quant.weight_bytes(self.arch.hidden)
+
+    def neuron_weight_bytes(self) -> float:
+        """Weights (no scales) of one FFN neuron: its Gate, Up and Down vectors."""
+        return self.arch.matrices_per_neuron * self.matrix_neuron_weight_bytes()
+
+    def neuron_scale_bytes(self) -> float:
+        return self.arch.matrices_per_neuron * self.quant.scale_bytes(self.arch.hidden)
+
+    def ffn_weights(self) -> float:
+        return self.ffn_neurons_total() * self.neuron_weight_bytes()
+
+    def ffn_scales(self) -> float:
+        return self.ffn_neurons_total() * self.neuron_scale_bytes()
+
+    def ffn_total(self) -> float:
+        return self.ffn_weights() + self.ffn_scales()
+
+    def predictors(self) -> float:
+        a = self.arch
+        return a.layers * a.experts * self.model.predictor.bytes_per_block
+
+    def predictor_per_token_layer(self) -> float:
+        """Predictor bytes read per token and layer (routed experts only)."""
+        return self.arch.top_k * self.model.predictor.bytes_per_block
+
+    def kv_cache(self, context_tokens: int) -> float:
+        a = self.arch
+        return a.layers * 2 * a.kv_heads * a.head_dim * context_tokens * KV_BYTES_PER_VALUE
+
+    def kv_per_token_layer(self, context_tokens) -> float:
+        a = self.arch
+        return 2 * a.kv_heads * a.head_dim * context_tokens * KV_BYTES_PER_VALUE
+
+    def activations(self, prompt_tokens: int) -> float:
+        """Working buffers: the prefill activations of one layer (hidden + FFN width) in FP32."""
+        a = self.arch
+        return 4.0 * prompt_tokens * (2 * a.hidden + a.ffn_neurons * a.top_k) + 4.0 * a.vocab
+
+    def total(self) -> float:
+        return self.non_ffn() + self.ffn_total()
+
+
+@dataclass
+class MemoryPlan:
+    """What stays resident, by component (bytes), and the budget it must fit."""
+
+    budget: float
+    components: dict[str, float] = field(default_factory=dict)
+    neuron_cache: float = 0.0  # bytes of FFN weights cached (hot + cold regions, or page cache)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fixed(self) -> float:
+        return sum(self.components.values())
+
+    @property
+    def total(self) -> float:
+        return self.fixed + self.neuron_cache
+
+    def breakdown_gb(self) -> dict[str, float]:
+        out = {k: round(v / GB, 6) for k, v in self.components.items()}
+        out["neuron_cache"] = round(self.neuron_cache / GB, 6)
+        return out
+
+    def check(self) -> None:
+        if self.total > self.budget * (1 + 1e-9):
+            raise AssertionError(f"memory plan {self.total / GB:.3f} GB exceeds the budget {self.budget / GB:.3f} GB")
+
+
+def budget_from(memory_gb: float | None, ffn_offload: float | None, fixed: float, ffn_bytes: float, app_usable: float, device_name: str) -> tuple[float, float]:
+    """(budget bytes, bytes available for FFN weights in DRAM) for a memory condition.
+
+    ``memory_gb``: everything the app may use; ``ffn_offload``: the FFN share kept in flash, so
+    the budget is the fixed part plus the rest of the FFN. Either way the budget may not exceed
+    what the phone lets one app use.
+    """
+    if memory_gb is not None:
+        budget = memory_gb * GB
+        where = "--memory-gb"
+    else:
+        share = 0.5 if ffn_offload is None else ffn_offload
+        budget = fixed + (1.0 - share) * ffn_bytes
+        where = "--ffn-offload"
+    if budget > app_usable * (1 + 1e-9):
+        raise InputError(
+            None,
+            where,
+            f"a memory budget within what {device_name} lets one app use ({app_usable / GB:g} GB); this one needs {budget / GB:.2f} GB",
+        )
+    avail = budget - fixed
+    if avail < -1e-6:
+        raise InputError(
+            None,
+            where,
+            f"at least {fixed / GB:.2f} GB: the model's resident part alone (weights other than the FFN, predictors, scales, KV cache, runtime) needs that even with every FFN weight in flash",
+        )
+    return budget, max(0.0, avail)

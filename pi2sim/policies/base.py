@@ -1,0 +1,91 @@
+"""The policy interface: one inference engine's decisions, expressed for the shared simulator.
+
+A policy decides *what* happens: what stays resident (:meth:`Policy.memory`), which weights each
+token touches and where they come from (:meth:`Policy.access`, the clock-free access model), and
+what work that becomes (:meth:`Policy.decode_plan`, :meth:`Policy.prefill_plan`). The timing
+engine decides *how long* it takes, identically for every policy and tier.
+
+To add a policy: write one module in ``pi2sim/policies/`` with a :class:`Policy` subclass, an
+options dataclass (fields declared with :func:`~pi2sim.schema.spec_field`, giving defaults,
+ranges and help) and the ``@register`` decorator. The registry imports every module of the
+package, so nothing else needs editing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..engine.analytic import Components
+from ..engine.plan import DecodePlan, PrefillPlan
+from ..memory import MemoryPlan, ModelBytes
+from ..specs.device import DeviceSpec
+from ..specs.model import ModelSpec
+from ..specs.quant import QuantFormat
+
+
+@dataclass
+class RunContext:
+    """Everything a policy may read: specs, sizes and the run's token counts."""
+
+    device: DeviceSpec
+    model: ModelSpec
+    quant: QuantFormat
+    sizes: ModelBytes
+    components: Components
+    prompt_tokens: int
+    decode_tokens: int
+    memory_gb: float | None
+    ffn_offload: float | None
+    seed: int
+
+    @property
+    def context_tokens(self) -> int:
+        return self.prompt_tokens + self.decode_tokens
+
+
+@dataclass
+class AccessSummary:
+    """Cache behaviour to report, whatever the policy's access model."""
+
+    hit_rate: float  # share of needed FFN weights (activated neurons, pages) served from DRAM
+    details: dict[str, Any]
+
+
+class Policy(ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Options: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    preset_help: ClassVar[dict[str, str]] = {}
+    uses_trace: ClassVar[bool] = True  # replays neuron activity (False: dense engines)
+
+    def __init__(self, ctx: RunContext, options: Any):
+        self.ctx = ctx
+        self.opt = options
+
+    @abstractmethod
+    def memory(self) -> MemoryPlan:
+        """Resident components and caches; raises InputError when the model cannot run."""
+
+    @abstractmethod
+    def access(self, workload) -> Any:
+        """Clock-free access model over the replayed tokens (vectorised numpy)."""
+
+    @abstractmethod
+    def access_summary(self, access: Any) -> AccessSummary:
+        """Hit rate and cache details for the report."""
+
+    @abstractmethod
+    def decode_plan(self, access: Any) -> DecodePlan:
+        """Per-layer / per-token work of decoding."""
+
+    @abstractmethod
+    def prefill_plan(self) -> PrefillPlan:
+        """Layer-by-layer work of processing the prompt."""
+
+    def resolved_options(self) -> dict[str, Any]:
+        from ..schema import to_dict
+
+        return to_dict(self.opt)

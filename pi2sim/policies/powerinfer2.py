@@ -1,0 +1,348 @@
+"""PowerInfer-2 (arXiv 2406.06282): the reference policy.
+
+Mechanisms (design doc ../shared/docs/powerinfer2-design.md), each a switch for the ablation:
+
+* **Segmented neuron cache** (§6): fixed region (attention, embeddings, KV, predictors, scales,
+  runtime), a *hot* region of the profile's hottest neurons, a *cold* per-neuron LRU. With
+  ``neuron_cache: static`` the DRAM share of the FFN is a fixed set of the hottest neurons and
+  nothing else is kept (the ablation baseline).
+* **Bundles and two-phase loading** (§7): Gate/Up/Down of a neuron stored together (INT4: 8 KB
+  read as two 4 KB reads); the Up/Down part is read only if the Gate output is non-zero.
+  Without bundles each matrix-neuron is a separate read.
+* **Neuron-cluster pipeline** (§8): one I/O thread and N compute threads; clusters of cached
+  neurons compute while missing ones load, with no barrier between matrices (``cluster``);
+  ``matrix`` keeps the barrier at each matrix boundary; ``sync`` has the compute threads block
+  on their own reads (no I/O thread).
+* **Decode** (§4): ``cpu`` (v1, CPU-centric: attention, predictor and all FFN clusters on the
+  CPU threads) or ``hybrid`` (v3: the NPU computes each layer's hot rows densely while the CPU
+  computes predicted cold neurons; attention heads split between NPU and CPU).
+* **Prefill** (§4.1): the NPU runs every layer densely (no predictor); a big core preloads the
+  next layer's offloaded weights with large sequential reads while the current layer computes.
+
+Presets: ``v1`` and ``v3`` follow the two paper versions; ``baseline``, ``+bundle``, ``+cache``,
+``+pipeline``, ``+xpu`` are the cumulative steps of the paper's ablation (v3 §7.5, Fig. 14).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..access import segmented
+from ..access.workload import Workload, neuron_frequencies
+from ..engine.compute import CpuPool, pick_cores
+from ..engine.plan import Compute, DecodePlan, Flash, NeuronPipeline, PrefillPlan
+from ..errors import InputError
+from ..memory import RUNTIME_BYTES, MemoryPlan, budget_from
+from ..schema import spec_field
+from ..specs.quant import bundle_layout
+from . import register
+from .base import AccessSummary, Policy
+
+PREFILL_READ_BYTES = 512 * 1024  # large sequential reads for layer preloading (PI2 §4.1.1; 512 KB peaks at 4 GB/s, §2.3.2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PowerInfer2Options:
+    decode: Literal["cpu", "hybrid"] = spec_field(default="cpu", help="cpu: v1 CPU-centric decoding; hybrid: v3 CPU+NPU row split")
+    bundle: bool = spec_field(default=True, help="store Gate/Up/Down of a neuron as one bundle on flash")
+    two_phase: bool = spec_field(default=True, help="read the Up/Down part only when the Gate output is non-zero")
+    neuron_cache: Literal["segmented", "static"] = spec_field(
+        default="segmented", help="segmented: hot region + per-neuron LRU cold region; static: a fixed set of hot neurons only"
+    )
+    pipeline: Literal["cluster", "matrix", "sync"] = spec_field(
+        default="cluster", help="cluster: neuron-cluster pipeline with one I/O thread; matrix: barrier per matrix; sync: compute threads block on reads"
+    )
+    compute_threads: int = spec_field(default=4, lo=1, hi=16, help="CPU compute threads (PI2 Fig. 6 uses 4)")
+    compute_cores: str = spec_field(default="auto", help="'auto' (fastest cores other than the I/O core) or core ids / cluster names")
+    io_core: str = spec_field(default="prime0", help="core of the I/O thread (PI2: the big core gives the best 4 KB reads, Table 1)")
+    cluster_neurons: int = spec_field(default=32, lo=1, hi=8192, help="neurons per cluster of the CPU pipeline")
+    hot_fraction: float = spec_field(default=0.5, lo=0.0, hi=1.0, help="share of the neuron cache given to the hot region (cpu decode)")
+    npu_row_share: float = spec_field(
+        default=0.5, lo=0.0, hi=1.0,
+        help="hybrid: share of each layer's FFN rows the NPU computes densely (batch 1: 50/50, PI2 §4.1.2), capped at hot_fraction of the cache",
+    )
+    attention: Literal["cpu", "npu", "split"] = spec_field(default="cpu", help="where decode attention runs (hybrid: split)")
+    attention_npu_share: float = spec_field(default=0.5, lo=0.0, hi=1.0, help="split attention: share of heads on the NPU")
+    predictor_recall: float = spec_field(default=1.0, gt=0.0, hi=1.0, help="share of active neurons the predictor finds (assumption)")
+    predictor_precision: float = spec_field(
+        default=0.8, gt=0.0, hi=1.0, help="share of predicted neurons truly active (0.8: PI2 §4.4, ~20% of bundles not co-activated)"
+    )
+    scale_placement: Literal["dram", "in_bundle"] = spec_field(
+        default="dram", help="FFN quantization scales resident in DRAM (PI2 §7.2.3) or only inside flash bundles"
+    )
+    prefill: Literal["npu", "cpu"] = spec_field(default="npu", help="processor of the dense prefill")
+    prefill_loader_core: str = spec_field(default="prime0", help="core that preloads the next layer during prefill (v3: one big core)")
+    cache_warmup: Literal["profile", "empty"] = spec_field(
+        default="profile", help="cold region at the start: the next-hottest neurons (planner preload) or empty"
+    )
+
+    def validate(self, source) -> None:
+        if self.decode == "cpu" and self.attention != "cpu":
+            raise InputError(source, "attention", "'cpu' when decode is 'cpu' (v1 decodes on the CPU only)", self.attention)
+
+
+@register
+class PowerInfer2(Policy):
+    name = "powerinfer2"
+    summary = "PowerInfer-2: segmented neuron cache, bundles + two-phase loads, neuron-cluster pipeline, NPU prefill"
+    Options = PowerInfer2Options
+    presets = {
+        "v1": {"decode": "cpu", "attention": "cpu"},
+        "v3": {"decode": "hybrid", "attention": "split"},
+        "baseline": {
+            "decode": "cpu", "attention": "cpu", "bundle": False, "two_phase": False, "neuron_cache": "static", "pipeline": "sync",
+        },
+        "+bundle": {"decode": "cpu", "attention": "cpu", "bundle": True, "two_phase": True, "neuron_cache": "static", "pipeline": "sync"},
+        "+cache": {"decode": "cpu", "attention": "cpu", "neuron_cache": "segmented", "pipeline": "sync"},
+        "+pipeline": {"decode": "cpu", "attention": "cpu", "neuron_cache": "segmented", "pipeline": "cluster"},
+        "+xpu": {"decode": "hybrid", "attention": "split", "neuron_cache": "segmented", "pipeline": "cluster"},
+    }
+    preset_help = {
+        "v1": "paper v1: CPU-centric decoding",
+        "v3": "paper v3: hybrid CPU+NPU decoding, attention split",
+        "baseline": "ablation step 1: CPU only, no bundles, static resident set, compute threads block on reads",
+        "+bundle": "ablation step 2: + Gate/Up/Down bundles with two-phase loading",
+        "+cache": "ablation step 3: + segmented neuron cache (hot region + cold LRU)",
+        "+pipeline": "ablation step 4: + neuron-cluster pipeline with one I/O thread",
+        "+xpu": "ablation step 5: + hybrid CPU/NPU decoding (= v3)",
+    }
+    ABLATION = ("baseline", "+bundle", "+cache", "+pipeline", "+xpu")
+
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
+        d = ctx.device
+        o = options
+        self.io_core = d.core(o.io_core)
+        cores = pick_cores(d, o.compute_cores, o.compute_threads, exclude=(o.io_core,))
+        self.pool = CpuPool(cores, "dynamic", d.cpu.sparse_efficiency, d.cpu.barrier_s)
+        a = ctx.model.architecture
+        self.layout = bundle_layout(ctx.quant, a.hidden, a.matrices_per_neuron, o.bundle, d.storage.read_unit_bytes)
+        self.sizes = ctx.sizes
+        self._mem: MemoryPlan | None = None
+
+    # ------------------------------------------------------------------ memory
+    def cached_neuron_bytes(self) -> float:
+        s = self.sizes
+        return s.neuron_weight_bytes() + (s.neuron_scale_bytes() if self.opt.scale_placement == "in_bundle" else 0.0)
+
+    def memory(self) -> MemoryPlan:
+        if self._mem is not None:
+            return self._mem
+        ctx, s = self.ctx, self.sizes
+        comps = {
+            "non_ffn_weights": s.non_ffn(),
+            "kv_cache": s.kv_cache(ctx.context_tokens),
+            "activations": s.activations(ctx.prompt_tokens),
+            "predictors": s.predictors(),
+            "runtime": RUNTIME_BYTES,
+        }
+        if self.opt.scale_placement == "dram":
+            comps["ffn_scales"] = s.ffn_scales()
+        fixed = sum(comps.values())
+        ffn_cacheable = s.ffn_neurons_total() * self.cached_neuron_bytes()
+        budget, avail = budget_from(ctx.memory_gb, ctx.ffn_offload, fixed, ffn_cacheable, ctx.device.dram.app_usable_bytes, ctx.device.name)
+        cache = min(avail, ffn_cacheable)
+        n = int(cache // self.cached_neuron_bytes())
+        plan = MemoryPlan(budget=budget, components=comps, neuron_cache=n * self.cached_neuron_bytes())
+        plan.notes.append(f"neuron cache holds {n} of {s.ffn_neurons_total()} FFN neurons ({100 * n / s.ffn_neurons_total():.1f}%)")
+        self.cache_neurons = n
+        self._mem = plan
+        return plan
+
+    # ------------------------------------------------------------------ access
+    def hot_mask(self, freqs: np.ndarray) -> tuple[np.ndarray, int]:
+        """Hot region and cold capacity (neurons) for the chosen decode mode."""
+        self.memory()
+        L, E, N = freqs.shape
+        total = self.cache_neurons
+        o = self.opt
+        if o.decode == "hybrid":
+            # the NPU computes the hottest npu_row_share of every (layer, expert) densely: those rows
+            # must be resident, within hot_fraction of the cache; the rest of the cache is the cold LRU
+            rows = int(round(o.npu_row_share * N))
+            rows = min(rows, int(o.hot_fraction * total) // max(1, L * E))
+            order = np.argsort(-freqs, axis=2, kind="stable")
+            mask = np.zeros((L, E, N), bool)
+            np.put_along_axis(mask, order[:, :, :rows], True, axis=2)
+            hot = rows * L * E
+        else:
+            share = 1.0 if o.neuron_cache == "static" else o.hot_fraction
+            hot = int(total * share)
+            flat = freqs.reshape(-1)
+            top = np.argsort(-flat, kind="stable")[:hot]
+            mask = np.zeros(flat.shape, bool)
+            mask[top] = True
+            mask = mask.reshape(L, E, N)
+        cold = 0 if o.neuron_cache == "static" else max(0, total - hot)
+        return mask, cold
+
+    def access(self, workload: Workload) -> segmented.NeuronAccess:
+        freqs = neuron_frequencies(workload)
+        mask, cold = self.hot_mask(freqs)
+        self.hot_mask_ = mask
+        return segmented.simulate(
+            workload,
+            freqs,
+            mask,
+            cold,
+            recall=self.opt.predictor_recall,
+            precision=self.opt.predictor_precision,
+            seed=self.ctx.seed,
+            warm=self.opt.cache_warmup,
+        )
+
+    def access_summary(self, acc: segmented.NeuronAccess) -> AccessSummary:
+        tp = max(1, int(acc.tp.sum()))
+        T = max(1, acc.tp.shape[0])
+        return AccessSummary(
+            hit_rate=acc.hit_rate,
+            details={
+                "active_neurons_per_token": float(acc.active.sum() / T),
+                "predicted_neurons_per_token": float((acc.tp.sum() + acc.fp.sum()) / T),
+                "hot_hit_share": float(acc.tp_hot.sum() / tp),
+                "cold_hit_share": float(acc.tp_cold_hit.sum() / tp),
+                "miss_share": float(acc.tp_miss.sum() / tp),
+                "false_positive_misses_per_token": float(acc.fp_miss.sum() / T),
+                "hot_region_neurons": acc.hot_neurons,
+                "cold_region_capacity_neurons": acc.cold_capacity,
+                "cold_region_peak_neurons": acc.cold_peak,
+                "cold_evictions": acc.cold_evictions,
+            },
+        )
+
+    # ------------------------------------------------------------------ decode
+    def decode_plan(self, acc: segmented.NeuronAccess) -> DecodePlan:
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        a = ctx.model.architecture
+        T, L = acc.tp.shape
+        hybrid = o.decode == "hybrid"
+        bpw = ctx.quant.dram_bytes_per_weight()
+        mat_bytes = a.hidden * bpw  # one matrix-neuron streamed by a kernel (weights + scales)
+        gate_b = mat_bytes if a.gated_ffn else 0.0
+        ud_b = 2 * mat_bytes
+        ctxlen = ctx.prompt_tokens + np.arange(T)[:, None] + 1  # KV entries attended at token t
+        kv = s.kv_per_token_layer(ctxlen) * np.ones((T, L))
+        attn = s.attention_per_layer() + kv
+        stages = []
+        # 1. attention (+ norms), CPU or split with the NPU
+        if o.attention == "cpu":
+            stages.append(Compute("attention", "cpu", attn, "matvec", self.pool, ctx.quant.compute_dtype))
+        elif o.attention == "npu":
+            stages.append(Compute("attention", "npu", attn, "matvec", fixed_s=ctx.device.npu.invocation_s))
+        else:
+            share = o.attention_npu_share
+            npu_part = Compute("attention_npu", "npu", attn * share, "matvec", fixed_s=ctx.device.npu.invocation_s)
+            stages.append(Compute("attention", "cpu", attn * (1 - share), "matvec", self.pool, ctx.quant.compute_dtype, parallel=npu_part))
+        # 2. router + predictors of the routed experts
+        pred = np.full((T, L), s.predictor_per_token_layer() + s.router_per_layer())
+        stages.append(Compute("predictor", "cpu", pred, "matvec", self.pool, ctx.quant.compute_dtype))
+        # 3. FFN: CPU part through the neuron pipeline, hot rows on the NPU in hybrid mode
+        if hybrid:
+            gate_hit_n = acc.tp_cold_hit + acc.fp_cold_hit
+            ud_hit_n = acc.tp_cold_hit
+            npu_rows = acc.routed_hot
+            parallel = Compute("ffn_hot_npu", "npu", npu_rows * a.matrices_per_neuron * mat_bytes, "matvec", fixed_s=ctx.device.npu.invocation_s)
+        else:
+            gate_hit_n = acc.tp_hot + acc.tp_cold_hit + acc.fp_hot + acc.fp_cold_hit
+            ud_hit_n = acc.tp_hot + acc.tp_cold_hit
+            parallel = None
+        gate_miss_n = acc.tp_miss + acc.fp_miss
+        ud_miss_n = acc.tp_miss
+        lay = self.layout
+        if o.two_phase and lay.bundled:
+            gate_reqs = gate_miss_n * len(lay.gate_reads)
+            ud_reqs = acc.tp_miss * len(lay.ud_reads)
+            gate_size = lay.gate_reads[0]
+            ud_size = lay.ud_reads[0] if lay.ud_reads else lay.gate_reads[0]
+        else:
+            # one-phase: every missing predicted neuron is read whole (Gate+Up+Down)
+            gate_reqs = gate_miss_n * len(lay.gate_reads)
+            ud_reqs = gate_miss_n * len(lay.ud_reads)
+            gate_size = lay.gate_reads[0]
+            ud_size = lay.ud_reads[0] if lay.ud_reads else lay.gate_reads[0]
+        routed = a.top_k if a.is_moe else 1
+        span = np.full((T, L), routed * a.ffn_neurons * lay.region_bytes_per_neuron)
+        pipe = NeuronPipeline(
+            "ffn",
+            o.pipeline,
+            self.pool,
+            ctx.quant.compute_dtype,
+            gate_hit_bytes=gate_hit_n * gate_b,
+            gate_miss_bytes=gate_miss_n * gate_b,
+            ud_hit_bytes=ud_hit_n * ud_b,
+            ud_miss_bytes=ud_miss_n * ud_b,
+            gate_hit_n=gate_hit_n,
+            gate_miss_n=gate_miss_n,
+            ud_hit_n=ud_hit_n,
+            ud_miss_n=ud_miss_n,
+            gate_reqs=gate_reqs,
+            ud_reqs=ud_reqs,
+            gate_req_size=gate_size,
+            ud_req_size=ud_size,
+            span=span,
+            io_core=self.io_core.id,
+            io_class=self.io_core.core_class,
+            cluster_neurons=o.cluster_neurons,
+            gate_bytes_per_neuron=gate_b,
+            ud_bytes_per_neuron=ud_b,
+            two_phase=o.two_phase and lay.bundled,
+            parallel=parallel,
+        )
+        stages.append(pipe)
+        # per token: final norm + LM head (NPU in hybrid mode)
+        head = np.full(T, s.lm_head())
+        if hybrid:
+            token = [Compute("lm_head", "npu", head, "matvec", fixed_s=ctx.device.npu.invocation_s)]
+        else:
+            token = [Compute("lm_head", "cpu", head, "matvec", self.pool, ctx.quant.compute_dtype)]
+        flash_bytes = (gate_reqs * gate_size + ud_reqs * ud_size).sum(axis=1)
+        flash_reads = (gate_reqs + ud_reqs).sum(axis=1)
+        plan = DecodePlan(T, L, stages, token, flash_bytes=flash_bytes.astype(float), flash_reads=flash_reads.astype(float))
+        plan.validate()
+        return plan
+
+    # ------------------------------------------------------------------ prefill
+    def prefill_plan(self) -> PrefillPlan:
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        d = ctx.device
+        a = ctx.model.architecture
+        L = a.layers
+        P = ctx.prompt_tokens
+        self.memory()
+        # every layer is computed densely: attention + all experts' FFN weights stream through
+        attn_params = a.attention_params_per_layer
+        ffn_params_layer = a.ffn_params_per_layer
+        layer_weight_bytes = (attn_params + ffn_params_layer + a.router_params_per_layer) * ctx.quant.dram_bytes_per_weight()
+        # ops: every prompt token uses attention + top_k experts (dense in each), plus attention scores
+        ops_tok = 2 * (attn_params + a.top_k * a.ffn_neurons * a.matrices_per_neuron * a.hidden)
+        score_ops = 2 * 2 * a.heads * a.head_dim * (P * (P + 1) / 2) / max(P, 1)  # QK^T and AV, causal, per token
+        if o.prefill == "npu":
+            padded = -(-P // d.npu.graph_tokens) * d.npu.graph_tokens
+            chunks = padded // d.npu.graph_tokens
+            work = np.full(L, (ops_tok + score_ops) * padded)
+            factor = d.npu.mixed_precision_factor
+            comp = Compute(
+                "prefill_layer", "npu", work, "gemm", dtype=ctx.quant.compute_dtype, fixed_s=chunks * d.npu.invocation_s,
+                bytes_for_gemm=np.full(L, layer_weight_bytes * chunks), gemm_factor=factor,
+            )
+            head = [Compute("prefill_lm_head", "npu", np.array([s.lm_head()]), "matvec", fixed_s=d.npu.invocation_s)]
+        else:
+            pool = CpuPool(tuple(d.cores()), "static", d.cpu.sparse_efficiency, d.cpu.barrier_s)
+            comp = Compute("prefill_layer", "cpu", np.full(L, (ops_tok + score_ops) * P), "gemm", pool, ctx.quant.compute_dtype,
+                           bytes_for_gemm=np.full(L, layer_weight_bytes))
+            head = [Compute("prefill_lm_head", "cpu", np.array([s.lm_head()]), "matvec", pool, ctx.quant.compute_dtype)]
+        # offloaded FFN weights of each layer stream from flash (the resident share is in the cache)
+        ffn_flash_per_layer = a.experts * a.ffn_neurons * self.layout.bundle_bytes
+        resident_share = min(1.0, self.cache_neurons / max(1, s.ffn_neurons_total()))
+        off_bytes = ffn_flash_per_layer * (1.0 - resident_share)
+        loader = d.core(o.prefill_loader_core)
+        load = None
+        if off_bytes > 0:
+            load = Flash(
+                "prefill_load", np.full(L, np.ceil(off_bytes / PREFILL_READ_BYTES)), PREFILL_READ_BYTES, ffn_flash_per_layer,
+                loader.core_class, (loader.id,), qd=d.storage.queue_depth, sequential=True,
+            )
+        return PrefillPlan(L, P, load, [comp], head, pipelined=True)

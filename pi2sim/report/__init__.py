@@ -1,0 +1,1 @@
+"""Reports: summaries, tables, files, plots."""

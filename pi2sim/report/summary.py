@@ -1,0 +1,91 @@
+"""Turn a run into its summary (headline numbers + the breakdowns that explain them) and a
+per-token table. Names carry units (``_ms``, ``_gb``, ``_tok_s``, ``_bytes``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..memory import GB
+
+
+def _r(x: float, nd: int = 6) -> float:
+    """Round for output: stable text, no spurious float noise in the last digits."""
+    if x is None or not np.isfinite(x):
+        return x
+    return float(f"{x:.{nd}g}")
+
+
+def _pct(x: np.ndarray) -> dict[str, float]:
+    return {
+        "mean": _r(float(np.mean(x))),
+        "p50": _r(float(np.percentile(x, 50))),
+        "p90": _r(float(np.percentile(x, 90))),
+        "p99": _r(float(np.percentile(x, 99))),
+    }
+
+
+def summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workload) -> tuple[dict, pd.DataFrame]:
+    T = plan.n_tokens
+    tok = timing.token_s
+    decode_s = float(tok.sum())
+    prefill_s = float(timing.prefill_s)
+    comp_t, io_t, oth_t = float(timing.compute_s.sum()), float(timing.io_s.sum()), float(timing.other_s.sum())
+    total = max(decode_s, 1e-30)
+    flash_bytes = plan.flash_bytes if plan.flash_bytes is not None else np.zeros(T)
+    flash_reads = plan.flash_reads if plan.flash_reads is not None else np.zeros(T)
+    util = {}
+    for k, v in sorted(timing.busy_s.items()):
+        util[k] = _r(min(1.0, v / total), 4)
+    dram_bw = sum(timing.dram_bytes.values()) / total
+    summary: dict[str, Any] = {
+        "decode_tok_s": _r(T / total),
+        "prefill_tok_s": _r(ctx.prompt_tokens / prefill_s) if prefill_s > 0 else None,
+        "ttft_ms": _r(prefill_s * 1e3),
+        "tbt_ms": _pct(tok * 1e3),
+        "peak_memory_gb": _r(mem.total / GB),
+        "memory_budget_gb": _r(mem.budget / GB),
+        "memory_breakdown_gb": {k: _r(v) for k, v in mem.breakdown_gb().items()},
+        "flash_bytes_per_token": _r(float(flash_bytes.mean())),
+        "flash_reads_per_token": _r(float(flash_reads.mean())),
+        "flash_read_gbs": _r(float(flash_bytes.sum()) / total / 1e9),
+        "neuron_cache_hit_rate": _r(acc_sum.hit_rate),
+        "critical_path": {"compute": _r(comp_t / total, 4), "io_stall": _r(io_t / total, 4), "other": _r(oth_t / total, 4)},
+        "critical_path_ms_per_token": {"compute": _r(comp_t / T * 1e3), "io_stall": _r(io_t / T * 1e3), "other": _r(oth_t / T * 1e3)},
+        "stage_ms_per_token": {k: _r(float(np.sum(v)) / T * 1e3) for k, v in timing.stage_s.items()},
+        "utilization": util,
+        "dram_gbs": _r(dram_bw / 1e9),
+        "prefill": {
+            "prompt_tokens": ctx.prompt_tokens,
+            "time_ms": _r(prefill_s * 1e3),
+            "split_ms": {k: _r(v * 1e3) for k, v in timing.prefill_split.items()},
+        },
+        "cache": {k: (_r(v) if isinstance(v, float) else v) for k, v in acc_sum.details.items()},
+        "decode_tokens": T,
+        "tier": timing.tier,
+        "notes": list(mem.notes) + (list(workload.notes) if workload is not None else []),
+        "config": resolved,
+    }
+    df = pd.DataFrame(
+        {
+            "token": np.arange(T),
+            "context_tokens": ctx.prompt_tokens + np.arange(T) + 1,
+            "tbt_ms": tok * 1e3,
+            "compute_ms": timing.compute_s * 1e3,
+            "io_stall_ms": timing.io_s * 1e3,
+            "other_ms": timing.other_s * 1e3,
+            "flash_bytes": flash_bytes,
+            "flash_reads": flash_reads,
+        }
+    )
+    if hasattr(access, "tp"):
+        tp = access.tp.sum(axis=1)
+        df["active_neurons"] = access.active.sum(axis=1)
+        df["predicted_neurons"] = tp + access.fp.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            df["neuron_cache_hit_rate"] = np.where(tp > 0, 1.0 - access.tp_miss.sum(axis=1) / np.maximum(tp, 1), 1.0)
+    for k, v in timing.stage_s.items():
+        df[f"{k}_ms"] = np.asarray(v) * 1e3
+    return summary, df

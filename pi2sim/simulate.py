@@ -1,0 +1,179 @@
+"""One simulation run, end to end: specs -> access model -> timing engine -> report.
+
+Python API (for notebooks)::
+
+    import pi2sim
+    r = pi2sim.simulate(device="oneplus12", model="turbosparse-mistral-7b", ffn_offload=0.5)
+    r.summary["decode_tok_s"], r.summary["critical_path"]
+    r.tokens            # pandas DataFrame, one row per decode token
+
+Keyword arguments are :class:`~pi2sim.config.RunConfig` fields; anything else is a policy option
+(``compute_threads=6``, ``preset="v3"``), and ``device_overrides`` / ``model_overrides`` change
+single values of the device or model YAML.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__, policies
+from .config import RUN_KEYS, RunConfig, config_hash
+from .engine import analytic
+from .engine.analytic import Components
+from .engine.result import TimingResult
+from .memory import MemoryPlan, ModelBytes
+from .policies.base import AccessSummary, Policy, RunContext
+from .specs.device import DeviceSpec, load_device
+from .specs.model import ModelSpec, load_model
+from .specs.quant import get_format
+
+
+@dataclass
+class SimResult:
+    config: RunConfig
+    resolved: dict  # fully resolved configuration (what was simulated)
+    summary: dict  # headline metrics + breakdowns + resolved config
+    tokens: pd.DataFrame  # per decode token
+    timing: TimingResult
+    memory: MemoryPlan
+    access: Any
+    access_summary: AccessSummary
+    policy: Policy
+    device: DeviceSpec
+    model: ModelSpec
+
+    def to_json(self) -> str:
+        from .report.output import summary_json
+
+        return summary_json(self.summary)
+
+
+def _progress(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(f"[pi2sim] {msg}", file=sys.stderr, flush=True)
+
+
+def build(cfg: RunConfig) -> tuple[RunContext, Policy, str | None]:
+    """Load specs, size the model, construct the policy (no trace read yet)."""
+    device = load_device(cfg.device, cfg.device_overrides or None)
+    model = load_model(cfg.model, cfg.model_overrides or None)
+    quant = get_format(cfg.quant)
+    ctx = RunContext(
+        device=device,
+        model=model,
+        quant=quant,
+        sizes=ModelBytes(model, quant),
+        components=Components(device),
+        prompt_tokens=cfg.prompt_tokens,
+        decode_tokens=cfg.decode_tokens,
+        memory_gb=cfg.memory_gb,
+        ffn_offload=cfg.ffn_offload,
+        seed=cfg.seed,
+    )
+    cls = policies.get(cfg.policy)
+    opts, preset = policies.build_options(cls, cfg.options)
+    return ctx, cls(ctx, opts), preset
+
+
+def run(cfg: RunConfig, progress: bool = False) -> SimResult:
+    from .access.workload import open_workload
+    from .commands.trace import model_trace_path
+    from .report.summary import summarize
+
+    ctx, pol, preset = build(cfg)
+    mem = pol.memory()
+    mem.check()
+    workload = None
+    trace_info: dict[str, Any] = {}
+    if pol.uses_trace:
+        if cfg.trace:
+            from .commands.trace import trace_path_for
+
+            tpath = trace_path_for(cfg.trace)
+        else:
+            tpath = model_trace_path(ctx.model, cfg.decode_tokens, cfg.seed, progress=progress)
+        workload = open_workload(tpath, ctx.model, cfg.decode_tokens, cfg.prompt_tokens, cfg.sparsity)
+        meta = workload.trace.meta
+        trace_info = {
+            "file": tpath.name,
+            "model": meta.model,
+            "kind": meta.provenance.get("kind"),
+            "activation": meta.activation_kind,
+            "level": meta.levels[workload.level].name,
+            "tokens_replayed": int(workload.n_tokens),
+        }
+    _progress(f"access model: {cfg.policy} on {ctx.model.name}, {cfg.decode_tokens} tokens", progress)
+    access = pol.access(workload) if workload is not None else pol.access(None)
+    acc_sum = pol.access_summary(access)
+    plan = pol.decode_plan(access)
+    _progress(f"timing ({cfg.fidelity} tier)", progress)
+    timing = execute(ctx.device, plan, cfg.fidelity, progress)
+    pre = pol.prefill_plan()
+    timing.prefill_s, timing.prefill_split, timing.prefill_busy_s = analytic.run_prefill(ctx.device, pre)
+    resolved = resolve(cfg, ctx, pol, preset, trace_info)
+    summary, tokens = summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workload)
+    if workload is not None:
+        workload.trace.close()
+    return SimResult(cfg, resolved, summary, tokens, timing, mem, access, acc_sum, pol, ctx.device, ctx.model)
+
+
+def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False) -> TimingResult:
+    if fidelity == "analytic":
+        return analytic.run_decode(device, plan)
+    from .engine import des
+
+    return des.run_decode(device, plan, granularity=fidelity, progress=progress)
+
+
+def _sha_of(path: str | Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def resolve(cfg: RunConfig, ctx: RunContext, pol: Policy, preset: str | None, trace_info: dict) -> dict:
+    """The fully resolved configuration, embedded in every result (no absolute paths: the same
+    inputs give the same bytes from any directory)."""
+    run = {k: getattr(cfg, k) for k in sorted(RUN_KEYS)}
+    run["device"] = ctx.device.name
+    run["model"] = ctx.model.name
+    run["trace"] = trace_info.get("file")
+    resolved = {
+        "pi2sim_version": __version__,
+        "run": run,
+        "policy": {"name": pol.name, "preset": preset, "options": pol.resolved_options()},
+        "device": {"name": ctx.device.name, "file_sha256": _sha_of(ctx.device.path), "overrides": dict(cfg.device_overrides)},
+        "model": {"name": ctx.model.name, "file_sha256": _sha_of(ctx.model.path), "overrides": dict(cfg.model_overrides)},
+        "trace": trace_info,
+    }
+    resolved["config_hash"] = config_hash(resolved)
+    return resolved
+
+
+def simulate(**kwargs) -> SimResult:
+    """Run one simulation from keyword arguments (see module docstring)."""
+    progress = bool(kwargs.pop("progress", False))
+    dev_over = kwargs.pop("device_overrides", {}) or {}
+    mod_over = kwargs.pop("model_overrides", {}) or {}
+    run_kw = {k: v for k, v in kwargs.items() if k in RUN_KEYS}
+    options = {k: v for k, v in kwargs.items() if k not in RUN_KEYS}
+    from . import schema
+
+    cfg = schema.build(RunConfig, {k: v for k, v in run_kw.items() if v is not None}, "simulate()")
+    cfg = replace(cfg, options=options, device_overrides=dict(dev_over), model_overrides=dict(mod_over))
+    return run(cfg, progress=progress)
+
+
+def percentiles(x: np.ndarray) -> dict[str, float]:
+    return {
+        "mean": float(np.mean(x)),
+        "p50": float(np.percentile(x, 50)),
+        "p90": float(np.percentile(x, 90)),
+        "p99": float(np.percentile(x, 99)),
+    }

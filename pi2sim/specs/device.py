@@ -1,0 +1,199 @@
+"""Device specs (``devices/<name>.yaml``): CPU clusters, NPU, GPU, DRAM and UFS of one phone.
+
+Values carry units in the YAML and are SI inside (bytes, seconds, hertz, bytes per second,
+operations per second). Every number in a device YAML cites its source, or says ``derived:``,
+``assumption:`` or ``fitted to <target>`` in a comment (``tests/test_provenance.py``).
+
+The models these parameters feed are documented where they are used:
+:mod:`pi2sim.engine.ufs` (flash), :mod:`pi2sim.engine.dram` (shared bandwidth),
+:mod:`pi2sim.engine.compute` (CPU / NPU / GPU kernels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from .. import resources, schema, yamlio
+from ..errors import InputError
+from ..schema import spec_field
+
+CoreClass = Literal["big", "mid", "little"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuCluster:
+    name: str = spec_field(help="cluster name, e.g. prime, perf_hi")
+    core: str = spec_field(help="core type, e.g. cortex-x4 (descriptive)")
+    count: int = spec_field(lo=1, hi=64, help="cores in the cluster")
+    clock_hz: float = spec_field(key="clock", unit="frequency", lo=1e8, hi=1e10, help="core clock (descriptive)")
+    core_class: CoreClass = spec_field(key="class", help="big / mid / little: selects the I/O issue cost")
+    matvec_int4_bps: float = spec_field(
+        key="matvec_int4", unit="bandwidth", gt=0, hi=200e9, help="dense INT4 matrix-vector throughput per core (weight bytes/s)"
+    )
+    matvec_fp16_bps: float = spec_field(
+        key="matvec_fp16", unit="bandwidth", gt=0, hi=200e9, help="dense FP16 matrix-vector throughput per core (weight bytes/s)"
+    )
+    gemm_int4_ops: float = spec_field(key="gemm_int4", unit="ops_rate", gt=0, hi=1e13, help="dense INT4 matrix-matrix throughput per core")
+    gemm_fp16_ops: float = spec_field(key="gemm_fp16", unit="ops_rate", gt=0, hi=1e13, help="dense FP16 matrix-matrix throughput per core")
+    memcpy_bps: float = spec_field(key="memcpy", unit="bandwidth", gt=0, hi=200e9, help="memory copy throughput per core")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cpu:
+    clusters: list[CpuCluster] = spec_field(help="CPU clusters, fastest first")
+    sparse_efficiency: float = spec_field(
+        gt=0.0, hi=1.0, help="per-byte speed of sparse (gathered-row) kernels relative to dense matvec"
+    )
+    barrier_s: float = spec_field(key="barrier", unit="time", lo=0.0, hi=1e-2, help="cost of one thread barrier / fork-join")
+    page_fault_s: float = spec_field(key="page_fault", unit="time", lo=0.0, hi=1e-2, help="CPU cost of one major page fault (mmap)")
+
+    def validate(self, source) -> None:
+        if not self.clusters:
+            raise InputError(source, "clusters", "at least one CPU cluster")
+        names = [c.name for c in self.clusters]
+        if len(set(names)) != len(names):
+            raise InputError(source, "clusters", "unique cluster names", names)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Npu:
+    gemm_ops: float = spec_field(key="gemm", unit="ops_rate", gt=0, hi=1e15, help="dense INT8/INT4 GEMM throughput (prefill)")
+    matvec_bps: float = spec_field(key="matvec", unit="bandwidth", gt=0, hi=1e12, help="dense matrix-vector weight throughput (compute limit)")
+    invocation_s: float = spec_field(key="invocation", unit="time", lo=0.0, hi=1.0, help="fixed cost per graph execution")
+    graph_switch_s: float = spec_field(key="graph_switch", unit="time", lo=0.0, hi=10.0, help="cost to switch to another static graph")
+    graph_tokens: int = spec_field(lo=1, hi=65536, help="tokens per static prefill graph (prompts are padded to a multiple)")
+    mixed_precision_factor: float = spec_field(
+        gt=0.0, hi=1.0, help="speed with INT8-outlier + INT4 mixed precision relative to plain per-channel INT4"
+    )
+    fp16_slowdown: float = spec_field(lo=1.0, hi=10000.0, help="FP16 matmul time relative to INT8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gpu:
+    gemm_ops: float = spec_field(key="gemm", unit="ops_rate", gt=0, hi=1e15, help="dense GEMM throughput (prefill)")
+    matvec_bps: float = spec_field(key="matvec", unit="bandwidth", gt=0, hi=1e12, help="matrix-vector weight throughput (decode)")
+    max_alloc_bytes: float = spec_field(key="max_alloc", unit="bytes", gt=0, hi=1e12, help="largest single OpenCL allocation")
+    usable_bytes: float = spec_field(key="usable", unit="bytes", gt=0, hi=1e12, help="memory the GPU runtime lets one app use")
+    launch_s: float = spec_field(key="launch", unit="time", lo=0.0, hi=1.0, help="per-kernel launch cost")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dram:
+    size_bytes: float = spec_field(key="size", unit="bytes", gt=0, hi=1e13, help="physical DRAM")
+    app_usable_bytes: float = spec_field(key="app_usable", unit="bytes", gt=0, hi=1e13, help="most one app may use")
+    bw_theoretical_bps: float = spec_field(key="bw_theoretical", unit="bandwidth", gt=0, hi=1e13, help="theoretical peak")
+    bw_cpu_bps: float = spec_field(key="bw_cpu", unit="bandwidth", gt=0, hi=1e13, help="reachable by the CPU alone")
+    bw_npu_bps: float = spec_field(key="bw_npu", unit="bandwidth", gt=0, hi=1e13, help="reachable by the NPU alone")
+    bw_cpu_npu_bps: float = spec_field(key="bw_cpu_npu", unit="bandwidth", gt=0, hi=1e13, help="reachable by CPU and NPU together")
+    bw_gpu_bps: float = spec_field(key="bw_gpu", unit="bandwidth", gt=0, hi=1e13, help="reachable by the GPU alone")
+
+    def validate(self, source) -> None:
+        if self.app_usable_bytes > self.size_bytes:
+            raise InputError(source, "app_usable", f"at most size ({self.size_bytes / 1e9:g} GB)", self.app_usable_bytes)
+        for key, v in (("bw_cpu", self.bw_cpu_bps), ("bw_npu", self.bw_npu_bps), ("bw_cpu_npu", self.bw_cpu_npu_bps), ("bw_gpu", self.bw_gpu_bps)):
+            if v > self.bw_theoretical_bps:
+                raise InputError(source, key, "at most bw_theoretical", v)
+        if self.bw_cpu_npu_bps < max(self.bw_cpu_bps, self.bw_npu_bps):
+            raise InputError(source, "bw_cpu_npu", "at least the larger of bw_cpu and bw_npu (both together reach no less)", self.bw_cpu_npu_bps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssueCost:
+    big_s: float = spec_field(key="big", unit="time", gt=0, hi=1e-3, help="CPU time to issue and complete one read, big core")
+    mid_s: float = spec_field(key="mid", unit="time", gt=0, hi=1e-3)
+    little_s: float = spec_field(key="little", unit="time", gt=0, hi=1e-3)
+
+    def of(self, core_class: str) -> float:
+        return {"big": self.big_s, "mid": self.mid_s, "little": self.little_s}[core_class]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Storage:
+    type: str = spec_field(help="e.g. ufs4.0")
+    queue_depth: int = spec_field(lo=1, hi=4096, help="entries of the (single) command queue")
+    issue_cost: IssueCost = spec_field(help="per-request CPU cost on the issuing core, by core class")
+    request_service_s: float = spec_field(
+        key="request_service", unit="time", gt=0, hi=1e-2, help="device time per small random request within span_reference"
+    )
+    span_reference_bytes: float = spec_field(key="span_reference", unit="bytes", gt=0, hi=1e13, help="address span with no mapping penalty")
+    span_exponent: float = spec_field(lo=0.0, hi=2.0, help="per-request time grows as (span / span_reference) ** exponent")
+    bw_random_bps: float = spec_field(key="bw_random", unit="bandwidth", gt=0, hi=1e12, help="media transfer rate, random reads")
+    bw_sequential_bps: float = spec_field(key="bw_sequential", unit="bandwidth", gt=0, hi=1e12, help="media transfer rate, sequential reads")
+    latency_s: float = spec_field(key="latency", unit="time", lo=0.0, hi=1e-1, help="read latency beyond service (NAND read, completion)")
+    multi_issuer_penalty: float = spec_field(lo=0.0, hi=0.95, help="throughput lost when several cores issue to the one queue")
+    page_bytes: float = spec_field(key="page", unit="bytes", gt=0, hi=1e6, help="OS page size (mmap)")
+    readahead_bytes: float = spec_field(key="readahead", unit="bytes", lo=0, hi=1e9, help="kernel readahead window (mmap)")
+    read_unit_bytes: float = spec_field(key="read_unit", unit="bytes", gt=0, hi=1e6, help="logical block: reads are rounded up to it")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceSpec:
+    name: str = spec_field(help="device name (the file stem)")
+    description: str = spec_field(default="")
+    soc: str = spec_field(help="system on chip")
+    cpu: Cpu = spec_field()
+    npu: Npu = spec_field()
+    gpu: Gpu = spec_field()
+    dram: Dram = spec_field()
+    storage: Storage = spec_field()
+    path: str = spec_field(default="", help="(set by the loader)")
+
+    def validate(self, source) -> None:
+        stem = Path(str(source)).stem if source else self.name
+        if source and stem != self.name:
+            raise InputError(source, "name", f"the file name without .yaml ({stem!r})", self.name)
+        if self.gpu.usable_bytes > self.dram.app_usable_bytes:
+            raise InputError(source, "gpu.usable", "at most dram.app_usable", self.gpu.usable_bytes)
+
+    # -- cores
+    def cores(self) -> list["Core"]:
+        out = []
+        for c in self.cpu.clusters:
+            for i in range(c.count):
+                out.append(Core(f"{c.name}{i}", c))
+        return out
+
+    def core(self, core_id: str) -> "Core":
+        for c in self.cores():
+            if c.id == core_id:
+                return c
+        raise InputError(self.path or None, "cores", f"a core id of {self.name} ({', '.join(c.id for c in self.cores())})", core_id)
+
+
+@dataclass(frozen=True)
+class Core:
+    id: str
+    cluster: CpuCluster
+
+    @property
+    def core_class(self) -> str:
+        return self.cluster.core_class
+
+    def matvec_bps(self, dtype: str) -> float:
+        return self.cluster.matvec_fp16_bps if dtype == "fp16" else self.cluster.matvec_int4_bps
+
+    def gemm_ops(self, dtype: str) -> float:
+        return self.cluster.gemm_fp16_ops if dtype == "fp16" else self.cluster.gemm_int4_ops
+
+
+def load_device(name_or_path: str | Path, overrides: dict | None = None) -> DeviceSpec:
+    """Load a bundled device by name (``oneplus12``, ``oneplus12.yaml``) or a device YAML by path.
+
+    ``overrides`` maps dotted YAML key paths to values (``{"storage.latency": "60 us"}``); they
+    are validated like the file."""
+    path = resources.resolve("devices", name_or_path, what="--device")
+    data = yamlio.load(path)
+    if not isinstance(data, dict):
+        raise InputError(path, None, "a mapping with name, soc, cpu, npu, gpu, dram, storage")
+    if overrides:
+        from ..config import override_yaml
+
+        data = override_yaml(data, overrides, f"{path} (--set device.*)")
+    spec = schema.build(DeviceSpec, data, path)
+    return replace(spec, path=str(path))
+
+
+def device_names() -> list[str]:
+    return resources.bundled_names("devices")

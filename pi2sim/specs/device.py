@@ -30,14 +30,14 @@ class CpuCluster:
     clock_hz: float = spec_field(key="clock", unit="frequency", lo=1e8, hi=1e10, help="core clock (descriptive)")
     core_class: CoreClass = spec_field(key="class", help="big / mid / little: selects the I/O issue cost")
     matvec_int4_bps: float = spec_field(
-        key="matvec_int4", unit="bandwidth", gt=0, hi=200e9, help="dense INT4 matrix-vector throughput per core (weight bytes/s)"
+        key="matvec_int4", unit="bandwidth", lo=10e6, hi=200e9, help="dense INT4 matrix-vector throughput per core (weight bytes/s)"
     )
     matvec_fp16_bps: float = spec_field(
-        key="matvec_fp16", unit="bandwidth", gt=0, hi=200e9, help="dense FP16 matrix-vector throughput per core (weight bytes/s)"
+        key="matvec_fp16", unit="bandwidth", lo=10e6, hi=200e9, help="dense FP16 matrix-vector throughput per core (weight bytes/s)"
     )
-    gemm_int4_ops: float = spec_field(key="gemm_int4", unit="ops_rate", gt=0, hi=1e13, help="dense INT4 matrix-matrix throughput per core")
-    gemm_fp16_ops: float = spec_field(key="gemm_fp16", unit="ops_rate", gt=0, hi=1e13, help="dense FP16 matrix-matrix throughput per core")
-    memcpy_bps: float = spec_field(key="memcpy", unit="bandwidth", gt=0, hi=200e9, help="memory copy throughput per core")
+    gemm_int4_ops: float = spec_field(key="gemm_int4", unit="ops_rate", lo=1e8, hi=1e13, help="dense INT4 matrix-matrix throughput per core")
+    gemm_fp16_ops: float = spec_field(key="gemm_fp16", unit="ops_rate", lo=1e8, hi=1e13, help="dense FP16 matrix-matrix throughput per core")
+    memcpy_bps: float = spec_field(key="memcpy", unit="bandwidth", lo=100e6, hi=200e9, help="memory copy throughput per core")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,8 +46,8 @@ class Cpu:
     sparse_efficiency: float = spec_field(
         gt=0.0, hi=1.0, help="per-byte speed of sparse (gathered-row) kernels relative to dense matvec"
     )
-    barrier_s: float = spec_field(key="barrier", unit="time", lo=0.0, hi=1e-2, help="cost of one thread barrier / fork-join")
-    page_fault_s: float = spec_field(key="page_fault", unit="time", lo=0.0, hi=1e-2, help="CPU cost of one major page fault (mmap)")
+    barrier_s: float = spec_field(key="barrier", unit="time", lo=0.0, hi=5e-3, help="cost of one thread barrier / fork-join")
+    page_fault_s: float = spec_field(key="page_fault", unit="time", lo=0.0, hi=1e-3, help="CPU cost of one major page fault (mmap)")
 
     def validate(self, source) -> None:
         if not self.clusters:
@@ -59,10 +59,10 @@ class Cpu:
 
 @dataclass(frozen=True, kw_only=True)
 class Npu:
-    gemm_ops: float = spec_field(key="gemm", unit="ops_rate", gt=0, hi=1e15, help="dense INT8/INT4 GEMM throughput (prefill)")
-    matvec_bps: float = spec_field(key="matvec", unit="bandwidth", gt=0, hi=1e12, help="dense matrix-vector weight throughput (compute limit)")
-    invocation_s: float = spec_field(key="invocation", unit="time", lo=0.0, hi=1.0, help="fixed cost per graph execution")
-    graph_switch_s: float = spec_field(key="graph_switch", unit="time", lo=0.0, hi=10.0, help="cost to switch to another static graph")
+    gemm_ops: float = spec_field(key="gemm", unit="ops_rate", lo=50e9, hi=1e15, help="dense INT8/INT4 GEMM throughput (prefill)")
+    matvec_bps: float = spec_field(key="matvec", unit="bandwidth", lo=1e9, hi=1e12, help="dense matrix-vector weight throughput (compute limit)")
+    invocation_s: float = spec_field(key="invocation", unit="time", lo=0.0, hi=0.1, help="fixed cost per graph execution")
+    graph_switch_s: float = spec_field(key="graph_switch", unit="time", lo=0.0, hi=1.0, help="cost to switch to another static graph")
     graph_tokens: int = spec_field(lo=1, hi=65536, help="tokens per static prefill graph (prompts are padded to a multiple)")
     mixed_precision_factor: float = spec_field(
         gt=0.0, hi=1.0, help="speed with INT8-outlier + INT4 mixed precision relative to plain per-channel INT4"
@@ -72,22 +72,22 @@ class Npu:
 
 @dataclass(frozen=True, kw_only=True)
 class Gpu:
-    gemm_ops: float = spec_field(key="gemm", unit="ops_rate", gt=0, hi=1e15, help="dense GEMM throughput (prefill)")
-    matvec_bps: float = spec_field(key="matvec", unit="bandwidth", gt=0, hi=1e12, help="matrix-vector weight throughput (decode)")
-    max_alloc_bytes: float = spec_field(key="max_alloc", unit="bytes", gt=0, hi=1e12, help="largest single OpenCL allocation")
-    usable_bytes: float = spec_field(key="usable", unit="bytes", gt=0, hi=1e12, help="memory the GPU runtime lets one app use")
-    launch_s: float = spec_field(key="launch", unit="time", lo=0.0, hi=1.0, help="per-kernel launch cost")
+    gemm_ops: float = spec_field(key="gemm", unit="ops_rate", lo=10e9, hi=1e15, help="dense GEMM throughput (prefill)")
+    matvec_bps: float = spec_field(key="matvec", unit="bandwidth", lo=1e9, hi=1e12, help="matrix-vector weight throughput (decode)")
+    max_alloc_bytes: float = spec_field(key="max_alloc", unit="bytes", lo=16e6, hi=1e12, help="largest single OpenCL allocation")
+    usable_bytes: float = spec_field(key="usable", unit="bytes", lo=64e6, hi=1e12, help="memory the GPU runtime lets one app use")
+    launch_s: float = spec_field(key="launch", unit="time", lo=0.0, hi=0.01, help="per-kernel launch cost")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Dram:
-    size_bytes: float = spec_field(key="size", unit="bytes", gt=0, hi=1e13, help="physical DRAM")
-    app_usable_bytes: float = spec_field(key="app_usable", unit="bytes", gt=0, hi=1e13, help="most one app may use")
-    bw_theoretical_bps: float = spec_field(key="bw_theoretical", unit="bandwidth", gt=0, hi=1e13, help="theoretical peak")
-    bw_cpu_bps: float = spec_field(key="bw_cpu", unit="bandwidth", gt=0, hi=1e13, help="reachable by the CPU alone")
-    bw_npu_bps: float = spec_field(key="bw_npu", unit="bandwidth", gt=0, hi=1e13, help="reachable by the NPU alone")
-    bw_cpu_npu_bps: float = spec_field(key="bw_cpu_npu", unit="bandwidth", gt=0, hi=1e13, help="reachable by CPU and NPU together")
-    bw_gpu_bps: float = spec_field(key="bw_gpu", unit="bandwidth", gt=0, hi=1e13, help="reachable by the GPU alone")
+    size_bytes: float = spec_field(key="size", unit="bytes", lo=256e6, hi=2e12, help="physical DRAM")
+    app_usable_bytes: float = spec_field(key="app_usable", unit="bytes", lo=128e6, hi=2e12, help="most one app may use")
+    bw_theoretical_bps: float = spec_field(key="bw_theoretical", unit="bandwidth", lo=1e9, hi=1e13, help="theoretical peak")
+    bw_cpu_bps: float = spec_field(key="bw_cpu", unit="bandwidth", lo=1e9, hi=1e13, help="reachable by the CPU alone")
+    bw_npu_bps: float = spec_field(key="bw_npu", unit="bandwidth", lo=1e9, hi=1e13, help="reachable by the NPU alone")
+    bw_cpu_npu_bps: float = spec_field(key="bw_cpu_npu", unit="bandwidth", lo=1e9, hi=1e13, help="reachable by CPU and NPU together")
+    bw_gpu_bps: float = spec_field(key="bw_gpu", unit="bandwidth", lo=1e9, hi=1e13, help="reachable by the GPU alone")
 
     def validate(self, source) -> None:
         if self.app_usable_bytes > self.size_bytes:
@@ -101,9 +101,9 @@ class Dram:
 
 @dataclass(frozen=True, kw_only=True)
 class IssueCost:
-    big_s: float = spec_field(key="big", unit="time", gt=0, hi=1e-3, help="CPU time to issue and complete one read, big core")
-    mid_s: float = spec_field(key="mid", unit="time", gt=0, hi=1e-3)
-    little_s: float = spec_field(key="little", unit="time", gt=0, hi=1e-3)
+    big_s: float = spec_field(key="big", unit="time", lo=1e-7, hi=1e-3, help="CPU time to issue and complete one read, big core")
+    mid_s: float = spec_field(key="mid", unit="time", lo=1e-7, hi=1e-3)
+    little_s: float = spec_field(key="little", unit="time", lo=1e-7, hi=1e-3)
 
     def of(self, core_class: str) -> float:
         return {"big": self.big_s, "mid": self.mid_s, "little": self.little_s}[core_class]
@@ -115,17 +115,17 @@ class Storage:
     queue_depth: int = spec_field(lo=1, hi=4096, help="entries of the (single) command queue")
     issue_cost: IssueCost = spec_field(help="per-request CPU cost on the issuing core, by core class")
     request_service_s: float = spec_field(
-        key="request_service", unit="time", gt=0, hi=1e-2, help="device time per small random request within span_reference"
+        key="request_service", unit="time", lo=1e-7, hi=1e-3, help="device time per small random request within span_reference"
     )
-    span_reference_bytes: float = spec_field(key="span_reference", unit="bytes", gt=0, hi=1e13, help="address span with no mapping penalty")
+    span_reference_bytes: float = spec_field(key="span_reference", unit="bytes", lo=1e6, hi=1e12, help="address span with no mapping penalty")
     span_exponent: float = spec_field(lo=0.0, hi=2.0, help="per-request time grows as (span / span_reference) ** exponent")
-    bw_random_bps: float = spec_field(key="bw_random", unit="bandwidth", gt=0, hi=1e12, help="media transfer rate, random reads")
-    bw_sequential_bps: float = spec_field(key="bw_sequential", unit="bandwidth", gt=0, hi=1e12, help="media transfer rate, sequential reads")
-    latency_s: float = spec_field(key="latency", unit="time", lo=0.0, hi=1e-1, help="read latency beyond service (NAND read, completion)")
+    bw_random_bps: float = spec_field(key="bw_random", unit="bandwidth", lo=10e6, hi=100e9, help="media transfer rate, random reads")
+    bw_sequential_bps: float = spec_field(key="bw_sequential", unit="bandwidth", lo=10e6, hi=100e9, help="media transfer rate, sequential reads")
+    latency_s: float = spec_field(key="latency", unit="time", lo=1e-6, hi=1e-2, help="read latency beyond service (NAND read, completion)")
     multi_issuer_penalty: float = spec_field(lo=0.0, hi=0.95, help="throughput lost when several cores issue to the one queue")
-    page_bytes: float = spec_field(key="page", unit="bytes", gt=0, hi=1e6, help="OS page size (mmap)")
-    readahead_bytes: float = spec_field(key="readahead", unit="bytes", lo=0, hi=1e9, help="kernel readahead window (mmap)")
-    read_unit_bytes: float = spec_field(key="read_unit", unit="bytes", gt=0, hi=1e6, help="logical block: reads are rounded up to it")
+    page_bytes: float = spec_field(key="page", unit="bytes", lo=512, hi=2**21, help="OS page size (mmap)")
+    readahead_bytes: float = spec_field(key="readahead", unit="bytes", lo=0, hi=64 * 2**20, help="kernel readahead window (mmap)")
+    read_unit_bytes: float = spec_field(key="read_unit", unit="bytes", lo=512, hi=2**20, help="logical block: reads are rounded up to it")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -93,7 +93,7 @@ class SparsitySource:
 @dataclass(frozen=True, kw_only=True)
 class Predictor:
     bytes_per_block: float = spec_field(
-        unit="bytes", lo=0.0, hi=1e10, help="activation-predictor weights per FFN block (per expert for MoE)"
+        unit="bytes", lo=0.0, hi=1e9, help="activation-predictor weights per FFN block (per expert for MoE)"
     )
 
 

@@ -82,6 +82,20 @@ class LRUCache:
             self._evict()
         return hit, missed
 
+    def expire(self, before_step: int) -> int:
+        """Drop resident items last used before ``before_step`` (windowed caches); returns how many."""
+        dropped = 0
+        while self._fifo and self._fifo[0][0] < before_step:
+            step, batch = self._fifo.popleft()
+            self._stored -= len(batch)
+            live = batch[(self.stamp[batch] == step) & self.resident[batch]]
+            if len(live):
+                self.resident[live] = False
+                self.size -= len(live)
+                self.evictions += len(live)
+                dropped += len(live)
+        return dropped
+
     def _evict(self) -> None:
         excess = self.size - self.capacity
         while excess > 0:

@@ -42,6 +42,7 @@ class NeuronAccess:
     fp_cold_hit: np.ndarray
     fp_miss: np.ndarray
     routed_hot: np.ndarray  # [T, L] hot-region neurons in the routed experts (dense NPU rows)
+    evicted: np.ndarray  # [T, L] neurons that left the cold region (capacity or window)
     experts: np.ndarray | None  # [T, L, K]
     hot_neurons: int
     cold_capacity: int
@@ -70,8 +71,12 @@ def simulate(
     precision: float = 0.8,
     seed: int = 0,
     warm: str = "profile",
+    window: int | None = None,
 ) -> NeuronAccess:
-    """Run the segmented cache over the workload. ``freqs``/``hot_mask`` are [L, E, N]."""
+    """Run the segmented cache over the workload. ``freqs``/``hot_mask`` are [L, E, N].
+
+    ``window``: neurons also leave the cold region once unused for that many tokens (LLM in a
+    Flash's sliding window); evictions per token and layer are recorded for memory management."""
     L, E, N = freqs.shape
     T = w.n_tokens
     K = w.model.architecture.top_k if E > 1 else 1
@@ -92,7 +97,12 @@ def simulate(
     experts_out = np.zeros((T, L, K), np.uint8) if E > 1 else None
     fp_ratio = (1.0 / precision - 1.0) if precision < 1.0 else 0.0
     peak = lru.size
+    evicted = np.zeros((T, L), np.int64)
+    token_start: list[int] = []
     for t, act, ex in w.steps():
+        token_start.append(lru.step + 1)
+        if window is not None and t >= window:
+            evicted[t, 0] += lru.expire(token_start[t - window])
         if experts_out is not None:
             experts_out[t] = ex
         for l in range(L):
@@ -113,7 +123,9 @@ def simulate(
                 fields["tp"][t, l] += len(gids)
                 fields["tp_hot"][t, l] += int(hot.sum())
                 cold = gids[~hot]
+                ev0 = lru.evictions
                 hit, missed = lru.access(cold)
+                evicted[t, l] += lru.evictions - ev0
                 fields["tp_cold_hit"][t, l] += int(hit.sum())
                 fields["tp_miss"][t, l] += len(missed)
                 n_fp = _stochastic_round(len(idx) * fp_ratio, rng) if fp_ratio else 0
@@ -133,6 +145,7 @@ def simulate(
             peak = max(peak, lru.size)
     return NeuronAccess(
         **fields,
+        evicted=evicted,
         experts=experts_out,
         hot_neurons=int(hot_flat.sum()),
         cold_capacity=int(cold_capacity),

@@ -6,7 +6,7 @@ import argparse
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
-    from . import run, trace
+    from . import compare, run, trace
 
-    for module in (run, trace):
+    for module in (run, compare, trace):
         module.register(sub)

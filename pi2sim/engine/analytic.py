@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..specs.device import DeviceSpec
-from .compute import CpuPool
+from .compute import CpuPool, sparse_factor
 from .dram import DramModel
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline, PrefillPlan
 from .result import TimingResult
@@ -43,13 +43,16 @@ class Components:
         self.dram = DramModel(device.dram)
 
     # --- demands (bytes/s a unit wants to stream)
-    def demand(self, c: Compute) -> float:
+    def demand(self, c: Compute):
         d = self.device
         if c.unit == "cpu":
             assert c.pool is not None
             if c.op == "memcpy":
                 return c.pool.memcpy_rate()
-            return c.pool.matvec_rate(c.dtype, sparse=c.op == "sparse")
+            r = c.pool.matvec_rate(c.dtype, sparse=c.op == "sparse")
+            if c.op == "sparse" and c.density is not None:
+                r = r * sparse_factor(c.density, d.cpu.sparse_density_exponent, c.pool.sparse_efficiency)
+            return r
         if c.unit == "npu":
             return d.npu.matvec_bps
         return d.gpu.matvec_bps
@@ -86,6 +89,8 @@ def compute_time(comp: Components, c: Compute) -> StageTime:
     dram: dict[str, np.ndarray] = {}
 
     def solo(cc: Compute, w: np.ndarray) -> tuple[np.ndarray, float]:
+        if cc.op == "cpu_seconds":
+            return w / max(1, cc.pool.n if cc.pool is not None else 1), 0.0
         if cc.op == "gemm":
             t = w / comp.gemm_rate(cc)
             if cc.bytes_for_gemm is not None:
@@ -95,7 +100,7 @@ def compute_time(comp: Components, c: Compute) -> StageTime:
         factor = 2.0 if cc.op == "memcpy" else 1.0  # a copy reads and writes
         return factor * w / rate, rate
 
-    if c.parallel is None or c.op == "gemm":
+    if c.parallel is None or c.op in ("gemm", "cpu_seconds"):
         t, _ = solo(c, work)
         t = np.where(work > 0, t + c.fixed_s, 0.0)
         other = np.where(work > 0, comp.barrier(c), 0.0)
@@ -123,7 +128,7 @@ def _account(c: Compute, t: np.ndarray, work: np.ndarray, busy: dict, dram: dict
             _busy_add(busy, cid, t)
     else:
         _busy_add(busy, c.unit, t)
-    if c.op != "gemm":
+    if c.op not in ("gemm", "cpu_seconds"):
         _busy_add(dram, c.unit, work * (2.0 if c.op == "memcpy" else 1.0))
     elif c.bytes_for_gemm is not None:
         _busy_add(dram, c.unit, np.asarray(c.bytes_for_gemm, dtype=np.float64))
@@ -146,7 +151,9 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
     """The FFN of a sparse, partly cached layer (see :class:`~pi2sim.engine.plan.NeuronPipeline`)."""
     pool = p.pool
     ufs = comp.ufs
-    demand = pool.matvec_rate(p.dtype, sparse=True)
+    rows = np.maximum(np.asarray(p.rows_total, dtype=np.float64), 1.0)
+    density = np.asarray(p.gate_hit_n + p.gate_miss_n, dtype=np.float64) / rows
+    demand = pool.matvec_rate(p.dtype, sparse=True) * sparse_factor(density, comp.device.cpu.sparse_density_exponent, pool.sparse_efficiency)
     work_hit = np.asarray(p.gate_hit_bytes + p.ud_hit_bytes, dtype=np.float64)
     work_miss = np.asarray(p.gate_miss_bytes + p.ud_miss_bytes, dtype=np.float64)
     work = work_hit + work_miss
@@ -164,7 +171,7 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
             eff_rate = np.where(t_cpu_all > 0, work / np.maximum(t_cpu_all, 1e-30), comp.dram.solo_rate("cpu", demand))
         _account(p.parallel, t_npu, npw, busy, dram)
     else:
-        eff_rate = np.full(np.shape(work), comp.dram.solo_rate("cpu", demand))
+        eff_rate = np.broadcast_to(comp.dram.solo_rate("cpu", demand), np.shape(work)).astype(np.float64)
         t_npu = _zeros_like(work)
     C = work / eff_rate
     per_thread = eff_rate / max(1, pool.n)
@@ -195,6 +202,12 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
             tu = np.where(U > 0, lat_u + (U - 1) * per_u + udc_last, 0.0)
             T = np.maximum(Cg, tg) + np.maximum(Cu, tu)
             barriers = np.where(work > 0, 2 * pool.barrier_s, 0.0)
+        _busy_add(busy, p.io_core, n_req * c_issue)
+        _busy_add(busy, "ufs", G * svc_g + U * svc_u)
+    elif p.mode == "serial":  # one asynchronous reader fetches everything, then the layer computes
+        tg = ufs.batch_time(n_req, (p.gate_req_size + p.ud_req_size) / 2, p.span, p.io_class, qd=p.io_qd)
+        T = C + tg
+        barriers = np.where(work > 0, pool.barrier_s, 0.0)
         _busy_add(busy, p.io_core, n_req * c_issue)
         _busy_add(busy, "ufs", G * svc_g + U * svc_u)
     else:  # sync: compute threads block on their own reads, gate phase then up/down phase

@@ -10,6 +10,12 @@ at ``sparse_efficiency`` of that. A pool of threads on chosen cores splits the w
   the pace: ``n * min(rate)``. This is why adding little cores slows llama.cpp on Snapdragon
   8 Gen 3 (arXiv 2410.03613 §V-C).
 
+Sparse kernels gather the rows of predicted neurons. Per byte they are slower than dense ones,
+and the more so the fewer rows they compute: ``cpu.sparse_efficiency`` is the relative speed at
+10% of a layer's rows, and it grows as ``(share / 0.1) ** cpu.sparse_density_exponent`` up to
+dense speed (PowerInfer-2's ~10%-active models run at about a third of dense speed per byte,
+while PC-era engines on a ~50%-active SiLU model stream at the DRAM limit, PI2 Table 2).
+
 The pool's rate is its *demand* on DRAM; the bus (:mod:`pi2sim.engine.dram`) may grant less.
 Matrix-matrix work (prefill) is compute-bound at ``gemm`` operations/s per core.
 
@@ -24,6 +30,19 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 from ..specs.device import Core, DeviceSpec
+
+
+SPARSE_REF_DENSITY = 0.10  # density at which cpu.sparse_efficiency is defined
+
+
+def sparse_factor(density, exponent: float, efficiency: float):
+    """Multiplier on the pool's sparse rate for a given share of rows computed (vectorised):
+    ``min(1/efficiency, (density / 0.1) ** exponent)``, i.e. efficiency rises from its value at
+    10% density towards dense speed (1.0) as more rows are computed."""
+    import numpy as np
+
+    d = np.maximum(np.asarray(density, dtype=np.float64), 1e-6)
+    return np.minimum(1.0 / efficiency, (d / SPARSE_REF_DENSITY) ** exponent)
 
 
 @dataclass(frozen=True)

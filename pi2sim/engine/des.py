@@ -31,6 +31,7 @@ import simpy
 
 from ..specs.device import DeviceSpec
 from .analytic import Components, _pool_class
+from .compute import sparse_factor
 from .dram import FluidBus
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
 from .result import TimingResult
@@ -65,6 +66,7 @@ class _Engine:
     def compute(self, c: Compute, t: int, l: int | None):
         """Run a Compute stage; returns (duration, compute part, other part)."""
         env = self.env
+        self._t, self._l = t, l
         start = env.now
         work = _at(c.work, t, l)
         pwork = _at(c.parallel.work, t, l) if c.parallel is not None else 0.0
@@ -91,8 +93,18 @@ class _Engine:
         t0 = env.now
         if c.fixed_s:
             yield env.timeout(c.fixed_s)
-        factor = 2.0 if c.op == "memcpy" else 1.0
-        yield self.bus.transfer(c.unit, factor * work, self.comp.demand(c))
+        if c.op == "cpu_seconds":
+            yield env.timeout(work / max(1, c.pool.n))
+        elif c.op == "gemm":
+            from .analytic import compute_time
+
+            yield env.timeout(float(compute_time(self.comp, Compute(c.name, c.unit, np.asarray(work), "gemm", c.pool, c.dtype, bytes_for_gemm=c.bytes_for_gemm, gemm_factor=c.gemm_factor, barrier=False)).total))
+        else:
+            factor = 2.0 if c.op == "memcpy" else 1.0
+            demand = self.comp.demand(c)
+            if np.ndim(demand):
+                demand = _at(demand, self._t, self._l)
+            yield self.bus.transfer(c.unit, factor * work, demand)
         self.events += 2
         dt = env.now - t0
         if c.unit == "cpu":
@@ -135,7 +147,10 @@ class _Engine:
         G, U = _at(p.gate_reqs, t, l), _at(p.ud_reqs, t, l)
         span = _at(p.span, t, l) if np.ndim(p.span) else float(p.span)
         pool = p.pool
-        demand = pool.matvec_rate(p.dtype, sparse=True)
+        rows = max(1.0, _at(p.rows_total, t, l) if np.ndim(p.rows_total) else float(p.rows_total))
+        demand = pool.matvec_rate(p.dtype, sparse=True) * float(
+            sparse_factor((g_hit + g_miss) / rows, self.device.cpu.sparse_density_exponent, pool.sparse_efficiency)
+        )
         k = p.cluster_neurons
         work_total = (g_hit + g_miss) * p.gate_bytes_per_neuron + (u_hit + u_miss) * p.ud_bytes_per_neuron
         parallel_ev = None
@@ -217,8 +232,9 @@ class _Engine:
         return float(r.total)
 
     def closed_form_pipeline(self, p: NeuronPipeline, t: int, l: int):
-        """``matrix`` and ``sync`` modes: barrier-separated phases with nothing to interleave inside a
-        layer, so the event tiers use the analytic phase times (same formulas, one layer at a time)."""
+        """``matrix``, ``sync`` and ``serial`` modes: barrier-separated phases with nothing to interleave
+        inside a layer, so the event tiers use the analytic phase times (same formulas, one layer at
+        a time)."""
         from .analytic import pipeline_time
 
         one = _slice_pipeline(p, t, l)
@@ -331,6 +347,7 @@ def _slice_pipeline(p: NeuronPipeline, t: int, l: int) -> NeuronPipeline:
         gate_hit_n=one(p.gate_hit_n), gate_miss_n=one(p.gate_miss_n), ud_hit_n=one(p.ud_hit_n), ud_miss_n=one(p.ud_miss_n),
         gate_reqs=one(p.gate_reqs), ud_reqs=one(p.ud_reqs), span=one(p.span) if np.ndim(p.span) else p.span,
         parallel=None if p.parallel is None else replace(p.parallel, work=one(p.parallel.work)),
+        rows_total=one(p.rows_total) if np.ndim(p.rows_total) else p.rows_total,
     )
 
 

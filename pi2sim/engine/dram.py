@@ -66,10 +66,23 @@ class DramModel:
                 del todo[a]
         return rates
 
-    def solo_rate(self, agent: str, demand: float) -> float:
-        return self.allocate({agent: demand}).get(agent, 0.0)
+    def solo_rate(self, agent: str, demand):
+        """Rate one agent gets alone (vectorised over ``demand``)."""
+        cap = min(self.agent_cap(agent), self.total_cap({agent}))
+        return np.minimum(np.asarray(demand, dtype=np.float64), cap) if np.ndim(demand) else min(float(demand), cap)
 
-    def concurrent_time(self, work_a: np.ndarray, demand_a: float, agent_a: str, work_b: np.ndarray, demand_b: float, agent_b: str):
+    def pair_rates(self, agent_a: str, demand_a, agent_b: str, demand_b):
+        """:meth:`allocate` for two agents, vectorised over the demands."""
+        da = np.minimum(np.asarray(demand_a, dtype=np.float64), self.agent_cap(agent_a))
+        db = np.minimum(np.asarray(demand_b, dtype=np.float64), self.agent_cap(agent_b))
+        total = self.total_cap({agent_a, agent_b})
+        half = total / 2
+        over = da + db > total
+        ra = np.where(over, np.where(da <= half, da, np.where(db <= half, total - db, half)), da)
+        rb = np.where(over, np.where(db <= half, db, np.where(da <= half, total - da, half)), db)
+        return ra, rb
+
+    def concurrent_time(self, work_a: np.ndarray, demand_a, agent_a: str, work_b: np.ndarray, demand_b, agent_b: str):
         """Finish time of two concurrent streams of ``work`` bytes (vectorised), fluid sharing.
 
         Both run at their shared rates until one finishes; the other continues at its solo rate.
@@ -77,8 +90,7 @@ class DramModel:
         """
         work_a = np.asarray(work_a, dtype=np.float64)
         work_b = np.asarray(work_b, dtype=np.float64)
-        both = self.allocate({agent_a: demand_a, agent_b: demand_b})
-        ra, rb = both[agent_a], both[agent_b]
+        ra, rb = self.pair_rates(agent_a, demand_a, agent_b, demand_b)
         sa, sb = self.solo_rate(agent_a, demand_a), self.solo_rate(agent_b, demand_b)
         ta_shared = work_a / ra
         tb_shared = work_b / rb

@@ -8,14 +8,16 @@ timing themselves. Amounts are numpy arrays over decode tokens and layers ``[T, 
 Stage kinds:
 
 * :class:`Compute`: a kernel on a CPU pool, the NPU or the GPU (``matvec`` / ``sparse`` stream
-  weight bytes, ``gemm`` is operations, ``memcpy`` moves bytes); ``parallel`` runs a second
+  weight bytes, ``gemm`` is operations, ``memcpy`` moves bytes, ``cpu_seconds`` is plain CPU
+  time split over the pool's threads); ``parallel`` runs a second
   kernel on another unit at the same time (CPU + NPU split), the stage ending when both end.
 * :class:`Flash`: reads that block the next stage (e.g. LLM in a Flash's parallel reads).
 * :class:`NeuronPipeline`: the FFN of a sparse, partly cached layer: CPU work on neurons whose
   weights are in DRAM ("hit") and on neurons read from flash ("miss"), with the flash requests,
-  executed in one of three overlap modes (``cluster``: PowerInfer-2's neuron-cluster pipeline,
+  executed in one of four overlap modes (``cluster``: PowerInfer-2's neuron-cluster pipeline,
   one I/O thread; ``matrix``: overlap inside a matrix, barrier between matrices; ``sync``: the
-  compute threads block on their own reads).
+  compute threads block on their own reads; ``serial``: one asynchronous reader fetches all the
+  layer's missing neurons at full queue depth, then the layer computes).
 * :class:`Faults`: demand paging (mmap): compute that stalls on page faults served by the
   compute threads themselves.
 
@@ -33,14 +35,14 @@ import numpy as np
 from .compute import CpuPool
 
 Unit = Literal["cpu", "npu", "gpu"]
-Op = Literal["matvec", "sparse", "gemm", "memcpy"]
+Op = Literal["matvec", "sparse", "gemm", "memcpy", "cpu_seconds"]
 
 
 @dataclass
 class Compute:
     name: str
     unit: Unit
-    work: np.ndarray  # bytes (matvec/sparse/memcpy) or operations (gemm), per [T, L] or [T]
+    work: np.ndarray  # bytes (matvec/sparse/memcpy), operations (gemm) or seconds (cpu_seconds), per [T, L] or [T]
     op: Op = "matvec"
     pool: CpuPool | None = None  # CPU stages
     dtype: str = "int4"
@@ -50,6 +52,7 @@ class Compute:
     gemm_factor: float = 1.0  # NPU mixed-precision factor etc.
     parallel: "Compute | None" = None
     barrier: bool = True  # CPU pool fork-join after the kernel
+    density: np.ndarray | None = None  # sparse: share of the layer's rows computed (sets kernel efficiency)
 
 
 @dataclass
@@ -69,7 +72,7 @@ class Flash:
 @dataclass
 class NeuronPipeline:
     name: str
-    mode: Literal["cluster", "matrix", "sync"]
+    mode: Literal["cluster", "matrix", "sync", "serial"]
     pool: CpuPool
     dtype: str
     # CPU work, bytes streamed by the sparse kernel
@@ -95,6 +98,8 @@ class NeuronPipeline:
     ud_bytes_per_neuron: float = 0.0
     two_phase: bool = True  # Up/Down reads wait for the Gate result
     parallel: Compute | None = None  # NPU hot rows (hybrid decode)
+    rows_total: np.ndarray | float = 0.0  # rows a dense pass over the layer's (routed) FFN would compute
+    io_qd: int | None = None  # requests the reader keeps in flight (None: the device queue depth)
     category: str = "compute"
 
 

@@ -3,9 +3,10 @@
 Mechanisms (design doc ../shared/docs/powerinfer2-design.md), each a switch for the ablation:
 
 * **Segmented neuron cache** (§6): fixed region (attention, embeddings, KV, predictors, scales,
-  runtime), a *hot* region of the profile's hottest neurons, a *cold* per-neuron LRU. With
-  ``neuron_cache: static`` the DRAM share of the FFN is a fixed set of the hottest neurons and
-  nothing else is kept (the ablation baseline).
+  runtime), a *hot* region of the profile's hottest neurons, a *cold* per-neuron LRU. Without it
+  (``neuron_cache: none``, the ablation's first two steps) the DRAM share of the FFN is a fixed set
+  of neurons chosen without any activation profile (the first neurons of every layer);
+  ``static`` keeps the profile's hottest neurons and nothing else (PowerInfer v1's split).
 * **Bundles and two-phase loading** (§7): Gate/Up/Down of a neuron stored together (INT4: 8 KB
   read as two 4 KB reads); the Up/Down part is read only if the Gate output is non-zero.
   Without bundles each matrix-neuron is a separate read.
@@ -49,11 +50,13 @@ class PowerInfer2Options:
     decode: Literal["cpu", "hybrid"] = spec_field(default="cpu", help="cpu: v1 CPU-centric decoding; hybrid: v3 CPU+NPU row split")
     bundle: bool = spec_field(default=True, help="store Gate/Up/Down of a neuron as one bundle on flash")
     two_phase: bool = spec_field(default=True, help="read the Up/Down part only when the Gate output is non-zero")
-    neuron_cache: Literal["segmented", "static"] = spec_field(
-        default="segmented", help="segmented: hot region + per-neuron LRU cold region; static: a fixed set of hot neurons only"
+    neuron_cache: Literal["segmented", "static", "none"] = spec_field(
+        default="segmented",
+        help="segmented: hot region + per-neuron LRU cold region; static: the profile's hottest neurons only; none: a fixed share of each layer's neurons, chosen without a profile",
     )
-    pipeline: Literal["cluster", "matrix", "sync"] = spec_field(
-        default="cluster", help="cluster: neuron-cluster pipeline with one I/O thread; matrix: barrier per matrix; sync: compute threads block on reads"
+    pipeline: Literal["cluster", "matrix", "sync", "serial"] = spec_field(
+        default="cluster",
+        help="cluster: neuron-cluster pipeline with one I/O thread; matrix: barrier per matrix; sync: compute threads block on reads; serial: one async reader, then compute",
     )
     compute_threads: int = spec_field(default=4, lo=1, hi=16, help="CPU compute threads (PI2 Fig. 6 uses 4)")
     compute_cores: str = spec_field(default="auto", help="'auto' (fastest cores other than the I/O core) or core ids / cluster names")
@@ -93,9 +96,9 @@ class PowerInfer2(Policy):
         "v1": {"decode": "cpu", "attention": "cpu"},
         "v3": {"decode": "hybrid", "attention": "split"},
         "baseline": {
-            "decode": "cpu", "attention": "cpu", "bundle": False, "two_phase": False, "neuron_cache": "static", "pipeline": "sync",
+            "decode": "cpu", "attention": "cpu", "bundle": False, "two_phase": False, "neuron_cache": "none", "pipeline": "sync",
         },
-        "+bundle": {"decode": "cpu", "attention": "cpu", "bundle": True, "two_phase": True, "neuron_cache": "static", "pipeline": "sync"},
+        "+bundle": {"decode": "cpu", "attention": "cpu", "bundle": True, "two_phase": True, "neuron_cache": "none", "pipeline": "sync"},
         "+cache": {"decode": "cpu", "attention": "cpu", "neuron_cache": "segmented", "pipeline": "sync"},
         "+pipeline": {"decode": "cpu", "attention": "cpu", "neuron_cache": "segmented", "pipeline": "cluster"},
         "+xpu": {"decode": "hybrid", "attention": "split", "neuron_cache": "segmented", "pipeline": "cluster"},
@@ -103,7 +106,7 @@ class PowerInfer2(Policy):
     preset_help = {
         "v1": "paper v1: CPU-centric decoding",
         "v3": "paper v3: hybrid CPU+NPU decoding, attention split",
-        "baseline": "ablation step 1: CPU only, no bundles, static resident set, compute threads block on reads",
+        "baseline": "ablation step 1: CPU only, no bundles, no neuron cache (a fixed share of neurons resident), compute threads block on reads",
         "+bundle": "ablation step 2: + Gate/Up/Down bundles with two-phase loading",
         "+cache": "ablation step 3: + segmented neuron cache (hot region + cold LRU)",
         "+pipeline": "ablation step 4: + neuron-cluster pipeline with one I/O thread",
@@ -168,6 +171,12 @@ class PowerInfer2(Policy):
             mask = np.zeros((L, E, N), bool)
             np.put_along_axis(mask, order[:, :, :rows], True, axis=2)
             hot = rows * L * E
+        elif o.neuron_cache == "none":
+            # no profile: the same share of every (layer, expert), by neuron index
+            per = total // max(1, L * E)
+            mask = np.zeros((L, E, N), bool)
+            mask[:, :, :per] = True
+            hot = per * L * E
         else:
             share = 1.0 if o.neuron_cache == "static" else o.hot_fraction
             hot = int(total * share)
@@ -176,7 +185,7 @@ class PowerInfer2(Policy):
             mask = np.zeros(flat.shape, bool)
             mask[top] = True
             mask = mask.reshape(L, E, N)
-        cold = 0 if o.neuron_cache == "static" else max(0, total - hot)
+        cold = 0 if o.neuron_cache in ("static", "none") else max(0, total - hot)
         return mask, cold
 
     def access(self, workload: Workload) -> segmented.NeuronAccess:
@@ -265,6 +274,7 @@ class PowerInfer2(Policy):
             ud_size = lay.ud_reads[0] if lay.ud_reads else lay.gate_reads[0]
         routed = a.top_k if a.is_moe else 1
         span = np.full((T, L), routed * a.ffn_neurons * lay.region_bytes_per_neuron)
+        rows_total = np.full((T, L), float(routed * a.ffn_neurons)) - (acc.routed_hot if hybrid else 0)
         pipe = NeuronPipeline(
             "ffn",
             o.pipeline,
@@ -290,6 +300,7 @@ class PowerInfer2(Policy):
             ud_bytes_per_neuron=ud_b,
             two_phase=o.two_phase and lay.bundled,
             parallel=parallel,
+            rows_total=rows_total,
         )
         stages.append(pipe)
         # per token: final norm + LM head (NPU in hybrid mode)

@@ -44,7 +44,10 @@ class CpuCluster:
 class Cpu:
     clusters: list[CpuCluster] = spec_field(help="CPU clusters, fastest first")
     sparse_efficiency: float = spec_field(
-        gt=0.0, hi=1.0, help="per-byte speed of sparse (gathered-row) kernels relative to dense matvec"
+        gt=0.0, hi=1.0, help="per-byte speed of sparse (gathered-row) kernels relative to dense matvec, at 10% of rows computed"
+    )
+    sparse_density_exponent: float = spec_field(
+        lo=0.0, hi=2.0, help="sparse-kernel efficiency grows as (share of rows computed / 0.1) ** exponent, up to dense speed"
     )
     barrier_s: float = spec_field(key="barrier", unit="time", lo=0.0, hi=5e-3, help="cost of one thread barrier / fork-join")
     page_fault_s: float = spec_field(key="page_fault", unit="time", lo=0.0, hi=1e-3, help="CPU cost of one major page fault (mmap)")

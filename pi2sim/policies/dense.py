@@ -1,0 +1,192 @@
+"""Dense in-memory engines: every weight resident, nothing read from flash (peer-policies.md §2.3).
+
+``backend`` chooses the engine family:
+
+* ``cpu``: llama.cpp / ExecuTorch-style CPU decoding, threads with a static row split, at
+  ``kernel_efficiency`` of the device's best INT4 rate (1.0: ExecuTorch with KleidiAI, which
+  reaches the DRAM limit; 0.57: llama.cpp's Q4_0 kernels). Prefill is a CPU GEMM.
+* ``npu``: QNN / Genie-style. Static graphs: a prompt-processor graph of ``graph_tokens`` tokens
+  per call and a token-generator graph (batch 1); per-channel quantization; unless the two graphs
+  share weights (``weights_shared``) the weights are held twice, as QNN context binaries do.
+* ``gpu``: MLC-LLM-style OpenCL. All weights plus temporary buffers must fit in the memory the
+  GPU runtime offers one app; otherwise loading fails with MLC's error (mlc-llm #2703).
+
+No predictor and no sparsity: every FFN neuron of the (routed experts of the) layer is computed.
+A model that does not fit the memory budget is refused the way the real engine fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..engine.compute import CpuPool, pick_cores
+from ..engine.plan import Compute, DecodePlan, Flash, PrefillPlan
+from ..memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
+from ..schema import spec_field
+from . import register
+from .base import AccessSummary, Policy
+from .llamacpp import EngineRefused, _scaled_pool
+
+QNN_SPLITS = 4  # assumption: QNN/Genie 7B models ship as 4 context binaries (AI Hub splits Llama-2-7B so)
+MLC_TEMP_BYTES = 278e6  # MLC's temporary buffers for a 7-8B model at default prefill chunk (mlc-llm #2703: "temp 278 MB")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DenseOptions:
+    backend: Literal["cpu", "npu", "gpu"] = spec_field(default="cpu", help="cpu (llama.cpp/ExecuTorch), npu (QNN/Genie), gpu (MLC-LLM)")
+    threads: int = spec_field(default=6, lo=1, hi=16, help="CPU threads (cpu backend; also CPU-side work of the others)")
+    cores: str = spec_field(default="auto", help="'auto' or core ids / cluster names")
+    kernel_efficiency: float = spec_field(default=1.0, gt=0.0, hi=1.0, help="CPU kernel speed relative to the device's best INT4 rate (llama.cpp: 0.57)")
+    weights_shared: bool = spec_field(default=False, help="npu: prefill and decode graphs share one copy of the weights")
+    large_buffers: bool = spec_field(default=True, help="gpu: cl_qcom_large_buffer available (no 1 GB per-allocation cap)")
+    runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
+
+
+@register
+class Dense(Policy):
+    name = "dense"
+    summary = "dense in-memory engines: CPU (llama.cpp/ExecuTorch), NPU (QNN), GPU (MLC-LLM); refuses models that do not fit"
+    Options = DenseOptions
+    presets = {
+        "llama.cpp": {"backend": "cpu", "kernel_efficiency": 0.57, "threads": 6},
+        "executorch": {"backend": "cpu", "kernel_efficiency": 1.0, "threads": 6},
+        "qnn": {"backend": "npu"},
+        "mlc": {"backend": "gpu"},
+    }
+    preset_help = {
+        "llama.cpp": "CPU, llama.cpp Q4_0 kernels (57% of the best rate), 6 threads",
+        "executorch": "CPU, ExecuTorch XNNPACK + KleidiAI kernels, 6 threads",
+        "qnn": "Qualcomm QNN / Genie on the NPU, static prefill and decode graphs",
+        "mlc": "MLC-LLM on the GPU (OpenCL)",
+    }
+    uses_trace = True  # only for the routed experts of MoE models
+
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
+        d = ctx.device
+        cores = pick_cores(d, options.cores, options.threads, what="cores")
+        self.pool = _scaled_pool(CpuPool(cores, "static", d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
+        self.sizes = ctx.sizes
+        self._mem: MemoryPlan | None = None
+
+    def weights(self) -> float:
+        s = self.sizes
+        return s.non_ffn() + s.ffn_total()
+
+    def memory(self) -> MemoryPlan:
+        if self._mem is not None:
+            return self._mem
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        d = ctx.device
+        comps = {"weights": self.weights(), "kv_cache": s.kv_cache(ctx.context_tokens), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
+        if o.backend == "npu" and not o.weights_shared:
+            comps["weights_second_graph"] = self.weights()
+        need = sum(comps.values())
+        if ctx.memory_gb is not None:
+            budget = ctx.memory_gb * GB
+            if budget > d.dram.app_usable_bytes * (1 + 1e-9):
+                budget_from(ctx.memory_gb, None, 0.0, 0.0, d.dram.app_usable_bytes, d.name)  # raises the one-line error
+        else:
+            share = 0.5 if ctx.ffn_offload is None else ctx.ffn_offload
+            budget = min(need - share * s.ffn_total() * (2 if "weights_second_graph" in comps else 1), d.dram.app_usable_bytes)
+        if need > budget * (1 + 1e-9):
+            raise EngineRefused(
+                None, f"dense ({o.backend})",
+                f"cannot load: {self.engine_name()} keeps every weight resident and needs {need / GB:.2f} GB, the budget is {budget / GB:.2f} GB",
+            )
+        if o.backend == "gpu":
+            temp = MLC_TEMP_BYTES
+            if self.weights() + temp > d.gpu.usable_bytes:
+                raise EngineRefused(
+                    None, "dense (gpu)",
+                    f"cannot allocate: available single GPU memory {d.gpu.usable_bytes / 2**20:.0f} MB < weights "
+                    f"{self.weights() / 2**20:.0f} MB + temp {temp / 2**20:.0f} MB (MLC-LLM's check, mlc-llm #2703)",
+                )
+            biggest = max(s.lm_head(), s.embeddings(), s.arch.experts * s.arch.ffn_neurons * s.arch.hidden * s.bpw)
+            if not o.large_buffers and biggest > d.gpu.max_alloc_bytes:
+                raise EngineRefused(
+                    None, "dense (gpu)",
+                    f"cannot allocate a {biggest / 2**20:.0f} MB buffer: the OpenCL per-allocation cap is {d.gpu.max_alloc_bytes / 2**20:.0f} MB without cl_qcom_large_buffer",
+                )
+        plan = MemoryPlan(budget=budget, components=comps)
+        self._mem = plan
+        return plan
+
+    def engine_name(self) -> str:
+        return {"cpu": "a CPU engine (llama.cpp --no-mmap / ExecuTorch)", "npu": "QNN", "gpu": "MLC-LLM"}[self.opt.backend]
+
+    def access(self, workload):
+        self.memory()
+        experts = workload.experts() if (workload is not None and self.ctx.model.architecture.is_moe) else None
+        return {"experts": experts}
+
+    def access_summary(self, acc) -> AccessSummary:
+        return AccessSummary(hit_rate=1.0, details={"resident": "all weights"})
+
+    def decode_plan(self, acc) -> DecodePlan:
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        a = ctx.model.architecture
+        T, L = ctx.decode_tokens, a.layers
+        ctxlen = ctx.prompt_tokens + np.arange(T)[:, None] + 1
+        expert = a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
+        layer = s.attention_per_layer() + s.router_per_layer() + a.top_k * expert + s.kv_per_token_layer(ctxlen) * np.ones((T, L))
+        dtype = ctx.quant.compute_dtype
+        if o.backend == "cpu":
+            stages = [Compute("layer", "cpu", layer, "matvec", self.pool, dtype)]
+            token = [Compute("lm_head", "cpu", np.full(T, s.lm_head()), "matvec", self.pool, dtype)]
+        else:
+            # QNN runs a 7B-class model as a few fused context binaries (Qualcomm splits them in
+            # ~4 parts): one graph execution per split per token, not one per layer; MLC launches
+            # a handful of kernels per layer
+            if o.backend == "npu":
+                layer_fixed, token_fixed = 0.0, QNN_SPLITS * ctx.device.npu.invocation_s
+            else:
+                layer_fixed, token_fixed = 4 * ctx.device.gpu.launch_s, ctx.device.gpu.launch_s
+            stages = [Compute("layer", o.backend, layer, "matvec", fixed_s=layer_fixed)]
+            token = [Compute("lm_head", o.backend, np.full(T, s.lm_head()), "matvec", fixed_s=token_fixed)]
+        plan = DecodePlan(T, L, stages, token, flash_bytes=np.zeros(T), flash_reads=np.zeros(T))
+        plan.validate()
+        return plan
+
+    def prefill_plan(self) -> PrefillPlan:
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        if o.backend == "cpu":
+            return cpu_prefill(ctx, self.pool, resident_share=1.0, bundle_bytes=0.0)
+        a = ctx.model.architecture
+        d = ctx.device
+        L, P = a.layers, ctx.prompt_tokens
+        ops_tok = 2 * (a.attention_params_per_layer + a.top_k * a.ffn_neurons * a.matrices_per_neuron * a.hidden)
+        layer_bytes = s.attention_per_layer() + a.experts * a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
+        if o.backend == "npu":
+            g = d.npu.graph_tokens
+            padded = -(-P // g) * g
+            chunks = padded // g
+            comp = Compute("prefill_layer", "npu", np.full(L, ops_tok * padded), "gemm", dtype=ctx.quant.compute_dtype,
+                           fixed_s=chunks * QNN_SPLITS * d.npu.invocation_s / L, bytes_for_gemm=np.full(L, layer_bytes * chunks))
+            head = [Compute("prefill_lm_head", "npu", np.array([s.lm_head()]), "matvec", fixed_s=d.npu.invocation_s)]
+        else:
+            comp = Compute("prefill_layer", "gpu", np.full(L, ops_tok * P), "gemm", dtype=ctx.quant.compute_dtype,
+                           fixed_s=4 * d.gpu.launch_s, bytes_for_gemm=np.full(L, layer_bytes))
+            head = [Compute("prefill_lm_head", "gpu", np.array([s.lm_head()]), "matvec", fixed_s=d.gpu.launch_s)]
+        return PrefillPlan(L, P, None, [comp], head, pipelined=False)
+
+
+def cpu_prefill(ctx, pool: CpuPool, resident_share: float, bundle_bytes: float) -> PrefillPlan:
+    """Dense CPU prefill; FFN weights not resident are read layer by layer (large reads, no overlap)."""
+    s = ctx.sizes
+    a = ctx.model.architecture
+    L, P = a.layers, ctx.prompt_tokens
+    ops_tok = 2 * (a.attention_params_per_layer + a.top_k * a.ffn_neurons * a.matrices_per_neuron * a.hidden)
+    layer_bytes = s.attention_per_layer() + a.experts * a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
+    comp = Compute("prefill_layer", "cpu", np.full(L, ops_tok * P), "gemm", pool, ctx.quant.compute_dtype, bytes_for_gemm=np.full(L, layer_bytes))
+    head = [Compute("prefill_lm_head", "cpu", np.array([s.lm_head()]), "matvec", pool, ctx.quant.compute_dtype)]
+    load = None
+    off = (1.0 - resident_share) * a.experts * a.ffn_neurons * bundle_bytes
+    if off > 0:
+        size = 512 * 1024
+        core = pool.cores[0]
+        load = Flash("prefill_load", np.full(L, np.ceil(off / size)), size, a.experts * a.ffn_neurons * bundle_bytes, core.core_class, (core.id,), sequential=True)
+    return PrefillPlan(L, P, load, [comp], head, pipelined=False)

@@ -1,0 +1,187 @@
+"""llama.cpp on Android: dense CPU inference, weights memory-mapped (peer-policies.md §2.1).
+
+* **Weights.** ``load_mode: mmap`` (default) maps the GGUF file; the OS page cache, within the
+  memory left after the app's own allocations, decides what stays in DRAM (LRU, or Linux's
+  two-list variant), see :mod:`pi2sim.access.pagecache`. A token touches every weight once in
+  file order, so a model larger than the cache re-reads nearly all of itself per token; for MoE
+  models only the routed experts' slices are touched. ``none`` (``--no-mmap``) and ``mlock`` load
+  the whole model into anonymous / locked memory and refuse to start when it does not fit, as the
+  real engine fails.
+* **Faults.** A miss is a major page fault served by the compute thread that touched the page:
+  the read of one readahead window, synchronous, several threads faulting at once (so several
+  cores issue to the single UFS queue), plus the kernel's CPU path per fault.
+* **Compute.** Dense matrix-vector work on ``threads`` threads with llama.cpp's static row
+  split (the slowest core sets the pace: adding the A520s slows it down, arXiv 2410.03613 §V-C),
+  at ``kernel_efficiency`` of the device's best-kernel rate (llama.cpp's Q4_0 kernels: 57%).
+  No predictor, no sparsity. Prefill is a CPU GEMM over the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from ..access import pagecache
+from ..engine.compute import CpuPool, pick_cores
+from ..engine.plan import Compute, DecodePlan, Faults, Flash, PrefillPlan
+from ..errors import InputError
+from ..memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
+from ..schema import spec_field
+from . import register
+from .base import AccessSummary, Policy
+
+
+class EngineRefused(InputError):
+    """The simulated engine would fail to start (out of memory, allocation limits)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlamaCppOptions:
+    load_mode: Literal["mmap", "none", "mlock"] = spec_field(default="mmap", help="mmap (page cache decides), none (--no-mmap) or mlock")
+    replacement: Literal["lru", "two-list"] = spec_field(default="two-list", help="page-cache replacement (Linux: two-list)")
+    threads: int = spec_field(default=6, lo=1, hi=16, help="compute threads (6 is optimal on Snapdragon 8 Gen 3, arXiv 2410.03613 §V-C)")
+    cores: str = spec_field(default="auto", help="'auto' (fastest cores) or core ids / cluster names")
+    kernel_efficiency: float = spec_field(
+        default=0.57, gt=0.0, hi=1.0,
+        help="llama.cpp kernel speed relative to the device's best INT4 rate (derived: 25.2 / 43.9 GB/s on 6 threads, arXiv 2410.03613)",
+    )
+    readahead: float | None = spec_field(default=None, unit="bytes", lo=4096, hi=64 * 2**20, help="override the device's readahead window")
+    runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV (compute buffers, runtime)")
+
+
+@register
+class LlamaCpp(Policy):
+    name = "llamacpp"
+    summary = "llama.cpp: dense CPU decode, weights memory-mapped (page cache), no predictor"
+    Options = LlamaCppOptions
+    presets = {
+        "no-mmap": {"load_mode": "none"},
+        "mlock": {"load_mode": "mlock"},
+        "lru": {"replacement": "lru"},
+    }
+    preset_help = {
+        "no-mmap": "read weights into anonymous memory; refuses to start if the model does not fit",
+        "mlock": "lock the mapping in memory; refuses to start if the model does not fit",
+        "lru": "plain LRU page cache instead of Linux's two-list",
+    }
+
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
+        d = ctx.device
+        cores = pick_cores(d, options.cores, options.threads, what="cores")
+        self.pool = _scaled_pool(CpuPool(cores, "static", 1.0, d.cpu.barrier_s), options.kernel_efficiency)
+        self.block = options.readahead or d.storage.readahead_bytes or d.storage.page_bytes
+        self.sizes = ctx.sizes
+        self._mem: MemoryPlan | None = None
+
+    def model_bytes(self) -> float:
+        s = self.sizes
+        return s.non_ffn() + s.ffn_total()
+
+    def memory(self) -> MemoryPlan:
+        if self._mem is not None:
+            return self._mem
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        anon = {"kv_cache": s.kv_cache(ctx.context_tokens), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
+        fixed = sum(anon.values())
+        model = self.model_bytes()
+        budget, avail = budget_from(ctx.memory_gb, ctx.ffn_offload, fixed + s.non_ffn(), s.ffn_total(), ctx.device.dram.app_usable_bytes, ctx.device.name)
+        avail += s.non_ffn()  # the page cache holds the whole file, non-FFN weights included
+        if o.load_mode in ("none", "mlock") and model > avail:
+            flag = "--no-mmap" if o.load_mode == "none" else "--mlock"
+            raise EngineRefused(
+                None, f"llamacpp {flag}",
+                f"cannot load: the model needs {model / GB:.2f} GB resident but only {avail / GB:.2f} GB of the {budget / GB:.2f} GB budget is left "
+                f"after KV cache and buffers (the real engine fails to allocate / lock; use load_mode=mmap)",
+            )
+        plan = MemoryPlan(budget=budget, components=anon)
+        if o.load_mode in ("none", "mlock"):
+            plan.components["weights"] = model
+            self.cap_blocks = int(np.ceil(model / self.block)) + 1
+        else:
+            plan.neuron_cache = min(avail, model)  # page cache holding model pages
+            self.cap_blocks = int(plan.neuron_cache // self.block)
+            plan.notes.append(f"page cache: {plan.neuron_cache / GB:.2f} GB for a {model / GB:.2f} GB model file ({o.replacement})")
+        self._mem = plan
+        return plan
+
+    def access(self, workload) -> pagecache.PageAccess:
+        self.memory()
+        layout = pagecache.layout_for(self.sizes, self.block)
+        self.layout = layout
+        experts = workload.experts() if (workload is not None and self.ctx.model.architecture.is_moe) else None
+        if self.ctx.model.architecture.is_moe and experts is None:
+            raise InputError(None, "trace", "a trace with routed experts for an MoE model")
+        cap = min(self.cap_blocks, layout.n_blocks)
+        acc = pagecache.simulate(layout, cap, experts, self.ctx.decode_tokens, self.opt.replacement)
+        self._prefill_faults = acc.prefill_miss
+        return acc
+
+    def access_summary(self, acc: pagecache.PageAccess) -> AccessSummary:
+        T = max(1, len(acc.head_miss))
+        miss = acc.attn_miss.sum() + acc.ffn_miss.sum() + acc.head_miss.sum()
+        return AccessSummary(
+            hit_rate=acc.hit_rate,
+            details={
+                "page_cache_blocks": acc.capacity_blocks,
+                "model_blocks": acc.total_blocks,
+                "block_bytes": float(self.block),
+                "faults_per_token": float(miss / T),
+                "page_cache_evictions": acc.evictions,
+                "prompt_faults": acc.prefill_miss,
+            },
+        )
+
+    def decode_plan(self, acc: pagecache.PageAccess) -> DecodePlan:
+        ctx, s = self.ctx, self.sizes
+        a = ctx.model.architecture
+        T, L = acc.attn_miss.shape
+        dtype = ctx.quant.compute_dtype
+        d = ctx.device
+        ctxlen = ctx.prompt_tokens + np.arange(T)[:, None] + 1
+        kv = s.kv_per_token_layer(ctxlen) * np.ones((T, L))
+        attn = s.attention_per_layer() + s.router_per_layer() + kv
+        expert_bytes = a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
+        ffn = np.full((T, L), a.top_k * expert_bytes)
+        pages_per_block = self.block / d.storage.page_bytes
+        fault_cpu = d.cpu.page_fault_s * max(1.0, pages_per_block / 16)  # fault-around maps 16 pages per fault
+        span = float(self.layout.total_bytes())
+        stages = [
+            Faults("attention", self.pool, dtype, attn, acc.attn_miss.astype(float), self.block, span, fault_cpu),
+            Faults("ffn", self.pool, dtype, ffn, acc.ffn_miss.astype(float), self.block, span, fault_cpu),
+        ]
+        token = [Faults("lm_head", self.pool, dtype, np.full(T, s.lm_head()), acc.head_miss.astype(float), self.block, span, fault_cpu)]
+        reads = acc.attn_miss.sum(axis=1) + acc.ffn_miss.sum(axis=1) + acc.head_miss
+        plan = DecodePlan(T, L, stages, token, flash_bytes=reads * self.block, flash_reads=reads.astype(float))
+        plan.validate()
+        return plan
+
+    def prefill_plan(self) -> PrefillPlan:
+        ctx, s = self.ctx, self.sizes
+        a = ctx.model.architecture
+        L, P = a.layers, ctx.prompt_tokens
+        ops_tok = 2 * (a.attention_params_per_layer + a.top_k * a.ffn_neurons * a.matrices_per_neuron * a.hidden)
+        layer_bytes = s.attention_per_layer() + a.experts * a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
+        comp = Compute("prefill_layer", "cpu", np.full(L, ops_tok * P), "gemm", self.pool, ctx.quant.compute_dtype, bytes_for_gemm=np.full(L, layer_bytes))
+        head = [Compute("prefill_lm_head", "cpu", np.array([s.lm_head()]), "matvec", self.pool, ctx.quant.compute_dtype)]
+        load = None
+        if self.opt.load_mode == "mmap":
+            # the prompt pass faults in what the page cache does not hold, synchronously (no overlap)
+            acc_faults = getattr(self, "_prefill_faults", None)
+            n = acc_faults if acc_faults is not None else max(0, int(np.ceil(self.model_bytes() / self.block)) - self.cap_blocks)
+            if n > 0:
+                load = Flash("prefill_faults", np.full(L, n / L), self.block, self.model_bytes(), "mid", self.pool.ids(), qd=self.pool.n, n_issuers=self.pool.n, sequential=True)
+        return PrefillPlan(L, P, load, [comp], head, pipelined=False)
+
+
+def _scaled_pool(pool: CpuPool, eff: float) -> CpuPool:
+    """A pool whose cores run at ``eff`` of the device's kernel rates (engine-specific kernels)."""
+    from ..specs.device import Core
+
+    cores = tuple(
+        Core(c.id, replace(c.cluster, matvec_int4_bps=c.cluster.matvec_int4_bps * eff, matvec_fp16_bps=c.cluster.matvec_fp16_bps * eff))
+        for c in pool.cores
+    )
+    return replace(pool, cores=cores)

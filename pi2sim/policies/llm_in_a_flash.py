@@ -1,0 +1,172 @@
+"""LLM in a Flash (Apple, arXiv 2312.11514), as PowerInfer-2's authors ported it to the phone.
+
+* **Resident:** embeddings, attention, LM head, KV cache and the low-rank predictors. FFN neurons
+  live in a preallocated per-layer buffer in the remaining memory.
+* **Which neurons stay:** ``cache: window`` is the paper's sliding window (the union of the
+  neurons predicted in the last ``window_k`` tokens, within the buffer). PowerInfer-2's
+  re-implementation ("with sparsity prediction, row-column bundling and neuron caching", v3 §7.1)
+  still fetches about 10% of activated neurons from flash (v3 §7.2.1), which a 12-token window
+  reproduces on the phone; ``cache: lru`` keeps neurons by recency as long as memory allows.
+* **Reads:** predicted neurons missing from the buffer are read whole (row-column bundles: one
+  request per neuron; without bundles one per matrix) by ``read_threads`` parallel readers,
+  which all issue to the single UFS queue. No neuron-cluster pipelining: a layer reads, then
+  reorganises its buffer, then computes.
+* **Memory management:** deleting a neuron moves the last live row into its slot (a copy of one
+  neuron) plus bookkeeping; LLM in a Flash measured 65 ms per token on an M1 Max for OPT-6.7B
+  (window 5, ~25K neurons added and removed per token), i.e. ~2.6 us per neuron.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..access import segmented
+from ..access.workload import Workload, neuron_frequencies
+from ..engine.compute import CpuPool, pick_cores
+from ..engine.plan import Compute, DecodePlan, Flash, PrefillPlan
+from ..memory import RUNTIME_BYTES, MemoryPlan, budget_from
+from ..schema import spec_field
+from ..specs.quant import bundle_layout
+from . import register
+from .base import AccessSummary, Policy
+from .llamacpp import _scaled_pool
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMFlashOptions:
+    cache: Literal["window", "lru"] = spec_field(default="window", help="window: neurons kept while used in the last window_k tokens; lru: kept by recency while memory allows")
+    window_k: int = spec_field(
+        default=12, lo=1, hi=1024,
+        help="tokens in the sliding window (paper: 5 on OPT-6.7B; fitted to PI2 v3 §7.2.1: the phone port fetches ~10% of activated neurons)",
+    )
+    bundle: bool = spec_field(default=True, help="row-column bundles: one read per neuron (else one per matrix)")
+    read_threads: int = spec_field(default=2, lo=1, hi=32, help="parallel reader threads, issuing from as many cores (fitted to T11b)")
+    compute_threads: int = spec_field(default=4, lo=1, hi=16, help="compute threads")
+    compute_cores: str = spec_field(default="auto", help="'auto' or core ids / cluster names")
+    kernel_efficiency: float = spec_field(default=1.0, gt=0.0, hi=1.0, help="dense kernel speed relative to the device's best INT4 rate")
+    predictor_recall: float = spec_field(default=1.0, gt=0.0, hi=1.0, help="share of active neurons predicted (assumption)")
+    predictor_precision: float = spec_field(default=0.8, gt=0.0, hi=1.0, help="share of predicted neurons truly active (assumption, as PowerInfer-2)")
+    mm_per_neuron: float = spec_field(
+        default=2.6e-6, unit="time", lo=0.0, hi=1e-3,
+        help="memory-management CPU cost per neuron removed from the buffer (derived: 65 ms / ~25K neurons, LLM in a Flash §4.1)",
+    )
+
+
+@register
+class LLMInAFlash(Policy):
+    name = "llm-in-a-flash"
+    summary = "LLM in a Flash: predictor + sliding-window/LRU neuron buffer, row-column bundles, parallel reads, no pipelining"
+    Options = LLMFlashOptions
+    presets = {"paper": {"cache": "window", "window_k": 5}, "lru": {"cache": "lru"}}
+    preset_help = {
+        "paper": "the original design's window of 5 tokens",
+        "lru": "keep neurons by recency as long as the buffer allows (no window)",
+    }
+
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
+        d = ctx.device
+        cores = pick_cores(d, options.compute_cores, options.compute_threads)
+        self.pool = _scaled_pool(CpuPool(cores, "dynamic", d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
+        readers = pick_cores(d, "auto", options.read_threads, what="read_threads")
+        self.readers = readers
+        a = ctx.model.architecture
+        self.layout = bundle_layout(ctx.quant, a.hidden, a.matrices_per_neuron, options.bundle, d.storage.read_unit_bytes)
+        self.sizes = ctx.sizes
+        self._mem: MemoryPlan | None = None
+
+    def neuron_bytes(self) -> float:
+        s = self.sizes
+        return s.neuron_weight_bytes() + s.neuron_scale_bytes()
+
+    def memory(self) -> MemoryPlan:
+        if self._mem is not None:
+            return self._mem
+        ctx, s = self.ctx, self.sizes
+        comps = {
+            "non_ffn_weights": s.non_ffn(),
+            "kv_cache": s.kv_cache(ctx.context_tokens),
+            "activations": s.activations(ctx.prompt_tokens),
+            "predictors": s.predictors(),
+            "runtime": RUNTIME_BYTES,
+        }
+        fixed = sum(comps.values())
+        ffn = s.ffn_neurons_total() * self.neuron_bytes()
+        budget, avail = budget_from(ctx.memory_gb, ctx.ffn_offload, fixed, ffn, ctx.device.dram.app_usable_bytes, ctx.device.name)
+        n = int(min(avail, ffn) // self.neuron_bytes())
+        self.capacity = n
+        plan = MemoryPlan(budget=budget, components=comps, neuron_cache=n * self.neuron_bytes())
+        plan.notes.append(f"neuron buffer holds {n} of {s.ffn_neurons_total()} FFN neurons ({100 * n / s.ffn_neurons_total():.1f}%)")
+        self._mem = plan
+        return plan
+
+    def access(self, workload: Workload) -> segmented.NeuronAccess:
+        self.memory()
+        freqs = neuron_frequencies(workload)
+        none_hot = np.zeros(freqs.shape, bool)
+        o = self.opt
+        # the window only governs a buffer smaller than the FFN: with every weight in DRAM there is
+        # no flash tier and nothing is dropped
+        fits = self.capacity >= self.sizes.ffn_neurons_total()
+        return segmented.simulate(
+            workload, freqs, none_hot, self.capacity, recall=o.predictor_recall, precision=o.predictor_precision,
+            seed=self.ctx.seed, warm="profile", window=o.window_k if (o.cache == "window" and not fits) else None,
+        )
+
+    def access_summary(self, acc: segmented.NeuronAccess) -> AccessSummary:
+        T = max(1, acc.tp.shape[0])
+        return AccessSummary(
+            hit_rate=acc.hit_rate,
+            details={
+                "active_neurons_per_token": float(acc.active.sum() / T),
+                "loaded_neurons_per_token": float((acc.tp_miss.sum() + acc.fp_miss.sum()) / T),
+                "removed_neurons_per_token": float(acc.evicted.sum() / T),
+                "buffer_capacity_neurons": acc.cold_capacity,
+            },
+        )
+
+    def decode_plan(self, acc: segmented.NeuronAccess) -> DecodePlan:
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        a = ctx.model.architecture
+        T, L = acc.tp.shape
+        dtype = ctx.quant.compute_dtype
+        bpw = ctx.quant.dram_bytes_per_weight()
+        mat = a.hidden * bpw
+        ctxlen = ctx.prompt_tokens + np.arange(T)[:, None] + 1
+        attn = s.attention_per_layer() + s.kv_per_token_layer(ctxlen) * np.ones((T, L))
+        pred = np.full((T, L), s.predictor_per_token_layer() + s.router_per_layer())
+        loaded = acc.tp_miss + acc.fp_miss
+        reqs_per_neuron = len(self.layout.whole_reads) if o.bundle else len(self.layout.gate_reads) + len(self.layout.ud_reads)
+        req_size = float(self.layout.bundle_bytes if o.bundle else self.layout.whole_reads[0])
+        if o.bundle:
+            reqs_per_neuron = 1  # the whole bundle in one request (LLM in a Flash reads large chunks)
+        requests = loaded * reqs_per_neuron
+        routed = a.top_k if a.is_moe else 1
+        span = np.full((T, L), routed * a.ffn_neurons * self.layout.bundle_bytes)
+        readers = self.readers
+        cls = readers[-1].core_class  # the slowest reader sets the pace of blocking reads
+        predicted = acc.tp + acc.fp
+        ffn_bytes = predicted * (mat if a.gated_ffn else 0.0) + acc.tp * 2 * mat
+        mm_bytes = acc.evicted * self.neuron_bytes()
+        stages = [
+            Compute("attention", "cpu", attn, "matvec", self.pool, dtype),
+            Compute("predictor", "cpu", pred, "matvec", self.pool, dtype),
+            Flash("load", requests.astype(float), req_size, span, cls, tuple(c.id for c in readers), qd=len(readers), n_issuers=len(readers)),
+            Compute("memory_management", "cpu", mm_bytes, "memcpy", self.pool, dtype, category="other", fixed_s=0.0),
+            Compute("ffn", "cpu", ffn_bytes, "sparse", self.pool, dtype, density=predicted / float(routed * a.ffn_neurons)),
+        ]
+        # bookkeeping per removed neuron, spread over the compute threads
+        stages.insert(4, Compute("mm_bookkeeping", "cpu", acc.evicted * o.mm_per_neuron, "cpu_seconds", self.pool, dtype, category="other", barrier=False))
+        token = [Compute("lm_head", "cpu", np.full(T, s.lm_head()), "matvec", self.pool, dtype)]
+        flash_bytes = (requests * req_size).sum(axis=1)
+        plan = DecodePlan(T, L, stages, token, flash_bytes=flash_bytes.astype(float), flash_reads=requests.sum(axis=1).astype(float))
+        plan.validate()
+        return plan
+
+    def prefill_plan(self) -> PrefillPlan:
+        from .dense import cpu_prefill
+
+        return cpu_prefill(self.ctx, self.pool, resident_share=min(1.0, self.capacity / max(1, self.sizes.ffn_neurons_total())), bundle_bytes=self.layout.bundle_bytes)

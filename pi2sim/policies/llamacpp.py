@@ -87,8 +87,13 @@ class LlamaCpp(Policy):
         anon = {"kv_cache": s.kv_cache(ctx.context_tokens), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
         fixed = sum(anon.values())
         model = self.model_bytes()
-        budget, avail = budget_from(ctx.memory_gb, ctx.ffn_offload, fixed + s.non_ffn(), s.ffn_total(), ctx.device.dram.app_usable_bytes, ctx.device.name)
-        avail += s.non_ffn()  # the page cache holds the whole file, non-FFN weights included
+        if ctx.memory_gb is not None:
+            # every weight page is pageable: the app needs only its anonymous memory to start
+            budget, avail = budget_from(ctx.memory_gb, None, fixed, 0.0, ctx.device.dram.app_usable_bytes, ctx.device.name)
+        else:
+            # --ffn-offload: the budget of an engine keeping non-FFN weights and (1 - F) of the FFN
+            budget, avail = budget_from(None, ctx.ffn_offload, fixed + s.non_ffn(), s.ffn_total(), ctx.device.dram.app_usable_bytes, ctx.device.name)
+            avail += s.non_ffn()  # the page cache holds the whole file, non-FFN weights included
         if o.load_mode in ("none", "mlock") and model > avail:
             flag = "--no-mmap" if o.load_mode == "none" else "--mlock"
             raise EngineRefused(

@@ -110,6 +110,8 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 def convert(value: Any, tp: Any, fs: FieldSpec, source: Any, key: str) -> Any:
     """Convert one YAML value to the annotated type ``tp``, enforcing ``fs``."""
+    if tp is Any:  # validated later by whoever consumes it
+        return value
     tp, optional = _unwrap_optional(tp)
     if value is None:
         if optional:

@@ -6,7 +6,7 @@ import argparse
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
-    from . import compare, run, trace
+    from . import compare, run, trace, validate
 
-    for module in (run, compare, trace):
+    for module in (run, compare, validate, trace):
         module.register(sub)

@@ -137,7 +137,7 @@ class _Engine:
             self.add_busy(k, float(v))
         yield self.env.timeout(dt)
         self.events += 1
-        return dt, float(r.compute), float(r.io)
+        return dt, float(r.compute), float(r.other)
 
     def pipeline(self, p: NeuronPipeline, t: int, l: int):
         env = self.env

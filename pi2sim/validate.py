@@ -1,0 +1,320 @@
+"""Reproduce the paper's measurements: every published data point is a scenario file.
+
+``experiments/paper/<group>/<id>.yaml`` holds one data point: what to simulate (``run``, or a
+microbenchmark ``bench``), which metric, the paper's value and its source. :func:`validate` runs
+them, compares, and reports signed errors; runs with the same resolved configuration are shared
+between scenarios (T5, T8 step 5 and T9 are one simulation).
+
+Sets: ``calibration`` (PowerInfer-2's end-to-end points: decode, memory sweep, ablation,
+critical-path split, cache hit/miss, prefill), ``baselines`` (the motivation study's PowerInfer
+and LLM in a Flash points), ``micro`` (hardware microbenchmarks) and ``all``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from . import resources, schema, yamlio
+from .config import RunConfig
+from .errors import InputError
+from .schema import spec_field
+
+SETS = {
+    "calibration": ("decode-50", "memory", "ablation", "split", "cache", "prefill"),
+    "baselines": ("baselines",),
+    "micro": ("micro-ufs", "micro-dram", "micro-prefill"),
+}
+METRICS = ("decode_tok_s", "prefill_tok_s", "compute_share", "io_share", "hit_rate", "miss_rate", "fixed_memory_gb", "bandwidth_mbs", "bandwidth_gbs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    id: str = spec_field(help="target id (calibration.md §5)")
+    title: str = spec_field(help="what the point is")
+    source: str = spec_field(help="where the paper's value comes from")
+    paper_version: Literal["v1", "v3"] = spec_field(help="paper version of the value")
+    figure: str = spec_field(help="group for tables and plots")
+    kind: Literal["run", "ufs", "dram"] = spec_field(default="run", help="simulation run or microbenchmark")
+    run: dict[str, Any] | None = spec_field(default=None, help="run configuration (RunConfig keys + options)")
+    bench: dict[str, Any] | None = spec_field(default=None, help="microbenchmark parameters")
+    metric: Literal[METRICS] = spec_field(help="what to compare")  # type: ignore[valid-type]
+    paper: float = spec_field(gt=0.0, help="the paper's value")
+    note: str = spec_field(default="", help="interpretation notes")
+    path: str = spec_field(default="")
+
+    def validate(self, source) -> None:
+        if self.kind == "run" and not self.run:
+            raise InputError(source, "run", "a run configuration for kind: run")
+        if self.kind != "run" and not self.bench:
+            raise InputError(source, "bench", f"microbenchmark parameters for kind: {self.kind}")
+
+
+def scenario_dir() -> Path:
+    return resources.data_dir("experiments") / "paper"
+
+
+def load_scenarios(which: str = "all", root: Path | None = None) -> list[Scenario]:
+    root = root or scenario_dir()
+    out = []
+    for p in sorted(root.rglob("*.yaml")):
+        data = yamlio.load(p)
+        if not isinstance(data, dict):
+            raise InputError(p, None, "a scenario mapping")
+        sc = replace(schema.build(Scenario, data, p), path=str(p.relative_to(root)))
+        out.append(sc)
+    if which != "all":
+        if which not in SETS:
+            raise InputError(None, "--set", "calibration, baselines, micro or all", which)
+        out = [s for s in out if s.figure in SETS[which]]
+    ids = [s.id for s in out]
+    if len(set(ids)) != len(ids):
+        raise InputError(root, "id", "unique scenario ids", ids)
+    return out
+
+
+def run_config(sc: Scenario, fast: bool) -> RunConfig:
+    from .config import apply_sets
+
+    r = dict(sc.run or {})
+    options = r.pop("options", {}) or {}
+    if fast and r.get("decode_tokens", 0) > 256:
+        r["decode_tokens"] = 256
+    cfg = schema.build(RunConfig, {k: v for k, v in r.items()}, sc.path)
+    return apply_sets(cfg, [f"{k}={v}" for k, v in options.items()], source=f"{sc.path}: run.options")
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    simulated: float
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def error(self) -> float:
+        return self.simulated / self.scenario.paper - 1.0
+
+
+def _metric(summary: dict, memory, metric: str) -> float:
+    if metric == "decode_tok_s":
+        return summary["decode_tok_s"]
+    if metric == "prefill_tok_s":
+        return summary["prefill_tok_s"]
+    if metric == "compute_share":
+        return summary["critical_path"]["compute"]
+    if metric == "io_share":
+        return summary["critical_path"]["io_stall"]
+    if metric == "hit_rate":
+        return summary["neuron_cache_hit_rate"]
+    if metric == "miss_rate":
+        return 1.0 - summary["neuron_cache_hit_rate"]
+    if metric == "fixed_memory_gb":
+        return memory.fixed / 1e9
+    raise KeyError(metric)
+
+
+def ufs_bench(sc: Scenario, fidelity: str) -> float:
+    """Stream reads through the engine and measure bandwidth (MB/s)."""
+    from . import units
+    from .engine.plan import DecodePlan, Flash
+    from .simulate import execute
+    from .specs.device import load_device
+
+    b = sc.bench
+    dev = load_device(b["device"])
+    size = units.parse(b["size"], "bytes")
+    span = units.parse(b["span"], "bytes")
+    n = 65536 if size <= 65536 else 4096
+    cores = [c for c in dev.cores() if c.core_class == b["core_class"]]
+    if not cores:
+        raise InputError(sc.path, "bench.core_class", f"a core class of {dev.name}", b["core_class"])
+    flash = Flash("read", np.array([float(n)]), size, span, b["core_class"], (cores[0].id,), sequential=b["pattern"] == "sequential")
+    plan = DecodePlan(1, 1, [], [flash])
+    t = execute(dev, plan, fidelity)
+    return n * size / float(t.token_s[0]) / 1e6
+
+
+def dram_bench(sc: Scenario, fidelity: str) -> float:
+    """A 7B matmul streamed by the CPU (all cores), the NPU, or both at once (GB/s)."""
+    from .engine.compute import CpuPool
+    from .engine.plan import Compute, DecodePlan
+    from .memory import ModelBytes
+    from .simulate import execute
+    from .specs.device import load_device
+    from .specs.model import load_model
+    from .specs.quant import INT4
+
+    b = sc.bench
+    dev = load_device(b["device"])
+    weights = ModelBytes(load_model(b["model"]), INT4).total()
+    pool = CpuPool(tuple(dev.cores()), "dynamic", dev.cpu.sparse_efficiency, 0.0)
+    agents = list(b["agents"])
+    cpu = Compute("cpu", "cpu", np.array([weights]), "matvec", pool, barrier=False) if "cpu" in agents else None
+    npu = Compute("npu", "npu", np.array([weights]), "matvec") if "npu" in agents else None
+    if cpu and npu:
+        # split the matmul so both finish together (the way a balanced CPU+NPU matmul runs)
+        from .engine.analytic import Components
+
+        comp = Components(dev)
+        rc, rn = comp.dram.pair_rates("cpu", comp.demand(cpu), "npu", comp.demand(npu))
+        share = float(rc / (rc + rn))
+        cpu.work = np.array([weights * share])
+        cpu.parallel = replace(npu, work=np.array([weights * (1 - share)]))
+        stage = cpu
+    else:
+        stage = cpu or npu
+    t = execute(dev, DecodePlan(1, 1, [], [stage]), fidelity)
+    return weights / float(t.token_s[0]) / 1e9
+
+
+def validate(which: str = "calibration", fast: bool = False, fidelity: str | None = None, progress: bool = False, root: Path | None = None) -> list[Outcome]:
+    from .config import config_hash
+    from .schema import to_dict
+    from .simulate import run
+
+    scenarios = load_scenarios(which, root)
+    cache: dict[str, Any] = {}
+    out = []
+    for sc in scenarios:
+        if sc.kind == "ufs":
+            out.append(Outcome(sc, ufs_bench(sc, fidelity or "layer")))
+            continue
+        if sc.kind == "dram":
+            out.append(Outcome(sc, dram_bench(sc, fidelity or "layer")))
+            continue
+        cfg = run_config(sc, fast)
+        if fidelity:
+            cfg = replace(cfg, fidelity=fidelity)
+        key = config_hash(to_dict(cfg))
+        if key not in cache:
+            if progress:
+                import sys
+
+                print(f"[validate] {sc.id}: {cfg.policy} on {cfg.model} ({cfg.fidelity} tier)", file=sys.stderr, flush=True)
+            cache[key] = run(cfg)
+        r = cache[key]
+        out.append(Outcome(sc, float(_metric(r.summary, r.memory, sc.metric)), {"config_hash": r.resolved["config_hash"]}))
+    return out
+
+
+def table(outcomes: list[Outcome]) -> pd.DataFrame:
+    rows = []
+    for o in outcomes:
+        s = o.scenario
+        rows.append(
+            {
+                "id": s.id,
+                "figure": s.figure,
+                "title": s.title,
+                "metric": s.metric,
+                "simulated": o.simulated,
+                "paper": s.paper,
+                "error_pct": 100 * o.error,
+                "source": s.source,
+                "version": s.paper_version,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summary_stats(df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, figs in SETS.items():
+        sub = df[df["figure"].isin(figs)]
+        if len(sub):
+            errs = sub["error_pct"].abs()
+            out[name] = {"n": int(len(sub)), "median_abs_error_pct": float(statistics.median(errs)), "max_abs_error_pct": float(errs.max())}
+    return out
+
+
+def render(df: pd.DataFrame) -> str:
+    lines = [f"{'id':18s} {'metric':15s} {'simulated':>11s} {'paper':>9s} {'error':>8s}  title"]
+    for _, r in df.iterrows():
+        lines.append(f"{r['id']:18s} {r['metric']:15s} {r['simulated']:11.4g} {r['paper']:9.4g} {r['error_pct']:+7.1f}%  {r['title']}")
+    lines.append("")
+    for name, st in summary_stats(df).items():
+        lines.append(f"{name:12s} n={st['n']:2d}  median |error| {st['median_abs_error_pct']:5.1f}%   max |error| {st['max_abs_error_pct']:5.1f}%")
+    return "\n".join(lines)
+
+
+def fitted_constants() -> list[dict[str, str]]:
+    """Every constant marked ``fitted to`` in devices, models, profiles and policy option defaults."""
+    from . import policies
+    from .schema import describe_fields
+    from .specs.provenance import fitted
+
+    rows = []
+    files = sorted(
+        list(resources.data_dir("devices").glob("*.yaml"))
+        + list(resources.data_dir("models").glob("*.yaml"))
+        + list((resources.data_dir("traces") / "profiles").glob("*.yaml"))
+    )
+    for f in files:
+        for item in fitted(f):
+            rows.append({"where": f"{f.parent.name}/{f.name}", "key": item.key, "value": item.value, "note": item.comment})
+    for name in policies.names():
+        for key, kind, default, help_ in describe_fields(policies.get(name).Options):
+            if "fitted to" in help_:
+                rows.append({"where": f"policy {name}", "key": key, "value": default, "note": help_})
+    return rows
+
+
+def plot(df: pd.DataFrame, out_dir: Path, sweep: pd.DataFrame | None = None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .atomic import atomic_open
+
+    paths = []
+    for fig_name, sub in df.groupby("figure", sort=False):
+        fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(sub) + 2), 3.6))
+        x = np.arange(len(sub))
+        ax.bar(x - 0.2, sub["paper"], 0.4, label="paper", color="#999999")
+        ax.bar(x + 0.2, sub["simulated"], 0.4, label="pi2sim", color="#4c72b0")
+        for xi, (_, r) in zip(x, sub.iterrows()):
+            ax.text(xi + 0.2, r["simulated"], f"{r['error_pct']:+.0f}%", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x)
+        ax.set_xticklabels(sub["id"], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(", ".join(sorted(set(sub["metric"]))))
+        ax.set_title(f"{fig_name}: simulated vs paper")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out_dir / f"validate-{fig_name}.png"
+        with atomic_open(p) as fh:
+            fig.savefig(fh, format="png", dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    if sweep is not None and len(sweep):
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        ax.plot(sweep["memory_gb"], sweep["decode_tok_s"], "o-", label="pi2sim (PowerInfer-2)")
+        pts = df[df["id"].isin(["T6", "T7"])]
+        mem = {"T6": 7, "T7": 19}
+        ax.scatter([mem[i] for i in pts["id"]], pts["paper"], marker="s", color="k", zorder=3, label="paper (T6, T7)")
+        ax.set_xlabel("memory available to the app (GB)")
+        ax.set_ylabel("decode tok/s")
+        ax.set_title("TurboSparse-Mixtral-47B on the OnePlus 12")
+        ax.legend()
+        fig.tight_layout()
+        p = out_dir / "validate-mixtral-memory.png"
+        with atomic_open(p) as fh:
+            fig.savefig(fh, format="png", dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def mixtral_memory_sweep(fast: bool, fidelity: str | None, points=(7, 9, 11, 13, 15, 17, 19)) -> pd.DataFrame:
+    from .simulate import simulate
+
+    rows = []
+    for gb in points:
+        r = simulate(model="turbosparse-mixtral-47b", memory_gb=gb, preset="v1", decode_tokens=128 if fast else 512, fidelity=fidelity or "layer")
+        rows.append({"memory_gb": gb, "decode_tok_s": r.summary["decode_tok_s"], "hit_rate": r.summary["neuron_cache_hit_rate"]})
+    return pd.DataFrame(rows)

@@ -59,7 +59,10 @@ def scenario_dir() -> Path:
     return resources.data_dir("experiments") / "paper"
 
 
-def load_scenarios(which: str = "all", root: Path | None = None) -> list[Scenario]:
+def load_scenarios(which: str = "all", root: Path | None = None, only: str | None = None) -> list[Scenario]:
+    """Scenarios of a set; ``only`` keeps ids matching a comma-separated list of globs (``T8*,T9``)."""
+    import fnmatch
+
     root = root or scenario_dir()
     out = []
     for p in sorted(root.rglob("*.yaml")):
@@ -75,6 +78,11 @@ def load_scenarios(which: str = "all", root: Path | None = None) -> list[Scenari
     ids = [s.id for s in out]
     if len(set(ids)) != len(ids):
         raise InputError(root, "id", "unique scenario ids", ids)
+    if only:
+        pats = [p.strip() for p in only.split(",") if p.strip()]
+        out = [s for s in out if any(fnmatch.fnmatchcase(s.id, p) for p in pats)]
+        if not out:
+            raise InputError(None, "--only", f"globs matching scenario ids of set {which!r} (e.g. T8*,T13.ufs*)", only)
     return out
 
 
@@ -172,12 +180,14 @@ def dram_bench(sc: Scenario, fidelity: str) -> float:
     return weights / float(t.token_s[0]) / 1e9
 
 
-def validate(which: str = "calibration", fast: bool = False, fidelity: str | None = None, progress: bool = False, root: Path | None = None) -> list[Outcome]:
+def validate(
+    which: str = "calibration", fast: bool = False, fidelity: str | None = None, progress: bool = False, root: Path | None = None, only: str | None = None
+) -> list[Outcome]:
     from .config import config_hash
     from .schema import to_dict
     from .simulate import run
 
-    scenarios = load_scenarios(which, root)
+    scenarios = load_scenarios(which, root, only)
     cache: dict[str, Any] = {}
     out = []
     for sc in scenarios:

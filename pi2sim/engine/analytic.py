@@ -210,10 +210,16 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
         barriers = np.where(work > 0, pool.barrier_s, 0.0)
         _busy_add(busy, p.io_core, n_req * c_issue)
         _busy_add(busy, "ufs", G * svc_g + U * svc_u)
-    else:  # sync: compute threads block on their own reads, gate phase then up/down phase
+    else:  # sync: compute threads block on their own reads
         cls = _pool_class(pool)
-        tg = ufs.batch_time(G, p.gate_req_size, p.span, cls, qd=pool.n, n_issuers=pool.n)
-        tu = ufs.batch_time(U, p.ud_req_size, p.span, cls, qd=pool.n, n_issuers=pool.n)
+        if p.two_phase:  # Gate part, compute, then the Up/Down part: one request in flight per thread
+            tg = ufs.batch_time(G, p.gate_req_size, p.span, cls, qd=pool.n, n_issuers=pool.n)
+            tu = ufs.batch_time(U, p.ud_req_size, p.span, cls, qd=pool.n, n_issuers=pool.n)
+        else:  # a neuron's requests go out together (e.g. both 4 KB halves of a bundle, PI2 §4.4)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                size = np.where(n_req > 0, (G * p.gate_req_size + U * p.ud_req_size) / np.maximum(n_req, 1e-30), p.gate_req_size)
+            tg = ufs.batch_time(n_req, size, p.span, cls, qd=pool.n * max(1, p.sync_inflight), n_issuers=pool.n)
+            tu = 0.0
         T = C + tg + tu
         barriers = np.where(work > 0, 2 * pool.barrier_s, 0.0)
         _busy_add(busy, "ufs", G * svc_g + U * svc_u)

@@ -100,6 +100,7 @@ class NeuronPipeline:
     parallel: Compute | None = None  # NPU hot rows (hybrid decode)
     rows_total: np.ndarray | float = 0.0  # rows a dense pass over the layer's (routed) FFN would compute
     io_qd: int | None = None  # requests the reader keeps in flight (None: the device queue depth)
+    sync_inflight: int = 1  # sync mode, one-phase: requests of one neuron a blocked thread issues together
     category: str = "compute"
 
 

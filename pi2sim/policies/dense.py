@@ -142,7 +142,7 @@ class Dense(Policy):
             # ~4 parts): one graph execution per split per token, not one per layer; MLC launches
             # a handful of kernels per layer
             if o.backend == "npu":
-                layer_fixed, token_fixed = 0.0, QNN_SPLITS * ctx.device.npu.invocation_s
+                layer_fixed, token_fixed = 0.0, QNN_SPLITS * ctx.device.npu.invocation_s + ctx.device.npu.sync_s
             else:
                 layer_fixed, token_fixed = 4 * ctx.device.gpu.launch_s, ctx.device.gpu.launch_s
             stages = [Compute("layer", o.backend, layer, "matvec", fixed_s=layer_fixed)]
@@ -158,7 +158,7 @@ class Dense(Policy):
         a = ctx.model.architecture
         d = ctx.device
         L, P = a.layers, ctx.prompt_tokens
-        ops_tok = 2 * (a.attention_params_per_layer + a.top_k * a.ffn_neurons * a.matrices_per_neuron * a.hidden)
+        ops_tok = a.prefill_ops_per_token(P) / L
         layer_bytes = s.attention_per_layer() + a.experts * a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
         if o.backend == "npu":
             g = d.npu.graph_tokens
@@ -166,7 +166,7 @@ class Dense(Policy):
             chunks = padded // g
             comp = Compute("prefill_layer", "npu", np.full(L, ops_tok * padded), "gemm", dtype=ctx.quant.compute_dtype,
                            fixed_s=chunks * QNN_SPLITS * d.npu.invocation_s / L, bytes_for_gemm=np.full(L, layer_bytes * chunks))
-            head = [Compute("prefill_lm_head", "npu", np.array([s.lm_head()]), "matvec", fixed_s=d.npu.invocation_s)]
+            head = [Compute("prefill_lm_head", "npu", np.array([s.lm_head()]), "matvec", fixed_s=d.npu.invocation_s + d.npu.sync_s)]
         else:
             comp = Compute("prefill_layer", "gpu", np.full(L, ops_tok * P), "gemm", dtype=ctx.quant.compute_dtype,
                            fixed_s=4 * d.gpu.launch_s, bytes_for_gemm=np.full(L, layer_bytes))
@@ -179,7 +179,7 @@ def cpu_prefill(ctx, pool: CpuPool, resident_share: float, bundle_bytes: float) 
     s = ctx.sizes
     a = ctx.model.architecture
     L, P = a.layers, ctx.prompt_tokens
-    ops_tok = 2 * (a.attention_params_per_layer + a.top_k * a.ffn_neurons * a.matrices_per_neuron * a.hidden)
+    ops_tok = a.prefill_ops_per_token(P) / L
     layer_bytes = s.attention_per_layer() + a.experts * a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
     comp = Compute("prefill_layer", "cpu", np.full(L, ops_tok * P), "gemm", pool, ctx.quant.compute_dtype, bytes_for_gemm=np.full(L, layer_bytes))
     head = [Compute("prefill_lm_head", "cpu", np.array([s.lm_head()]), "matvec", pool, ctx.quant.compute_dtype)]

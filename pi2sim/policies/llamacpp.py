@@ -167,7 +167,7 @@ class LlamaCpp(Policy):
         ctx, s = self.ctx, self.sizes
         a = ctx.model.architecture
         L, P = a.layers, ctx.prompt_tokens
-        ops_tok = 2 * (a.attention_params_per_layer + a.top_k * a.ffn_neurons * a.matrices_per_neuron * a.hidden)
+        ops_tok = a.prefill_ops_per_token(P) / L
         layer_bytes = s.attention_per_layer() + a.experts * a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
         comp = Compute("prefill_layer", "cpu", np.full(L, ops_tok * P), "gemm", self.pool, ctx.quant.compute_dtype, bytes_for_gemm=np.full(L, layer_bytes))
         head = [Compute("prefill_lm_head", "cpu", np.array([s.lm_head()]), "matvec", self.pool, ctx.quant.compute_dtype)]

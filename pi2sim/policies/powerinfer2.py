@@ -42,7 +42,7 @@ from ..specs.quant import bundle_layout
 from . import register
 from .base import AccessSummary, Policy
 
-PREFILL_READ_BYTES = 512 * 1024  # large sequential reads for layer preloading (PI2 §4.1.1; 512 KB peaks at 4 GB/s, §2.3.2)
+PREFILL_READ_BYTES = 512 * 1024  # large reads for layer preloading (PI2 §4.1.1; 512 KB reach 3.5-4 GB/s, §2.3.2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +58,12 @@ class PowerInfer2Options:
         default="cluster",
         help="cluster: neuron-cluster pipeline with one I/O thread; matrix: barrier per matrix; sync: compute threads block on reads; serial: one async reader, then compute",
     )
-    compute_threads: int = spec_field(default=4, lo=1, hi=16, help="CPU compute threads (PI2 Fig. 6 uses 4)")
+    compute_threads: int = spec_field(default=4, lo=1, hi=16, help="CPU compute threads beside the I/O thread (PI2 Fig. 6 uses 4)")
+    sync_threads: int = spec_field(
+        default=6, lo=1, hi=16,
+        help="pipeline=sync: threads that compute and block on their own reads; with no I/O thread they may use "
+        "the I/O core too (6: the big cores, PI2 Fig. 3-a's sparse-compute configuration)",
+    )
     compute_cores: str = spec_field(default="auto", help="'auto' (fastest cores other than the I/O core) or core ids / cluster names")
     io_core: str = spec_field(default="prime0", help="core of the I/O thread (PI2: the big core gives the best 4 KB reads, Table 1)")
     cluster_neurons: int = spec_field(default=32, lo=1, hi=8192, help="neurons per cluster of the CPU pipeline")
@@ -78,6 +83,12 @@ class PowerInfer2Options:
     )
     prefill: Literal["npu", "cpu"] = spec_field(default="npu", help="processor of the dense prefill")
     prefill_loader_core: str = spec_field(default="prime0", help="core that preloads the next layer during prefill (v3: one big core)")
+    prefill_overlap: bool = spec_field(
+        default=False,
+        help="prefill: load layer i+1's offloaded weights while the NPU computes layer i (the v3 design's claim). "
+        "Off by default, fitted to T12c: the measured 404.6 tok/s at 50% offload (vs 721 in memory) is what loads "
+        "and NPU compute in series give",
+    )
     cache_warmup: Literal["profile", "empty"] = spec_field(
         default="profile", help="cold region at the start: the next-hottest neurons (planner preload) or empty"
     )
@@ -98,8 +109,8 @@ class PowerInfer2(Policy):
         "baseline": {
             "decode": "cpu", "attention": "cpu", "bundle": False, "two_phase": False, "neuron_cache": "none", "pipeline": "sync",
         },
-        "+bundle": {"decode": "cpu", "attention": "cpu", "bundle": True, "two_phase": True, "neuron_cache": "none", "pipeline": "sync"},
-        "+cache": {"decode": "cpu", "attention": "cpu", "neuron_cache": "segmented", "pipeline": "sync"},
+        "+bundle": {"decode": "cpu", "attention": "cpu", "bundle": True, "two_phase": False, "neuron_cache": "none", "pipeline": "sync"},
+        "+cache": {"decode": "cpu", "attention": "cpu", "bundle": True, "two_phase": True, "neuron_cache": "segmented", "pipeline": "sync"},
         "+pipeline": {"decode": "cpu", "attention": "cpu", "neuron_cache": "segmented", "pipeline": "cluster"},
         "+xpu": {"decode": "hybrid", "attention": "split", "neuron_cache": "segmented", "pipeline": "cluster"},
     }
@@ -107,8 +118,8 @@ class PowerInfer2(Policy):
         "v1": "paper v1: CPU-centric decoding",
         "v3": "paper v3: hybrid CPU+NPU decoding, attention split",
         "baseline": "ablation step 1: CPU only, no bundles, no neuron cache (a fixed share of neurons resident), compute threads block on reads",
-        "+bundle": "ablation step 2: + Gate/Up/Down bundles with two-phase loading",
-        "+cache": "ablation step 3: + segmented neuron cache (hot region + cold LRU)",
+        "+bundle": "ablation step 2: + Gate/Up/Down bundles, each read whole (its two 4 KB parts in flight together)",
+        "+cache": "ablation step 3: + segmented neuron cache (hot region + cold LRU) and two-phase loading (interpretation, experiments/paper/README.md)",
         "+pipeline": "ablation step 4: + neuron-cluster pipeline with one I/O thread",
         "+xpu": "ablation step 5: + hybrid CPU/NPU decoding (= v3)",
     }
@@ -119,8 +130,13 @@ class PowerInfer2(Policy):
         d = ctx.device
         o = options
         self.io_core = d.core(o.io_core)
-        cores = pick_cores(d, o.compute_cores, o.compute_threads, exclude=(o.io_core,))
+        if o.pipeline == "sync":  # no I/O thread: every thread computes and reads for itself
+            cores = pick_cores(d, o.compute_cores, o.sync_threads)
+        else:
+            cores = pick_cores(d, o.compute_cores, o.compute_threads, exclude=(o.io_core,))
         self.pool = CpuPool(cores, "dynamic", d.cpu.sparse_efficiency, d.cpu.barrier_s)
+        # a decode-time NPU call: submit the graph, then the CPU waits for its result in the layer
+        self.npu_call_s = d.npu.invocation_s + d.npu.sync_s
         a = ctx.model.architecture
         self.layout = bundle_layout(ctx.quant, a.hidden, a.matrices_per_neuron, o.bundle, d.storage.read_unit_bytes)
         self.sizes = ctx.sizes
@@ -240,10 +256,10 @@ class PowerInfer2(Policy):
         if o.attention == "cpu":
             stages.append(Compute("attention", "cpu", attn, "matvec", self.pool, ctx.quant.compute_dtype))
         elif o.attention == "npu":
-            stages.append(Compute("attention", "npu", attn, "matvec", fixed_s=ctx.device.npu.invocation_s))
+            stages.append(Compute("attention", "npu", attn, "matvec", fixed_s=self.npu_call_s))
         else:
             share = o.attention_npu_share
-            npu_part = Compute("attention_npu", "npu", attn * share, "matvec", fixed_s=ctx.device.npu.invocation_s)
+            npu_part = Compute("attention_npu", "npu", attn * share, "matvec", fixed_s=self.npu_call_s)
             stages.append(Compute("attention", "cpu", attn * (1 - share), "matvec", self.pool, ctx.quant.compute_dtype, parallel=npu_part))
         # 2. router + predictors of the routed experts
         pred = np.full((T, L), s.predictor_per_token_layer() + s.router_per_layer())
@@ -253,7 +269,7 @@ class PowerInfer2(Policy):
             gate_hit_n = acc.tp_cold_hit + acc.fp_cold_hit
             ud_hit_n = acc.tp_cold_hit
             npu_rows = acc.routed_hot
-            parallel = Compute("ffn_hot_npu", "npu", npu_rows * a.matrices_per_neuron * mat_bytes, "matvec", fixed_s=ctx.device.npu.invocation_s)
+            parallel = Compute("ffn_hot_npu", "npu", npu_rows * a.matrices_per_neuron * mat_bytes, "matvec", fixed_s=self.npu_call_s)
         else:
             gate_hit_n = acc.tp_hot + acc.tp_cold_hit + acc.fp_hot + acc.fp_cold_hit
             ud_hit_n = acc.tp_hot + acc.tp_cold_hit
@@ -301,12 +317,15 @@ class PowerInfer2(Policy):
             two_phase=o.two_phase and lay.bundled,
             parallel=parallel,
             rows_total=rows_total,
+            # a blocked thread reads a whole bundle at once (its 4 KB parts together); rows of
+            # separate matrices are read one by one as each matrix is computed
+            sync_inflight=len(lay.whole_reads) if lay.bundled else 1,
         )
         stages.append(pipe)
         # per token: final norm + LM head (NPU in hybrid mode)
         head = np.full(T, s.lm_head())
         if hybrid:
-            token = [Compute("lm_head", "npu", head, "matvec", fixed_s=ctx.device.npu.invocation_s)]
+            token = [Compute("lm_head", "npu", head, "matvec", fixed_s=self.npu_call_s)]
         else:
             token = [Compute("lm_head", "cpu", head, "matvec", self.pool, ctx.quant.compute_dtype)]
         flash_bytes = (gate_reqs * gate_size + ud_reqs * ud_size).sum(axis=1)
@@ -327,24 +346,21 @@ class PowerInfer2(Policy):
         attn_params = a.attention_params_per_layer
         ffn_params_layer = a.ffn_params_per_layer
         layer_weight_bytes = (attn_params + ffn_params_layer + a.router_params_per_layer) * ctx.quant.dram_bytes_per_weight()
-        # ops: every prompt token uses attention + top_k experts (dense in each), plus attention scores
-        ops_tok = 2 * (attn_params + a.top_k * a.ffn_neurons * a.matrices_per_neuron * a.hidden)
-        score_ops = 2 * 2 * a.heads * a.head_dim * (P * (P + 1) / 2) / max(P, 1)  # QK^T and AV, causal, per token
+        ops_tok = a.prefill_ops_per_token(P) / L  # per layer: attention + top_k experts densely, plus scores
         if o.prefill == "npu":
             padded = -(-P // d.npu.graph_tokens) * d.npu.graph_tokens
             chunks = padded // d.npu.graph_tokens
-            work = np.full(L, (ops_tok + score_ops) * padded)
+            work = np.full(L, ops_tok * padded)
             factor = d.npu.mixed_precision_factor
             comp = Compute(
                 "prefill_layer", "npu", work, "gemm", dtype=ctx.quant.compute_dtype, fixed_s=chunks * d.npu.invocation_s,
                 bytes_for_gemm=np.full(L, layer_weight_bytes * chunks), gemm_factor=factor,
             )
-            head = [Compute("prefill_lm_head", "npu", np.array([s.lm_head()]), "matvec", fixed_s=d.npu.invocation_s)]
+            head = [Compute("prefill_lm_head", "npu", np.array([s.lm_head()]), "matvec", fixed_s=d.npu.invocation_s + d.npu.sync_s)]
         else:
-            pool = CpuPool(tuple(d.cores()), "static", d.cpu.sparse_efficiency, d.cpu.barrier_s)
-            comp = Compute("prefill_layer", "cpu", np.full(L, (ops_tok + score_ops) * P), "gemm", pool, ctx.quant.compute_dtype,
+            comp = Compute("prefill_layer", "cpu", np.full(L, ops_tok * P), "gemm", self.pool, ctx.quant.compute_dtype,
                            bytes_for_gemm=np.full(L, layer_weight_bytes))
-            head = [Compute("prefill_lm_head", "cpu", np.array([s.lm_head()]), "matvec", pool, ctx.quant.compute_dtype)]
+            head = [Compute("prefill_lm_head", "cpu", np.array([s.lm_head()]), "matvec", self.pool, ctx.quant.compute_dtype)]
         # offloaded FFN weights of each layer stream from flash (the resident share is in the cache)
         ffn_flash_per_layer = a.experts * a.ffn_neurons * self.layout.bundle_bytes
         resident_share = min(1.0, self.cache_neurons / max(1, s.ffn_neurons_total()))
@@ -352,8 +368,10 @@ class PowerInfer2(Policy):
         loader = d.core(o.prefill_loader_core)
         load = None
         if off_bytes > 0:
+            # 512 KB requests at scattered offsets: the offloaded (cold) bundles of a layer are
+            # interleaved with the resident (hot) ones in the layer's flash region [interp]
             load = Flash(
                 "prefill_load", np.full(L, np.ceil(off_bytes / PREFILL_READ_BYTES)), PREFILL_READ_BYTES, ffn_flash_per_layer,
-                loader.core_class, (loader.id,), qd=d.storage.queue_depth, sequential=True,
+                loader.core_class, (loader.id,), qd=d.storage.queue_depth, sequential=False,
             )
-        return PrefillPlan(L, P, load, [comp], head, pipelined=True)
+        return PrefillPlan(L, P, load, [comp], head, pipelined=o.prefill_overlap)

@@ -64,7 +64,11 @@ class Cpu:
 class Npu:
     gemm_ops: float = spec_field(key="gemm", unit="ops_rate", lo=50e9, hi=1e15, help="dense INT8/INT4 GEMM throughput (prefill)")
     matvec_bps: float = spec_field(key="matvec", unit="bandwidth", lo=1e9, hi=1e12, help="dense matrix-vector weight throughput (compute limit)")
-    invocation_s: float = spec_field(key="invocation", unit="time", lo=0.0, hi=0.1, help="fixed cost per graph execution")
+    invocation_s: float = spec_field(key="invocation", unit="time", lo=0.0, hi=0.1, help="fixed cost to submit one graph execution")
+    sync_s: float = spec_field(
+        key="sync", unit="time", lo=0.0, hi=0.1,
+        help="CPU-NPU handshake when the CPU waits on an NPU result mid-token (input write, completion wait, read-back)",
+    )
     graph_switch_s: float = spec_field(key="graph_switch", unit="time", lo=0.0, hi=1.0, help="cost to switch to another static graph")
     graph_tokens: int = spec_field(lo=1, hi=65536, help="tokens per static prefill graph (prompts are padded to a multiple)")
     mixed_precision_factor: float = spec_field(

@@ -75,6 +75,15 @@ class Architecture:
     def lm_head_params(self) -> int:
         return 0 if self.tied_embeddings else self.vocab * self.hidden
 
+    def prefill_ops_per_token(self, prompt_tokens: int) -> float:
+        """Operations per prompt token of a dense prefill (multiply-add = 2): every weight of
+        attention and of the routed experts once, plus the causal attention scores (QK^T and AV)
+        averaged over the prompt. The LM head runs for the last token only and is not included."""
+        weights = self.attention_params_per_layer + self.top_k * self.ffn_neurons * self.matrices_per_neuron * self.hidden
+        p = max(int(prompt_tokens), 1)
+        scores = 2 * 2 * self.heads * self.head_dim * (p * (p + 1) / 2) / p
+        return float(self.layers * (2 * weights + scores))
+
     @property
     def total_params(self) -> int:
         per_layer = self.attention_params_per_layer + self.ffn_params_per_layer + self.router_params_per_layer + 2 * self.hidden

@@ -38,6 +38,11 @@ class RunConfig:
     ffn_offload: float | None = spec_field(default=None, lo=0.0, hi=1.0, help="share of FFN weights kept in flash (default 0.5)")
     prompt_tokens: int = spec_field(default=64, lo=1, hi=131072, help="prompt length (PI2 decoding runs: at most 64)")
     decode_tokens: int = spec_field(default=256, lo=1, hi=1_000_000, help="tokens to decode")
+    context_stride: int = spec_field(
+        default=1, lo=1, hi=1024,
+        help="KV-context positions each decoded token stands for (validate --fast: 4, so 256 simulated tokens "
+        "attend to the contexts of a 1024-token run)",
+    )
     quant: Literal["int4", "int8", "fp16"] = spec_field(default="int4", help="weight quantization")
     sparsity: float | None = spec_field(default=None, gt=0.0, hi=0.999, help="replay level of a magnitude (SiLU) trace")
     seed: int = spec_field(default=0, lo=0, hi=2**31 - 1, help="seed (synthetic traces, predictor errors)")

@@ -72,6 +72,7 @@ def build(cfg: RunConfig) -> tuple[RunContext, Policy, str | None]:
         components=Components(device),
         prompt_tokens=cfg.prompt_tokens,
         decode_tokens=cfg.decode_tokens,
+        context_stride=cfg.context_stride,
         memory_gb=cfg.memory_gb,
         ffn_offload=cfg.ffn_offload,
         seed=cfg.seed,

@@ -130,8 +130,11 @@ def simulate(
                 fields["tp_miss"][t, l] += len(missed)
                 n_fp = _stochastic_round(len(idx) * fp_ratio, rng) if fp_ratio else 0
                 if n_fp and totals[l, e] > 0:
-                    u = rng.random(3 * n_fp + 8) * totals[l, e]
-                    cand = np.unique(np.searchsorted(cum[l, e], u, side="right").clip(0, N - 1))
+                    # sorted draws: the search walks the table once and duplicates sit side by side
+                    u = np.sort(rng.random(3 * n_fp + 8)) * totals[l, e]
+                    r = np.searchsorted(cum[l, e], u, side="right")
+                    np.minimum(r, N - 1, out=r)
+                    cand = r[np.r_[True, r[1:] != r[:-1]]]
                     cand = cand[~a[cand]]
                     if len(cand) > n_fp:
                         cand = rng.permutation(cand)[:n_fp]

@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..engine.analytic import Components
 from ..engine.plan import DecodePlan, PrefillPlan
 from ..memory import MemoryPlan, ModelBytes
@@ -39,10 +41,19 @@ class RunContext:
     memory_gb: float | None
     ffn_offload: float | None
     seed: int
+    context_stride: int = 1
 
     @property
     def context_tokens(self) -> int:
-        return self.prompt_tokens + self.decode_tokens
+        """KV entries at the end of the run (what the KV cache must hold)."""
+        return self.prompt_tokens + self.context_stride * self.decode_tokens
+
+    def context_lengths(self) -> np.ndarray:
+        """KV entries attended by each decoded token, shape [T]: the prompt plus the tokens before
+        it and itself. With ``context_stride`` s each simulated token stands for s consecutive
+        tokens and takes their mean context."""
+        s = self.context_stride
+        return self.prompt_tokens + s * np.arange(self.decode_tokens) + (s + 1) / 2
 
 
 @dataclass

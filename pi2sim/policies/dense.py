@@ -130,7 +130,7 @@ class Dense(Policy):
         ctx, s, o = self.ctx, self.sizes, self.opt
         a = ctx.model.architecture
         T, L = ctx.decode_tokens, a.layers
-        ctxlen = ctx.prompt_tokens + np.arange(T)[:, None] + 1
+        ctxlen = ctx.context_lengths()[:, None]
         expert = a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
         layer = s.attention_per_layer() + s.router_per_layer() + a.top_k * expert + s.kv_per_token_layer(ctxlen) * np.ones((T, L))
         dtype = ctx.quant.compute_dtype

@@ -145,7 +145,7 @@ class LlamaCpp(Policy):
         T, L = acc.attn_miss.shape
         dtype = ctx.quant.compute_dtype
         d = ctx.device
-        ctxlen = ctx.prompt_tokens + np.arange(T)[:, None] + 1
+        ctxlen = ctx.context_lengths()[:, None]
         kv = s.kv_per_token_layer(ctxlen) * np.ones((T, L))
         attn = s.attention_per_layer() + s.router_per_layer() + kv
         expert_bytes = a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw

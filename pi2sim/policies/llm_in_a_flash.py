@@ -135,7 +135,7 @@ class LLMInAFlash(Policy):
         dtype = ctx.quant.compute_dtype
         bpw = ctx.quant.dram_bytes_per_weight()
         mat = a.hidden * bpw
-        ctxlen = ctx.prompt_tokens + np.arange(T)[:, None] + 1
+        ctxlen = ctx.context_lengths()[:, None]
         attn = s.attention_per_layer() + s.kv_per_token_layer(ctxlen) * np.ones((T, L))
         pred = np.full((T, L), s.predictor_per_token_layer() + s.router_per_layer())
         loaded = acc.tp_miss + acc.fp_miss

@@ -248,7 +248,7 @@ class PowerInfer2(Policy):
         mat_bytes = a.hidden * bpw  # one matrix-neuron streamed by a kernel (weights + scales)
         gate_b = mat_bytes if a.gated_ffn else 0.0
         ud_b = 2 * mat_bytes
-        ctxlen = ctx.prompt_tokens + np.arange(T)[:, None] + 1  # KV entries attended at token t
+        ctxlen = ctx.context_lengths()[:, None]  # KV entries attended at token t
         kv = s.kv_per_token_layer(ctxlen) * np.ones((T, L))
         attn = s.attention_per_layer() + kv
         stages = []

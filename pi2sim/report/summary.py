@@ -71,7 +71,7 @@ def summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workl
     df = pd.DataFrame(
         {
             "token": np.arange(T),
-            "context_tokens": ctx.prompt_tokens + np.arange(T) + 1,
+            "context_tokens": ctx.context_lengths(),
             "tbt_ms": tok * 1e3,
             "compute_ms": timing.compute_s * 1e3,
             "io_stall_ms": timing.io_s * 1e3,

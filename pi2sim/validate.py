@@ -245,6 +245,11 @@ def summary_stats(df: pd.DataFrame) -> dict[str, dict[str, float]]:
         if len(sub):
             errs = sub["error_pct"].abs()
             out[name] = {"n": int(len(sub)), "median_abs_error_pct": float(statistics.median(errs)), "max_abs_error_pct": float(errs.max())}
+    known = {f for figs in SETS.values() for f in figs}
+    rest = df[~df["figure"].isin(known)]
+    if len(rest):  # points of a user's own scenario tree
+        errs = rest["error_pct"].abs()
+        out["other"] = {"n": int(len(rest)), "median_abs_error_pct": float(statistics.median(errs)), "max_abs_error_pct": float(errs.max())}
     return out
 
 

@@ -12,6 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("validate", help="reproduce the paper's evaluation points; print simulated vs paper with errors")
     v.add_argument("--set", dest="which", default="calibration", choices=("calibration", "baselines", "micro", "all"), help="which points (default calibration)")
     v.add_argument("--only", default=None, metavar="GLOBS", help="only scenario ids matching these comma-separated globs (e.g. 'T8*,T9')")
+    v.add_argument("--scenarios", default=None, metavar="DIR", help="scenario tree to run instead of the bundled experiments/paper (your own measurements; use with --set all)")
     v.add_argument("--out", default=None, help="write validate.csv, validate.json and plots here")
     v.add_argument("--fast", action="store_true", help="256 decode tokens instead of 1024 (changes results by < 1%%, see docs/validation.md)")
     v.add_argument("--fidelity", choices=("analytic", "layer", "cluster"), default=None, help="timing tier (default: each scenario's, i.e. layer)")
@@ -30,7 +31,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{r['where']:40s} {r['key']:28s} {r['value']:>14s}  {r['note']}")
         print(f"\n{len(rows)} fitted constants")
         return 0
-    outcomes = V.validate(args.which, fast=args.fast, fidelity=args.fidelity, progress=not args.quiet, only=args.only)
+    root = None
+    if args.scenarios:
+        from ..errors import InputError
+
+        root = Path(args.scenarios)
+        if not root.is_dir():
+            raise InputError(None, "--scenarios", "a directory of scenario YAML files", args.scenarios)
+    outcomes = V.validate(args.which, fast=args.fast, fidelity=args.fidelity, progress=not args.quiet, only=args.only, root=root)
     df = V.table(outcomes)
     print(V.render(df))
     if args.out:
@@ -41,7 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         write_text(out / "validate.csv", df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
         write_text(out / "validate.json", json.dumps({"points": json.loads(df.to_json(orient="records")), "summary": V.summary_stats(df)}, indent=2, sort_keys=True) + "\n")
         sweep = None
-        if not args.no_sweep and args.which in ("calibration", "all") and not args.only:
+        if not args.no_sweep and args.which in ("calibration", "all") and not args.only and root is None:
             sweep = V.mixtral_memory_sweep(args.fast, args.fidelity)
             write_text(out / "mixtral-memory-sweep.csv", sweep.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
         for p in V.plot(df, out, sweep):

@@ -111,9 +111,9 @@ def compute_time(comp: Components, c: Compute) -> StageTime:
         return StageTime(total, cat, _zeros_like(t), oth, busy, dram)
     p = c.parallel
     pw = np.asarray(p.work, dtype=np.float64)
-    ta, tb = comp.dram.concurrent_time(work, comp.demand(c), comp.agent(c), pw, comp.demand(p), comp.agent(p))
-    ta = np.where(work > 0, ta + c.fixed_s, 0.0)
-    tb = np.where(pw > 0, tb + p.fixed_s, 0.0)
+    # each side pays its fixed cost (an NPU call's submit and sync) before it streams; meanwhile the
+    # other side has DRAM to itself (as in the event tiers)
+    ta, tb = comp.dram.staggered_time(work, comp.demand(c), comp.agent(c), c.fixed_s, pw, comp.demand(p), comp.agent(p), p.fixed_s)
     span = np.maximum(ta, tb)
     other = np.where((work > 0) | (pw > 0), max(comp.barrier(c), comp.barrier(p)), 0.0)
     _account(c, ta, work, busy, dram)
@@ -165,8 +165,8 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
     # CPU rate while computing: shared with the NPU's hot rows when they run concurrently
     if p.parallel is not None:
         npw = np.asarray(p.parallel.work, dtype=np.float64)
-        t_cpu_all, t_npu = comp.dram.concurrent_time(work, demand, "cpu", npw, comp.demand(p.parallel), p.parallel.unit)
-        t_npu = np.where(npw > 0, t_npu + p.parallel.fixed_s, 0.0)
+        # the NPU call's fixed cost comes first; the CPU streams alone meanwhile (as in the event tiers)
+        t_cpu_all, t_npu = comp.dram.staggered_time(work, demand, "cpu", 0.0, npw, comp.demand(p.parallel), p.parallel.unit, p.parallel.fixed_s)
         with np.errstate(invalid="ignore", divide="ignore"):
             eff_rate = np.where(t_cpu_all > 0, work / np.maximum(t_cpu_all, 1e-30), comp.dram.solo_rate("cpu", demand))
         _account(p.parallel, t_npu, npw, busy, dram)

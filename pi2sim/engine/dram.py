@@ -103,6 +103,28 @@ class DramModel:
         return np.where(work_a > 0, time_a, 0.0), np.where(work_b > 0, time_b, 0.0)
 
 
+    def staggered_time(self, work_a, demand_a, agent_a: str, start_a: float, work_b, demand_b, agent_b: str, start_b: float):
+        """Like :meth:`concurrent_time`, but stream a starts at ``start_a`` and b at ``start_b``
+        (seconds after the stage begins, e.g. an NPU call's fixed cost, which moves no DRAM bytes).
+        The earlier stream runs alone until the later one starts. Returns finish times (a, b)
+        measured from the stage start; a stream with no work finishes at 0."""
+        wa = np.asarray(work_a, dtype=np.float64)
+        wb = np.asarray(work_b, dtype=np.float64)
+        swap = start_b < start_a
+        if swap:
+            wa, wb = wb, wa
+            demand_a, demand_b, agent_a, agent_b, start_a, start_b = demand_b, demand_a, agent_b, agent_a, start_b, start_a
+        gap = start_b - start_a
+        sa = self.solo_rate(agent_a, demand_a)
+        rem_a = np.maximum(wa - sa * gap, 0.0)
+        ta_shared, tb_shared = self.concurrent_time(rem_a, demand_a, agent_a, wb, demand_b, agent_b)
+        ta = np.where(rem_a > 0, gap + ta_shared, wa / sa) + start_a
+        tb = start_b + tb_shared
+        ta = np.where(wa > 0, ta, 0.0)
+        tb = np.where(wb > 0, tb, 0.0)
+        return (tb, ta) if swap else (ta, tb)
+
+
 class _Flow:
     __slots__ = ("agent", "remaining", "demand", "rate", "done", "moved")
 

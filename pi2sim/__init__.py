@@ -6,3 +6,18 @@ reports explain where the time and the memory went.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["simulate", "run", "SimResult", "RunConfig"]
+
+
+def __getattr__(name: str):
+    # Imported on first use so that `pi2sim --help` and the trace tools stay light.
+    if name in ("simulate", "run", "SimResult"):
+        from . import simulation
+
+        return getattr(simulation, name)
+    if name == "RunConfig":
+        from .config import RunConfig
+
+        return RunConfig
+    raise AttributeError(f"module 'pi2sim' has no attribute {name!r}")

@@ -136,7 +136,7 @@ def ufs_bench(sc: Scenario, fidelity: str) -> float:
     """Stream reads through the engine and measure bandwidth (MB/s)."""
     from . import units
     from .engine.plan import DecodePlan, Flash
-    from .simulate import execute
+    from .simulation import execute
     from .specs.device import load_device
 
     b = sc.bench
@@ -158,7 +158,7 @@ def dram_bench(sc: Scenario, fidelity: str) -> float:
     from .engine.compute import CpuPool
     from .engine.plan import Compute, DecodePlan
     from .memory import ModelBytes
-    from .simulate import execute
+    from .simulation import execute
     from .specs.device import load_device
     from .specs.model import load_model
     from .specs.quant import INT4
@@ -191,7 +191,7 @@ def validate(
 ) -> list[Outcome]:
     from .config import config_hash
     from .schema import to_dict
-    from .simulate import run
+    from .simulation import run
 
     scenarios = load_scenarios(which, root, only)
     cache: dict[str, Any] = {}
@@ -332,7 +332,7 @@ def plot(df: pd.DataFrame, out_dir: Path, sweep: pd.DataFrame | None = None) -> 
 
 
 def mixtral_memory_sweep(fast: bool, fidelity: str | None, points=(7, 9, 11, 13, 15, 17, 19)) -> pd.DataFrame:
-    from .simulate import simulate
+    from .simulation import simulate
 
     rows = []
     for gb in points:

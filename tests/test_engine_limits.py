@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import pi2sim.simulate as S
+import pi2sim.simulation as S
 from pi2sim.specs.device import load_device
 
 FAST_CPU = {f"cpu.clusters.{i}.{k}": "200 GB/s" for i in range(4) for k in ("matvec_int4", "matvec_fp16", "memcpy")}

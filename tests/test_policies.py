@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import pi2sim.simulate as S
+import pi2sim.simulation as S
 from pi2sim import policies
 from pi2sim.errors import InputError
 from pi2sim.memory import GB

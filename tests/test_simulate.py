@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pi2sim.simulate as S
+import pi2sim.simulation as S
 from pi2sim.memory import GB
 
 REQUIRED_KEYS = {
@@ -76,3 +76,11 @@ def test_unknown_policy_option_is_rejected():
     with pytest.raises(InputError) as exc:
         S.simulate(model="smollm2-135m", decode_tokens=4, no_such_option=1)
     assert "no_such_option" in exc.value.line()
+
+
+def test_public_api_as_the_readme_shows():
+    import pi2sim
+
+    r = pi2sim.simulate(model="smollm2-135m", decode_tokens=4, fidelity="analytic")
+    assert r.summary["decode_tok_s"] > 0 and "critical_path" in r.summary
+    assert pi2sim.simulate is S.simulate and pi2sim.RunConfig is not None

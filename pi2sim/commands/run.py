@@ -104,7 +104,7 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..report.output import human, summary_json, write_outputs
-    from ..simulate import run
+    from ..simulation import run
 
     cfg = config_from_args(args)
     result = run(cfg, progress=not args.quiet)

@@ -7,7 +7,7 @@ reports explain where the time and the memory went.
 
 __version__ = "0.1.0"
 
-__all__ = ["simulate", "run", "SimResult", "RunConfig"]
+__all__ = ["simulate", "run", "sweep", "SimResult", "RunConfig"]
 
 
 def __getattr__(name: str):
@@ -16,6 +16,10 @@ def __getattr__(name: str):
         from . import simulation
 
         return getattr(simulation, name)
+    if name == "sweep":
+        from .sweeps import sweep
+
+        return sweep
     if name == "RunConfig":
         from .config import RunConfig
 

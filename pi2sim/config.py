@@ -72,10 +72,7 @@ def parse_value(text: str) -> Any:
 
 def apply_sets(cfg: RunConfig, sets: list[str], source: str = "--set") -> RunConfig:
     """Apply ``key=value`` strings to a config (see module docstring)."""
-    run_updates: dict[str, Any] = {}
-    options = dict(cfg.options)
-    dev = dict(cfg.device_overrides)
-    mod = dict(cfg.model_overrides)
+    values: dict[str, Any] = {}
     for item in sets:
         if "=" not in item:
             raise InputError(None, source, "key=value", item)
@@ -83,7 +80,21 @@ def apply_sets(cfg: RunConfig, sets: list[str], source: str = "--set") -> RunCon
         key = key.strip()
         if not key:
             raise InputError(None, source, "key=value with a non-empty key", item)
-        value = parse_value(raw)
+        values[key] = parse_value(raw)
+    return apply_values(cfg, values, source)
+
+
+def apply_values(cfg: RunConfig, values: dict[str, Any], source: str = "--set") -> RunConfig:
+    """Apply already-parsed ``{key: value}`` items: run keys, ``device.*``/``model.*`` overrides,
+    anything else a policy option (checked when the policy is built)."""
+    run_updates: dict[str, Any] = {}
+    options = dict(cfg.options)
+    dev = dict(cfg.device_overrides)
+    mod = dict(cfg.model_overrides)
+    for key, value in values.items():
+        if not isinstance(key, str) or not key.strip():
+            raise InputError(None, source, "non-empty string keys", key)
+        key = key.strip()
         if key in RUN_KEYS:
             run_updates[key] = value
         elif key.startswith("device."):

@@ -6,7 +6,7 @@ import argparse
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
-    from . import compare, run, trace, validate
+    from . import compare, run, sweep, trace, validate
 
-    for module in (run, compare, validate, trace):
+    for module in (run, compare, sweep, validate, trace):
         module.register(sub)

@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=_policy_epilog(policy),
     )
     add_run_arguments(p)
+    p.add_argument("--plan", default=None, metavar="FILE", help="apply a plan written by `pi2sim plan --out` (its policy options; its device, model and memory unless given here)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", default=None, help="write summary.json and tokens.csv into this directory")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -60,10 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="oneplus12", help="bundled device name (oneplus12, oneplus_ace2) or path to a device YAML")
+    p.add_argument("--device", default=None, help="bundled device name (oneplus12, oneplus_ace2) or path to a device YAML (default oneplus12)")
     p.add_argument("--model", default=None, help="bundled model name or path (default turbosparse-mistral-7b)")
     p.add_argument("--trace", default=None, help="trace file (default: the model's bundled or synthetic trace)")
-    p.add_argument("--policy", default="powerinfer2", help="inference engine to simulate (default powerinfer2)")
+    p.add_argument("--policy", default=None, help="inference engine to simulate (default powerinfer2)")
     mem = p.add_mutually_exclusive_group()
     mem.add_argument("--memory-gb", type=float, default=None, help="memory available to the app (GB)")
     mem.add_argument("--ffn-offload", type=float, default=None, help="share of FFN weights left in flash (default 0.5)")
@@ -94,12 +95,38 @@ def config_from_args(args: argparse.Namespace):
         "memory_gb": "--memory-gb", "ffn_offload": "--ffn-offload", "prompt_tokens": "--prompt-tokens",
         "decode_tokens": "--decode-tokens", "seed": "--seed",
     }
+    plan_sets: list[str] = []
+    if getattr(args, "plan", None):
+        plan_run, plan_opts = load_plan(args.plan)
+        for k, v in plan_run.items():
+            if data.get(k) is None and not (k in ("memory_gb", "ffn_offload") and (args.memory_gb is not None or args.ffn_offload is not None)):
+                data[k] = v
+        plan_sets = [f"{k}={v}" for k, v in plan_opts.items()]
     try:
         cfg = schema.build(RunConfig, {k: v for k, v in data.items() if v is not None}, "command line")
     except InputError as exc:
         key = names.get(exc.key or "", f"--{(exc.key or '').replace('_', '-')}")
         raise InputError(None, key, exc.expected, exc.got) from None
-    return apply_sets(cfg, args.set)
+    return apply_sets(cfg, plan_sets + list(args.set))
+
+
+def load_plan(path: str) -> tuple[dict, dict]:
+    """A plan YAML from `pi2sim plan --out`: (run keys, policy options)."""
+    from pathlib import Path
+
+    from .. import yamlio
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, None, "an existing plan YAML (written by pi2sim plan --out)")
+    data = yamlio.load(p)
+    if not isinstance(data, dict) or not isinstance(data.get("plan"), dict) or not isinstance(data.get("run", {}), dict):
+        raise InputError(p, "plan", "a mapping of policy options (and a run mapping)")
+    run = dict(data.get("run") or {})
+    unknown = set(run) - {"device", "model", "policy", "memory_gb", "ffn_offload"}
+    if unknown:
+        raise InputError(p, f"run.{sorted(unknown)[0]}", "one of device, model, policy, memory_gb, ffn_offload")
+    return run, dict(data["plan"])
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,0 +1,164 @@
+"""The offline execution planner: the best PowerInfer-2 configuration for a phone, model and budget.
+
+PowerInfer-2 ships a planner that picks, per phone and memory budget, the cache split, the threads
+and cores, the cluster size and the CPU/NPU split. Here the simulator is the cost model and Optuna's
+TPE sampler (seeded, so a plan is reproducible) searches the space. The configuration the policy
+would use by default is always trial 0, so the plan is never slower than the default.
+
+Constraints: ``max_cores`` bounds the cores used (compute threads + the I/O thread);
+``min_tok_s`` is a requirement the plan is checked against (the result says whether it is met).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from .config import RunConfig
+from .errors import InputError
+
+SEARCHED = ("decode", "hot_fraction", "compute_threads", "io_core", "cluster_neurons", "npu_row_share")
+
+
+@dataclass
+class Plan:
+    base: RunConfig
+    options: dict[str, Any]
+    decode_tok_s: float
+    default_tok_s: float
+    summary: dict
+    default_summary: dict
+    trials: pd.DataFrame
+    min_tok_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def meets_requirement(self) -> bool | None:
+        return None if self.min_tok_s is None else self.decode_tok_s >= self.min_tok_s
+
+    def to_yaml_dict(self) -> dict:
+        b = self.base
+        run = {"device": b.device, "model": b.model, "policy": b.policy}
+        if b.memory_gb is not None:
+            run["memory_gb"] = b.memory_gb
+        if b.ffn_offload is not None:
+            run["ffn_offload"] = b.ffn_offload
+        return {
+            "plan": {k: self.options[k] for k in sorted(self.options)},
+            "run": run,
+            "predicted": {
+                "decode_tok_s": round(self.decode_tok_s, 4),
+                "default_decode_tok_s": round(self.default_tok_s, 4),
+                "decode_tokens": b.decode_tokens,
+                "fidelity": b.fidelity,
+            },
+        }
+
+    def explain(self) -> str:
+        """Why this plan: what changed from the default and what it did to the critical path."""
+        d, s = self.default_summary, self.summary
+        lines = []
+        changed = [k for k in SEARCHED if k in self.options and self.options[k] != self.trials.iloc[0].get(k)]
+        gain = 100 * (self.decode_tok_s / self.default_tok_s - 1)
+        lines.append(f"plan {self.decode_tok_s:.2f} tok/s vs default {self.default_tok_s:.2f} tok/s ({gain:+.1f}%)")
+        if not changed:
+            lines.append("the default configuration is already the best found")
+        for k in changed:
+            lines.append(f"  {k}: {self.trials.iloc[0].get(k)} -> {self.options[k]}")
+        cd, cs = d["critical_path_ms_per_token"], s["critical_path_ms_per_token"]
+        parts = ", ".join(f"{k} {cd[k]:.1f} -> {cs[k]:.1f} ms" for k in cs)
+        lines.append(f"  critical path per token: {parts}")
+        lines.append(f"  neuron-cache hit rate {d['neuron_cache_hit_rate']:.1%} -> {s['neuron_cache_hit_rate']:.1%}; "
+                     f"flash reads per token {d['flash_reads_per_token']:.0f} -> {s['flash_reads_per_token']:.0f}")
+        for k, v in s["utilization"].items():
+            if v > 0.9 and k != "ufs":
+                lines.append(f"  {k} is {v:.0%} busy: compute-bound there")
+                break
+        if s["utilization"].get("ufs", 0) > 0.8:
+            lines.append(f"  UFS is {s['utilization']['ufs']:.0%} busy: flash-bound")
+        lines += [f"  {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _space(trial, device, max_cores: int | None, hybrid_ok: bool) -> dict[str, Any]:
+    # one candidate I/O core per cluster: cores of a cluster are interchangeable
+    io_choices = [f"{c.name}0" for c in device.cpu.clusters]
+    opts: dict[str, Any] = {}
+    opts["decode"] = trial.suggest_categorical("decode", ["cpu", "hybrid"] if hybrid_ok else ["cpu"])
+    top = 7 if max_cores is None else max(1, min(7, max_cores - 1))
+    opts["compute_threads"] = trial.suggest_int("compute_threads", 1, top)
+    opts["io_core"] = trial.suggest_categorical("io_core", io_choices)
+    opts["cluster_neurons"] = trial.suggest_categorical("cluster_neurons", [8, 16, 32, 64, 128])
+    opts["hot_fraction"] = round(trial.suggest_float("hot_fraction", 0.1, 0.9, step=0.1), 3)
+    if opts["decode"] == "hybrid":
+        opts["npu_row_share"] = round(trial.suggest_float("npu_row_share", 0.1, 0.8, step=0.1), 3)
+        opts["attention"] = "split"
+    else:
+        opts["attention"] = "cpu"
+    return opts
+
+
+def plan(base: RunConfig, trials: int = 40, seed: int = 0, max_cores: int | None = None, min_tok_s: float | None = None,
+         progress: bool = False) -> Plan:
+    """Search PowerInfer-2's configuration space for the fastest decode under the constraints."""
+    try:
+        import optuna
+    except ImportError:
+        raise InputError(None, "pi2sim plan", "optuna installed (pip install 'pi2sim[plan]')") from None
+    from .simulation import build, run
+    from .specs.device import load_device
+
+    if base.policy != "powerinfer2":
+        raise InputError(None, "--policy", "powerinfer2 (the planner searches PowerInfer-2's configuration space)", base.policy)
+    if trials < 1:
+        raise InputError(None, "--trials", "at least 1 trial", trials)
+    device = load_device(base.device, base.device_overrides or None)
+    hybrid_ok = True
+    _, pol, _ = build(base)
+    default = {k: getattr(pol.opt, k) for k in (*SEARCHED, "attention")}
+    if max_cores is not None and default["compute_threads"] + 1 > max_cores:
+        default["compute_threads"] = max(1, max_cores - 1)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial({k: v for k, v in default.items() if k != "attention" and not (k == "npu_row_share" and default["decode"] != "hybrid")})
+    results: dict[int, tuple[dict, dict]] = {}
+
+    def objective(trial):
+        opts = _space(trial, device, max_cores, hybrid_ok)
+        cfg = replace(base, options={**base.options, **opts})
+        try:
+            r = run(cfg)
+        except InputError as exc:
+            trial.set_user_attr("infeasible", str(exc))
+            return 0.0
+        results[trial.number] = (opts, r.summary)
+        return r.summary["decode_tok_s"]
+
+    study.optimize(objective, n_trials=trials, show_progress_bar=progress)
+    rows = []
+    for t in study.trials:
+        row = {"trial": t.number, "decode_tok_s": t.value}
+        row.update(results.get(t.number, ({}, None))[0] or t.params)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    best = study.best_trial.number
+    opts, summ = results[best]
+    d_opts, d_summ = results.get(0, (None, None))
+    if d_summ is None:
+        raise InputError(None, "pi2sim plan", "a default configuration that runs under these constraints")
+    notes = []
+    if max_cores is not None:
+        notes.append(f"constraint: at most {max_cores} cores (compute threads + the I/O thread)")
+    p = Plan(base, {**opts}, summ["decode_tok_s"], d_summ["decode_tok_s"], summ, d_summ, table, min_tok_s, notes)
+    if min_tok_s is not None:
+        p.notes.append(f"requirement {min_tok_s:g} tok/s: {'met' if p.meets_requirement else 'NOT met by any configuration tried'}")
+    return p
+
+
+def runner_ups(p: Plan, n: int = 5) -> pd.DataFrame:
+    t = p.trials.dropna(subset=["decode_tok_s"]).sort_values(["decode_tok_s", "trial"], ascending=[False, True])
+    t = t.drop_duplicates(subset=[c for c in t.columns if c not in ("trial", "decode_tok_s")])
+    return t.head(n)

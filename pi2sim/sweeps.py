@@ -210,8 +210,14 @@ def summary_row(summary: dict) -> dict[str, Any]:
         "other_share": cp["other"],
         "reason": "",
     }
+    for k, v in summary.get("critical_path_ms_per_token", {}).items():
+        row[f"critical_{k}_ms"] = v
     for k, v in summary.get("stage_ms_per_token", {}).items():
         row[f"stage_{k}_ms"] = v
+    for k, v in summary.get("memory_breakdown_gb", {}).items():
+        row[f"memory_{k}_gb"] = v
+    for k, v in summary.get("utilization", {}).items():
+        row[f"util_{k}"] = v
     return row
 
 
@@ -393,7 +399,8 @@ def tidy(points: list[dict], cfgs: list[RunConfig], keys: list[str], rows: dict[
     df = pd.DataFrame(recs)
     if len(df):
         first = ["point", *[c for c in factor_cols if c in df.columns], *[c for c in ("device", "model", "policy") if c not in factor_cols]]
-        rest = [c for c in METRICS if c in df.columns] + sorted(c for c in df.columns if c.startswith("stage_"))
+        extra = sorted(c for c in df.columns if c.startswith(("critical_", "stage_", "memory_", "util_")) and c not in METRICS and c not in first)
+        rest = [c for c in METRICS if c in df.columns] + extra
         df = df[first + rest + ["config_hash", "code_version"]]
     return df
 

@@ -153,6 +153,8 @@ def base_config(base: dict[str, Any], source: str) -> RunConfig:
     options = base.pop("options", None) or {}
     if not isinstance(options, dict):
         raise InputError(source, "base.options", "a mapping of policy options", options)
+    # sweeps run many configurations: the analytic tier unless the grid asks for another
+    base.setdefault("fidelity", "analytic")
     return apply_values(RunConfig(), {**base, **options}, source=f"{source}: base")
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 GRID_HELP = """\
 grid YAML:
   name: mixtral-memory            # optional
-  base:                           # run keys (and policy options) shared by every point
+  base:                           # run keys (and policy options) shared by every point;
+                                  # fidelity defaults to analytic in sweeps
     model: turbosparse-mixtral-47b
     decode_tokens: 128
     fidelity: analytic

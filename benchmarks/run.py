@@ -1,0 +1,151 @@
+"""pi2sim's speed and memory benchmarks (not part of the test pass/fail).
+
+    python benchmarks/run.py            # full suite, ~5-10 min on 2 cores
+    python benchmarks/run.py --quick    # fewer tokens / configs, ~1-2 min
+
+Prints one table (measurement, value, target) and writes it with a description of the machine to
+``benchmarks/results/<host>-<date>.json``. Every measurement runs in a fresh subprocess, so peak
+RSS is that run's own and no warm cache from an earlier measurement helps a later one (synthetic
+traces are generated once, beforehand, and their generation is timed separately).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+TARGETS = {
+    # (model, tier): simulated decode tokens per wall-second
+    ("turbosparse-mixtral-47b", "cluster"): 300.0,
+    ("turbosparse-mixtral-47b", "analytic"): 20000.0,
+}
+
+
+def _child(code: str, env: dict | None = None) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints one JSON object. Adds the child's peak RSS."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["peak_rss_mb"] = max(peak, before) / 1024  # Linux: KiB; a new maximum only if this child set it
+    return out
+
+
+def decode_speed(model: str, tier: str, tokens: int, memory: dict) -> dict:
+    code = f"""
+import json, time
+from pi2sim.config import RunConfig, apply_values
+from pi2sim.simulation import build, run
+cfg = apply_values(RunConfig(), {{"model": {model!r}, "decode_tokens": {tokens}, "fidelity": {tier!r}, **{memory!r}}})
+run(apply_values(cfg, {{"decode_tokens": 4}}))  # imports, trace open, JIT-free warm-up
+t0 = time.perf_counter(); r = run(cfg); wall = time.perf_counter() - t0
+print(json.dumps({{"wall_s": wall, "decode_tok_s_sim": r.summary["decode_tok_s"], "timing": r.resolved.get("timing_s", {{}})}}))
+"""
+    out = _child(code)
+    out["sim_tokens_per_wall_s"] = tokens / out["wall_s"]
+    return out
+
+
+def synth_speed(model: str, tokens: int, cache: Path) -> dict:
+    code = f"""
+import json, time
+from pi2sim.commands.trace import model_trace_path
+from pi2sim.specs.model import load_model
+t0 = time.perf_counter(); model_trace_path(load_model({model!r}), {tokens}, 7, progress=False); wall = time.perf_counter() - t0
+print(json.dumps({{"wall_s": wall}}))
+"""
+    return _child(code, {"PI2SIM_CACHE": str(cache)})
+
+
+def sweep_throughput(configs: int, tokens: int, jobs: int) -> dict:
+    code = f"""
+import json, time
+import pi2sim
+mem = [round(3 + 0.01 * i, 3) for i in range({configs})]
+t0 = time.perf_counter()
+df = pi2sim.sweep({{"model": "turbosparse-mistral-7b", "decode_tokens": {tokens}, "fidelity": "analytic"}}, {{"memory_gb": mem}}, jobs={jobs}, use_cache=False)
+wall = time.perf_counter() - t0
+print(json.dumps({{"wall_s": wall, "ok": int((df.status == "ok").sum())}}))
+"""
+    out = _child(code)
+    out["configs_per_min"] = configs / out["wall_s"] * 60
+    return out
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        info["mem_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
+    except (OSError, ValueError):
+        pass
+    import numpy
+    import simpy
+
+    info["numpy"], info["simpy"] = numpy.__version__, simpy.__version__
+    return info
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer tokens and configs")
+    ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/<host>-<date>.json)")
+    args = ap.parse_args()
+    q = args.quick
+    rows = []
+
+    def add(name, value, unit, target=None, better="higher", extra=None):
+        ok = None if target is None else (value >= target if better == "higher" else value <= target)
+        rows.append({"measurement": name, "value": round(value, 3), "unit": unit, "target": target, "meets": ok, **(extra or {})})
+        t = "" if target is None else f"{'>=' if better == 'higher' else '<='} {target:g}  {'ok' if ok else 'MISSED'}"
+        print(f"{name:58s} {value:12.1f} {unit:18s} {t}", flush=True)
+
+    # trace generation first (also fills the cache the decode runs use)
+    gen_tokens = 256 if q else 1024
+    with_cache = Path(os.environ.get("PI2SIM_CACHE", Path.home() / ".cache" / "pi2sim"))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        s = synth_speed("turbosparse-mixtral-47b", gen_tokens, Path(tmp))
+    add(f"trace synth, Mixtral-47B, {gen_tokens} tokens", s["wall_s"], "s", 60.0 if gen_tokens == 1024 else None, "lower")
+
+    tiers = {"analytic": 1024, "layer": 128 if q else 512, "cluster": 16 if q else 64}
+    for model, memory in (("turbosparse-mistral-7b", {"ffn_offload": 0.5}), ("turbosparse-mixtral-47b", {"memory_gb": 19})):
+        for tier, tokens in tiers.items():
+            r = decode_speed(model, tier, tokens, memory)
+            add(f"{model} {tier} ({tokens} tokens)", r["sim_tokens_per_wall_s"], "sim tok / wall s", TARGETS.get((model, tier)),
+                extra={"wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"]})
+
+    rss = decode_speed("turbosparse-mixtral-47b", "layer", 256 if q else 1024, {"memory_gb": 19})
+    add(f"peak RSS, Mixtral-47B {'256' if q else '1,024'}-token run (layer tier)", rss["peak_rss_mb"] / 1024, "GB", 1.5, "lower")
+
+    n_cfg, tokens = (40, 128) if q else (200, 128)
+    sw = sweep_throughput(n_cfg, tokens, jobs=2)
+    add(f"analytic sweep, {n_cfg} configs x {tokens} tokens, 2 jobs", sw["configs_per_min"], "configs / min", 200.0)
+
+    out = Path(args.out) if args.out else HERE / "results" / f"{platform.node() or 'host'}-{date.today().isoformat()}{'-quick' if q else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"machine": machine(), "quick": q, "rows": rows}, indent=1) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

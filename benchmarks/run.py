@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -32,14 +31,14 @@ TARGETS = {
 
 
 def _child(code: str, env: dict | None = None) -> dict:
-    """Run ``code`` in a fresh interpreter; it prints one JSON object. Adds the child's peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run ``code`` in a fresh interpreter; it prints one JSON object. Adds the child's own peak RSS."""
+    code += "\nimport resource as _r; print(json.dumps({'peak_rss_mb': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024}))\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})})
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out["peak_rss_mb"] = max(peak, before) / 1024  # Linux: KiB; a new maximum only if this child set it
+    lines = r.stdout.strip().splitlines()
+    out = json.loads(lines[-2])
+    out.update(json.loads(lines[-1]))  # Linux ru_maxrss is in KiB
     return out
 
 

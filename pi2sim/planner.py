@@ -78,6 +78,13 @@ class Plan:
                 break
         if s["utilization"].get("ufs", 0) > 0.8:
             lines.append(f"  UFS is {s['utilization']['ufs']:.0%} busy: flash-bound")
+        best = self.trials[self.trials["decode_tok_s"] >= self.decode_tok_s * (1 - 1e-3)]
+        flat = [k for k in SEARCHED if k in best.columns and best[k].dropna().nunique() > 1]
+        if flat:
+            lines.append(f"  indifferent here (equally fast trials differ in them): {', '.join(flat)}")
+        if "compute_threads" in changed and self.options["compute_threads"] > self.trials.iloc[0]["compute_threads"]:
+            lines.append("  note: more compute threads pay off because the model has no thermal limit; "
+                         "a phone sustains less than its all-core burst speed")
         lines += [f"  {n}" for n in self.notes]
         return "\n".join(lines)
 

@@ -77,7 +77,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from .. import schema
-    from ..config import RunConfig, apply_sets
+    from ..config import RunConfig, apply_sets, apply_values
 
     data = {
         "device": args.device,
@@ -95,19 +95,20 @@ def config_from_args(args: argparse.Namespace):
         "memory_gb": "--memory-gb", "ffn_offload": "--ffn-offload", "prompt_tokens": "--prompt-tokens",
         "decode_tokens": "--decode-tokens", "seed": "--seed",
     }
-    plan_sets: list[str] = []
+    plan_opts: dict = {}
     if getattr(args, "plan", None):
         plan_run, plan_opts = load_plan(args.plan)
         for k, v in plan_run.items():
             if data.get(k) is None and not (k in ("memory_gb", "ffn_offload") and (args.memory_gb is not None or args.ffn_offload is not None)):
                 data[k] = v
-        plan_sets = [f"{k}={v}" for k, v in plan_opts.items()]
     try:
         cfg = schema.build(RunConfig, {k: v for k, v in data.items() if v is not None}, "command line")
     except InputError as exc:
         key = names.get(exc.key or "", f"--{(exc.key or '').replace('_', '-')}")
         raise InputError(None, key, exc.expected, exc.got) from None
-    return apply_sets(cfg, plan_sets + list(args.set))
+    if plan_opts:
+        cfg = apply_values(cfg, plan_opts, source=f"{args.plan}: plan")
+    return apply_sets(cfg, args.set)
 
 
 def load_plan(path: str) -> tuple[dict, dict]:

@@ -89,11 +89,11 @@ class Plan:
         return "\n".join(lines)
 
 
-def _space(trial, device, max_cores: int | None, hybrid_ok: bool) -> dict[str, Any]:
+def _space(trial, device, max_cores: int | None) -> dict[str, Any]:
     # one candidate I/O core per cluster: cores of a cluster are interchangeable
     io_choices = [f"{c.name}0" for c in device.cpu.clusters]
     opts: dict[str, Any] = {}
-    opts["decode"] = trial.suggest_categorical("decode", ["cpu", "hybrid"] if hybrid_ok else ["cpu"])
+    opts["decode"] = trial.suggest_categorical("decode", ["cpu", "hybrid"])
     top = 7 if max_cores is None else max(1, min(7, max_cores - 1))
     opts["compute_threads"] = trial.suggest_int("compute_threads", 1, top)
     opts["io_core"] = trial.suggest_categorical("io_core", io_choices)
@@ -122,7 +122,6 @@ def plan(base: RunConfig, trials: int = 40, seed: int = 0, max_cores: int | None
     if trials < 1:
         raise InputError(None, "--trials", "at least 1 trial", trials)
     device = load_device(base.device, base.device_overrides or None)
-    hybrid_ok = True
     _, pol, _ = build(base)
     default = {k: getattr(pol.opt, k) for k in (*SEARCHED, "attention")}
     if max_cores is not None and default["compute_threads"] + 1 > max_cores:
@@ -134,7 +133,7 @@ def plan(base: RunConfig, trials: int = 40, seed: int = 0, max_cores: int | None
     results: dict[int, tuple[dict, dict]] = {}
 
     def objective(trial):
-        opts = _space(trial, device, max_cores, hybrid_ok)
+        opts = _space(trial, device, max_cores)
         cfg = replace(base, options={**base.options, **opts})
         try:
             r = run(cfg)
@@ -153,7 +152,7 @@ def plan(base: RunConfig, trials: int = 40, seed: int = 0, max_cores: int | None
     table = pd.DataFrame(rows)
     best = study.best_trial.number
     opts, summ = results[best]
-    d_opts, d_summ = results.get(0, (None, None))
+    _, d_summ = results.get(0, (None, None))
     if d_summ is None:
         raise InputError(None, "pi2sim plan", "a default configuration that runs under these constraints")
     notes = []

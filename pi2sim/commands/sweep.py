@@ -68,6 +68,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"{grid.name}.parquet")
     if out.suffix not in (".parquet", ".csv"):
         raise InputError(None, "--out", "a path ending in .parquet or .csv", str(out))
+    if out.suffix == ".parquet":
+        try:  # before hours of runs, not after
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise InputError(None, "--out", "a .csv path, or pyarrow installed for Parquet (pip install 'pi2sim[sweep]')", str(out)) from None
     journal = out.with_name(out.name + ".journal.jsonl")
     client = executor = None
     if args.dask or args.scheduler:

@@ -29,23 +29,16 @@ def parse_policy(spec: str) -> tuple[str, str | None]:
 
 
 def _row(label: str, summary: dict) -> dict:
-    cp = summary["critical_path"]
+    from .report.summary import summary_row
+
+    r = summary_row(summary)
     return {
         "policy": label,
-        "status": "ok",
-        "decode_tok_s": summary["decode_tok_s"],
-        "prefill_tok_s": summary["prefill_tok_s"],
-        "ttft_ms": summary["ttft_ms"],
-        "tbt_p50_ms": summary["tbt_ms"]["p50"],
-        "tbt_p99_ms": summary["tbt_ms"]["p99"],
-        "peak_memory_gb": summary["peak_memory_gb"],
-        "flash_mb_per_token": summary["flash_bytes_per_token"] / 1e6,
-        "flash_reads_per_token": summary["flash_reads_per_token"],
-        "hit_rate": summary["neuron_cache_hit_rate"],
-        "compute_share": cp["compute"],
-        "io_stall_share": cp["io_stall"],
-        "other_share": cp["other"],
-        "reason": "",
+        **{k: r[k] for k in ("status", "decode_tok_s", "prefill_tok_s", "ttft_ms", "tbt_p50_ms", "tbt_p99_ms", "peak_memory_gb")},
+        "flash_mb_per_token": r["flash_bytes_per_token"] / 1e6,
+        "flash_reads_per_token": r["flash_reads_per_token"],
+        "hit_rate": r["neuron_cache_hit_rate"],
+        **{k: r[k] for k in ("compute_share", "io_stall_share", "other_share", "reason")},
     }
 
 

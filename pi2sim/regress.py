@@ -76,20 +76,10 @@ def load_scenarios(root: Path | None = None) -> list[Scenario]:
 
 
 def _metrics(summary: dict) -> dict[str, float]:
-    cp = summary["critical_path"]
-    return {
-        "decode_tok_s": summary["decode_tok_s"],
-        "prefill_tok_s": summary["prefill_tok_s"],
-        "ttft_ms": summary["ttft_ms"],
-        "tbt_p50_ms": summary["tbt_ms"]["p50"],
-        "tbt_p99_ms": summary["tbt_ms"]["p99"],
-        "peak_memory_gb": summary["peak_memory_gb"],
-        "flash_bytes_per_token": summary["flash_bytes_per_token"],
-        "flash_reads_per_token": summary["flash_reads_per_token"],
-        "neuron_cache_hit_rate": summary["neuron_cache_hit_rate"],
-        "compute_share": cp["compute"],
-        "io_stall_share": cp["io_stall"],
-    }
+    from .report.summary import summary_row
+
+    row = summary_row(summary)
+    return {m: row[m] for m in METRICS}
 
 
 def _round(x: float) -> float:

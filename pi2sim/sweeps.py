@@ -36,6 +36,7 @@ import pandas as pd
 from . import resources, yamlio
 from .config import RunConfig, apply_values, config_hash
 from .errors import InputError
+from .report.summary import summary_row
 from .schema import to_dict
 
 GRID_KEYS = {"base", "factors", "points", "name", "description"}
@@ -186,41 +187,6 @@ METRICS = [
     "peak_memory_gb", "memory_budget_gb", "flash_bytes_per_token", "flash_reads_per_token", "flash_read_gbs",
     "neuron_cache_hit_rate", "compute_share", "io_stall_share", "other_share", "reason",
 ]
-
-
-def summary_row(summary: dict) -> dict[str, Any]:
-    """The headline metrics of a run, flat, with unit-suffixed names."""
-    cp = summary["critical_path"]
-    t = summary["tbt_ms"]
-    row = {
-        "status": "ok",
-        "decode_tok_s": summary["decode_tok_s"],
-        "prefill_tok_s": summary["prefill_tok_s"],
-        "ttft_ms": summary["ttft_ms"],
-        "tbt_mean_ms": t["mean"],
-        "tbt_p50_ms": t["p50"],
-        "tbt_p90_ms": t["p90"],
-        "tbt_p99_ms": t["p99"],
-        "peak_memory_gb": summary["peak_memory_gb"],
-        "memory_budget_gb": summary["memory_budget_gb"],
-        "flash_bytes_per_token": summary["flash_bytes_per_token"],
-        "flash_reads_per_token": summary["flash_reads_per_token"],
-        "flash_read_gbs": summary["flash_read_gbs"],
-        "neuron_cache_hit_rate": summary["neuron_cache_hit_rate"],
-        "compute_share": cp["compute"],
-        "io_stall_share": cp["io_stall"],
-        "other_share": cp["other"],
-        "reason": "",
-    }
-    for k, v in summary.get("critical_path_ms_per_token", {}).items():
-        row[f"critical_{k}_ms"] = v
-    for k, v in summary.get("stage_ms_per_token", {}).items():
-        row[f"stage_{k}_ms"] = v
-    for k, v in summary.get("memory_breakdown_gb", {}).items():
-        row[f"memory_{k}_gb"] = v
-    for k, v in summary.get("utilization", {}).items():
-        row[f"util_{k}"] = v
-    return row
 
 
 def run_point(cfg: RunConfig) -> dict[str, Any]:
@@ -407,6 +373,14 @@ def tidy(points: list[dict], cfgs: list[RunConfig], keys: list[str], rows: dict[
     return df
 
 
+def require_parquet(out: Path) -> None:
+    """Parquet needs pyarrow (extra ``sweep``); say so as bad input."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise InputError(None, "--out", "a .csv path, or pyarrow installed for Parquet (pip install 'pi2sim[sweep]')", str(out)) from None
+
+
 def write_table(df: pd.DataFrame, out: Path) -> list[Path]:
     """Parquet (if ``out`` ends in .parquet) and CSV beside it, each written atomically."""
     from .atomic import atomic_open, write_text
@@ -415,10 +389,7 @@ def write_table(df: pd.DataFrame, out: Path) -> list[Path]:
     written = []
     csv_path = out.with_suffix(".csv")
     if out.suffix == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise InputError(None, "--out", "a .csv path, or pyarrow installed for Parquet (pip install 'pi2sim[sweep]')", str(out)) from None
+        require_parquet(out)
         with atomic_open(out) as fh:
             df.to_parquet(fh, index=False)
         written.append(out)

@@ -60,7 +60,7 @@ def dask_executor(address: str | None, workers: int):
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..sweeps import load_grid, run_grid, write_table
+    from ..sweeps import load_grid, require_parquet, run_grid, write_table
 
     if args.jobs < 1:
         raise InputError(None, "--jobs", "a positive number of workers", args.jobs)
@@ -69,10 +69,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if out.suffix not in (".parquet", ".csv"):
         raise InputError(None, "--out", "a path ending in .parquet or .csv", str(out))
     if out.suffix == ".parquet":
-        try:  # before hours of runs, not after
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise InputError(None, "--out", "a .csv path, or pyarrow installed for Parquet (pip install 'pi2sim[sweep]')", str(out)) from None
+        require_parquet(out)  # before hours of runs, not after
     journal = out.with_name(out.name + ".journal.jsonl")
     client = executor = None
     if args.dask or args.scheduler:

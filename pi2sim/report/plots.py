@@ -90,7 +90,7 @@ def device_comparison(df: pd.DataFrame, group: str = "model", device: str = "dev
 
 def summaries_frame(results: dict[str, Any]) -> pd.DataFrame:
     """{label: SimResult or summary dict} -> the same tidy columns a sweep writes."""
-    from ..sweeps import summary_row
+    from .summary import summary_row
 
     rows = []
     for label, r in results.items():

@@ -89,3 +89,38 @@ def summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workl
     for k, v in timing.stage_s.items():
         df[f"{k}_ms"] = np.asarray(v) * 1e3
     return summary, df
+
+
+def summary_row(summary: dict) -> dict:
+    """A run's summary as one flat row with unit-suffixed names (sweep tables, compare, regress)."""
+    cp = summary["critical_path"]
+    t = summary["tbt_ms"]
+    row = {
+        "status": "ok",
+        "decode_tok_s": summary["decode_tok_s"],
+        "prefill_tok_s": summary["prefill_tok_s"],
+        "ttft_ms": summary["ttft_ms"],
+        "tbt_mean_ms": t["mean"],
+        "tbt_p50_ms": t["p50"],
+        "tbt_p90_ms": t["p90"],
+        "tbt_p99_ms": t["p99"],
+        "peak_memory_gb": summary["peak_memory_gb"],
+        "memory_budget_gb": summary["memory_budget_gb"],
+        "flash_bytes_per_token": summary["flash_bytes_per_token"],
+        "flash_reads_per_token": summary["flash_reads_per_token"],
+        "flash_read_gbs": summary["flash_read_gbs"],
+        "neuron_cache_hit_rate": summary["neuron_cache_hit_rate"],
+        "compute_share": cp["compute"],
+        "io_stall_share": cp["io_stall"],
+        "other_share": cp["other"],
+        "reason": "",
+    }
+    for k, v in summary.get("critical_path_ms_per_token", {}).items():
+        row[f"critical_{k}_ms"] = v
+    for k, v in summary.get("stage_ms_per_token", {}).items():
+        row[f"stage_{k}_ms"] = v
+    for k, v in summary.get("memory_breakdown_gb", {}).items():
+        row[f"memory_{k}_gb"] = v
+    for k, v in summary.get("utilization", {}).items():
+        row[f"util_{k}"] = v
+    return row

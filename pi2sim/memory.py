@@ -141,6 +141,18 @@ class MemoryPlan:
             raise AssertionError(f"memory plan {self.total / GB:.3f} GB exceeds the budget {self.budget / GB:.3f} GB")
 
 
+def sparse_resident(s: "ModelBytes", context_tokens: int, prompt_tokens: int) -> dict[str, float]:
+    """What a predictor-driven sparse engine (PowerInfer-2, LLM in a Flash) keeps resident besides
+    FFN neurons: everything but the FFN, the KV cache, activations, predictors, the runtime."""
+    return {
+        "non_ffn_weights": s.non_ffn(),
+        "kv_cache": s.kv_cache(context_tokens),
+        "activations": s.activations(prompt_tokens),
+        "predictors": s.predictors(),
+        "runtime": RUNTIME_BYTES,
+    }
+
+
 def budget_from(memory_gb: float | None, ffn_offload: float | None, fixed: float, ffn_bytes: float, app_usable: float, device_name: str) -> tuple[float, float]:
     """(budget bytes, bytes available for FFN weights in DRAM) for a memory condition.
 

@@ -27,7 +27,7 @@ from ..access import segmented
 from ..access.workload import Workload, neuron_frequencies
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Flash, PrefillPlan
-from ..memory import RUNTIME_BYTES, MemoryPlan, budget_from
+from ..memory import MemoryPlan, budget_from, sparse_resident
 from ..schema import spec_field
 from ..specs.quant import bundle_layout
 from . import register
@@ -86,13 +86,7 @@ class LLMInAFlash(Policy):
         if self._mem is not None:
             return self._mem
         ctx, s = self.ctx, self.sizes
-        comps = {
-            "non_ffn_weights": s.non_ffn(),
-            "kv_cache": s.kv_cache(ctx.context_tokens),
-            "activations": s.activations(ctx.prompt_tokens),
-            "predictors": s.predictors(),
-            "runtime": RUNTIME_BYTES,
-        }
+        comps = sparse_resident(s, ctx.context_tokens, ctx.prompt_tokens)
         fixed = sum(comps.values())
         ffn = s.ffn_neurons_total() * self.neuron_bytes()
         budget, avail = budget_from(ctx.memory_gb, ctx.ffn_offload, fixed, ffn, ctx.device.dram.app_usable_bytes, ctx.device.name)

@@ -36,7 +36,7 @@ from ..access.workload import Workload, neuron_frequencies
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Flash, NeuronPipeline, PrefillPlan
 from ..errors import InputError
-from ..memory import RUNTIME_BYTES, MemoryPlan, budget_from
+from ..memory import MemoryPlan, budget_from, sparse_resident
 from ..schema import spec_field
 from ..specs.quant import bundle_layout
 from . import register
@@ -151,13 +151,7 @@ class PowerInfer2(Policy):
         if self._mem is not None:
             return self._mem
         ctx, s = self.ctx, self.sizes
-        comps = {
-            "non_ffn_weights": s.non_ffn(),
-            "kv_cache": s.kv_cache(ctx.context_tokens),
-            "activations": s.activations(ctx.prompt_tokens),
-            "predictors": s.predictors(),
-            "runtime": RUNTIME_BYTES,
-        }
+        comps = sparse_resident(s, ctx.context_tokens, ctx.prompt_tokens)
         if self.opt.scale_placement == "dram":
             comps["ffn_scales"] = s.ffn_scales()
         fixed = sum(comps.values())

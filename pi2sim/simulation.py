@@ -82,11 +82,17 @@ def build(cfg: RunConfig) -> tuple[RunContext, Policy, str | None]:
     return ctx, cls(ctx, opts), preset
 
 
-def run(cfg: RunConfig, progress: bool = False) -> SimResult:
+def run(cfg: RunConfig, progress: bool = False, recorder=None) -> SimResult:
+    """Simulate one configuration. ``recorder`` (a :class:`~pi2sim.engine.recorder.Recorder`)
+    collects a timeline; it needs an event tier (``layer`` or ``cluster``)."""
     from .access.workload import open_workload
     from .commands.trace import model_trace_path
     from .report.summary import summarize
 
+    if recorder is not None and cfg.fidelity == "analytic":
+        from .errors import InputError
+
+        raise InputError(None, "fidelity", "an event tier (cluster or layer) for a timeline: the analytic tier has no events", "analytic")
     ctx, pol, preset = build(cfg)
     mem = pol.memory()
     mem.check()
@@ -114,7 +120,7 @@ def run(cfg: RunConfig, progress: bool = False) -> SimResult:
     acc_sum = pol.access_summary(access)
     plan = pol.decode_plan(access)
     _progress(f"timing ({cfg.fidelity} tier)", progress)
-    timing = execute(ctx.device, plan, cfg.fidelity, progress)
+    timing = execute(ctx.device, plan, cfg.fidelity, progress, recorder)
     pre = pol.prefill_plan()
     timing.prefill_s, timing.prefill_split, timing.prefill_busy_s = analytic.run_prefill(ctx.device, pre)
     resolved = resolve(cfg, ctx, pol, preset, trace_info)
@@ -124,12 +130,12 @@ def run(cfg: RunConfig, progress: bool = False) -> SimResult:
     return SimResult(cfg, resolved, summary, tokens, timing, mem, access, acc_sum, pol, ctx.device, ctx.model)
 
 
-def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False) -> TimingResult:
+def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False, recorder=None) -> TimingResult:
     if fidelity == "analytic":
         return analytic.run_decode(device, plan)
     from .engine import des
 
-    return des.run_decode(device, plan, granularity=fidelity, progress=progress)
+    return des.run_decode(device, plan, granularity=fidelity, progress=progress, recorder=recorder)
 
 
 def _sha_of(path: str | Path) -> str:

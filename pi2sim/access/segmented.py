@@ -43,6 +43,7 @@ class NeuronAccess:
     fp_miss: np.ndarray
     routed_hot: np.ndarray  # [T, L] hot-region neurons in the routed experts (dense NPU rows)
     evicted: np.ndarray  # [T, L] neurons that left the cold region (capacity or window)
+    cold_size: np.ndarray  # [T, L] neurons in the cold region after the layer
     experts: np.ndarray | None  # [T, L, K]
     hot_neurons: int
     cold_capacity: int
@@ -98,6 +99,7 @@ def simulate(
     fp_ratio = (1.0 / precision - 1.0) if precision < 1.0 else 0.0
     peak = lru.size
     evicted = np.zeros((T, L), np.int64)
+    cold_size = np.zeros((T, L), np.int64)
     token_start: list[int] = []
     for t, act, ex in w.steps():
         token_start.append(lru.step + 1)
@@ -146,9 +148,11 @@ def simulate(
                     fields["fp_cold_hit"][t, l] += int(fhit.sum())
                     fields["fp_miss"][t, l] += len(fmiss)
             peak = max(peak, lru.size)
+            cold_size[t, l] = lru.size
     return NeuronAccess(
         **fields,
         evicted=evicted,
+        cold_size=cold_size,
         experts=experts_out,
         hot_neurons=int(hot_flat.sum()),
         cold_capacity=int(cold_capacity),

@@ -53,6 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", default=None, help="write summary.json and tokens.csv into this directory")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--timeline", default=None, metavar="OUT.json",
+                   help="write a Perfetto / Chrome trace of the decode (open in ui.perfetto.dev); implies --fidelity cluster unless given")
+    p.add_argument("--timeline-tokens", default=None, metavar="A:B",
+                   help=f"decode tokens A (inclusive) to B (exclusive) to keep in the timeline (default the first {TIMELINE_DEFAULT_TOKENS})")
     p.set_defaults(func=cmd_run)
 
     q = sub.add_parser("policies", help="list policies, or document one policy's options and presets")
@@ -130,12 +134,49 @@ def load_plan(path: str) -> tuple[dict, dict]:
     return run, dict(data["plan"])
 
 
+TIMELINE_DEFAULT_TOKENS = 16
+
+
+def parse_token_window(text: str | None, n_tokens: int) -> tuple[int, int]:
+    """``A:B`` -> (A, B), within the run's decode tokens; None -> the first tokens."""
+    if text is None:
+        return 0, min(n_tokens, TIMELINE_DEFAULT_TOKENS)
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        a = int(parts[0]) if parts[0] else 0
+        b = int(parts[1]) if parts[1] else n_tokens
+    except ValueError:
+        raise InputError(None, "--timeline-tokens", "A:B with integers A < B (e.g. 0:8)", text) from None
+    if not 0 <= a < b <= n_tokens:
+        raise InputError(None, "--timeline-tokens", f"0 <= A < B <= {n_tokens} (the run's decode tokens)", text)
+    return a, b
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..report.output import human, summary_json, write_outputs
     from ..simulation import run
 
+    if args.timeline_tokens is not None and args.timeline is None:
+        raise InputError(None, "--timeline-tokens", "--timeline OUT.json as well", args.timeline_tokens)
+    if args.timeline is not None and args.fidelity is None:
+        args.fidelity = "cluster"  # a timeline shows every neuron cluster unless asked otherwise
     cfg = config_from_args(args)
-    result = run(cfg, progress=not args.quiet)
+    recorder = None
+    if args.timeline is not None:
+        from ..engine.recorder import Recorder
+
+        a, b = parse_token_window(args.timeline_tokens, cfg.decode_tokens)
+        recorder = Recorder(a, b)
+    result = run(cfg, progress=not args.quiet, recorder=recorder)
+    if recorder is not None:
+        from ..report.timeline import write_timeline
+
+        recorder.meta.update(config_hash=result.resolved["config_hash"], tokens=f"{recorder.first_token}:{recorder.stop_token}",
+                             tier=cfg.fidelity, device=result.device.name, model=result.model.name, policy=cfg.policy)
+        print(f"wrote {write_timeline(args.timeline, recorder)} (tokens {recorder.first_token}:{recorder.stop_token}, "
+              f"{len(recorder.slices)} slices, {len(recorder.complete_flows())} flows)", file=sys.stderr)
     if args.json:
         sys.stdout.write(summary_json(result.summary))
     else:

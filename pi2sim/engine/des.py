@@ -34,6 +34,7 @@ from .analytic import Components, _pool_class
 from .compute import sparse_factor
 from .dram import FluidBus
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
+from .recorder import Recorder
 from .result import TimingResult
 
 LAYER_GROUPS = 4  # tasks per kind (hit / miss) per layer in the layer tier
@@ -49,24 +50,44 @@ def _at(arr, t: int, l: int | None):
 
 
 class _Engine:
-    def __init__(self, device: DeviceSpec, granularity: str):
+    def __init__(self, device: DeviceSpec, granularity: str, recorder: Recorder | None = None):
         self.device = device
         self.comp = Components(device)
         self.env = simpy.Environment()
         self.bus = FluidBus(self.env, self.comp.dram)
+        self.rec = recorder
+        if recorder is not None:
+            recorder.core_order = [c.id for c in device.cores()]
+            self.bus.on_rates = self._record_bandwidth
         self.granularity = granularity
         self.busy: dict[str, float] = {}
         self.io_free_at = 0.0
         self.events = 0
+        self._t, self._l = 0, None
 
     def add_busy(self, key: str, v: float) -> None:
         self.busy[key] = self.busy.get(key, 0.0) + v
+
+    # ------------------------------------------------------------------ timeline
+    def _record_bandwidth(self, rates: dict[str, float]) -> None:
+        self._bw_agents = getattr(self, "_bw_agents", set()) | set(rates)
+        for agent in sorted(self._bw_agents):  # agents seen so far; 0 once they stop streaming
+            self.rec.counter(f"DRAM bandwidth {agent} (GB/s)", self.env.now, round(rates.get(agent, 0.0) / 1e9, 3))
+
+    def on_cores(self, pool, name: str, start: float, end: float, **args) -> None:
+        """A pool kernel: the dynamic work split runs it on every core of the pool at once."""
+        if self.rec is not None and self.rec.active:
+            for cid in pool.ids():
+                self.rec.slice(f"cpu:{cid}", name, start, end, token=self._t, layer=self._l, **args)
+
+    def on_unit(self, unit: str, name: str, start: float, end: float, **args) -> None:
+        if self.rec is not None:
+            self.rec.slice(unit, name, start, end, token=self._t, layer=self._l, **args)
 
     # ------------------------------------------------------------------ stages
     def compute(self, c: Compute, t: int, l: int | None):
         """Run a Compute stage; returns (duration, compute part, other part)."""
         env = self.env
-        self._t, self._l = t, l
         start = env.now
         work = _at(c.work, t, l)
         pwork = _at(c.parallel.work, t, l) if c.parallel is not None else 0.0
@@ -84,6 +105,8 @@ class _Engine:
             barrier = max(barrier, self.comp.barrier(c.parallel))
         if barrier:
             yield env.timeout(barrier)
+            if c.pool is not None:
+                self.on_cores(c.pool, "barrier", env.now - barrier, env.now, stage=c.name)
         if c.category == "compute":
             return body + barrier, body, barrier
         return body + barrier, 0.0, body + barrier
@@ -110,8 +133,10 @@ class _Engine:
         if c.unit == "cpu":
             for cid in c.pool.ids():
                 self.add_busy(cid, dt)
+            self.on_cores(c.pool, c.name, t0, env.now)
         else:
             self.add_busy(c.unit, dt)
+            self.on_unit(c.unit, c.name, t0, env.now)
 
     def flash(self, f: Flash, t: int, l: int | None):
         n = _at(f.requests, t, l)
@@ -124,6 +149,10 @@ class _Engine:
             self.add_busy(cid, float(self.comp.ufs.issuer_busy(n, f.issuer_class)) / max(1, len(f.issuer_cores)))
         yield self.env.timeout(dt)
         self.events += 1
+        if self.rec is not None:
+            for cid in f.issuer_cores:
+                self.rec.slice(f"cpu:{cid}", f"{f.name}: issue {int(n)} reads", self.env.now - dt, self.env.now, token=t, layer=l)
+            self.rec.slice("ufs:batch", f"{f.name}: {int(n)} x {f.size / 1024:g} KiB", self.env.now - dt, self.env.now, token=t, layer=l)
         return dt, 0.0, 0.0
 
     def faults(self, f: Faults, t: int, l: int):
@@ -137,6 +166,7 @@ class _Engine:
             self.add_busy(k, float(v))
         yield self.env.timeout(dt)
         self.events += 1
+        self.on_cores(f.pool, f"{f.name} (page faults)", self.env.now - dt, self.env.now)
         return dt, float(r.compute), float(r.other)
 
     def pipeline(self, p: NeuronPipeline, t: int, l: int):
@@ -170,25 +200,30 @@ class _Engine:
         miss_groups = _split(g_miss, u_miss, gm)
         miss_reqs = _split(int(round(G)), int(round(U)), gm)
         cpu_busy = [0.0]
+        rec = self.rec if self.rec is not None and self.rec.active else None
+        if rec is not None and g_hit + g_miss > 0:
+            rec.counter("neuron cache hit rate", env.now, round(g_hit / (g_hit + g_miss), 4))
         ready: deque = deque()
         urgent: deque = deque()  # Gate compute of loaded clusters: it releases their Up/Down reads
         wake = [env.event()]
         done_tasks = [0]
         n_tasks = 2 * len(hit_groups) + 2 * len(miss_groups)
 
-        def push(task) -> None:
+        def push(task, flow=None) -> None:
+            task = (*task[:4], flow)
             (urgent if (task[0] == "g" and task[2] is not None and p.two_phase) else ready).append(task)
             if not wake[0].triggered:
                 wake[0].succeed()
 
+        # task: (kind "g"/"u", bytes, follow-up of a loaded Gate part, timeline label, flow id)
         for gn, un in hit_groups:
-            ready.append(("g", gn * p.gate_bytes_per_neuron, None))
-            ready.append(("u", un * p.ud_bytes_per_neuron, None))
+            ready.append(("g", gn * p.gate_bytes_per_neuron, None, f"gate, cached ({gn} neurons)", None))
+            ready.append(("u", un * p.ud_bytes_per_neuron, None, f"up/down, cached ({un} neurons)", None))
         io = _IoThread(self, p, span, push) if miss_groups else None
         for i, ((gn, un), (gr, ur)) in enumerate(zip(miss_groups, miss_reqs)):
             # two-phase: Gate part now, Up/Down part after the Gate compute; one-phase: the whole bundle now
             first = gr if p.two_phase else gr + ur
-            io.submit_gate(first, ("g", gn * p.gate_bytes_per_neuron, (i, ur, un * p.ud_bytes_per_neuron)))
+            io.submit_gate(first, ("g", gn * p.gate_bytes_per_neuron, (i, ur, un * p.ud_bytes_per_neuron, un), f"gate, loaded ({gn} neurons)", None))
         if io is not None:
             env.process(io.run())
 
@@ -197,19 +232,23 @@ class _Engine:
                 while not ready and not urgent:
                     wake[0] = env.event()
                     yield wake[0]
-                kind, nbytes, follow = (urgent or ready).popleft()
+                kind, nbytes, follow, label, flow = (urgent or ready).popleft()
                 t0 = env.now
                 if nbytes > 0:
                     yield self.bus.transfer("cpu", nbytes, demand)
                     self.events += 1
                 cpu_busy[0] += env.now - t0
                 done_tasks[0] += 1
+                if rec is not None and env.now > t0:
+                    self.on_cores(pool, label, t0, env.now)
+                    rec.flow_end(flow, f"cpu:{pool.ids()[0]}", t0)
                 if kind == "g" and follow is not None:
-                    i, ur, ubytes = follow
+                    i, ur, ubytes, un = follow
+                    task = ("u", ubytes, None, f"up/down, loaded ({un} neurons)", None)
                     if p.two_phase:
-                        io.submit_ud(ur, ("u", ubytes, None))
+                        io.submit_ud(ur, task)
                     else:
-                        io.ud_after_gate(i, ur, ("u", ubytes, None))
+                        io.ud_after_gate(i, ur, task)
 
         yield env.process(worker())
         if parallel_ev is not None:
@@ -218,6 +257,7 @@ class _Engine:
         barrier = pool.barrier_s if work_total > 0 else 0.0
         if barrier:
             yield env.timeout(barrier)
+            self.on_cores(pool, "barrier", env.now - barrier, env.now, stage=p.name)
         for cid in pool.ids():
             self.add_busy(cid, cpu_busy[0])
         compute = min(body, cpu_busy[0] if parallel_ev is None else max(cpu_busy[0], self._last_parallel(p, t, l)))
@@ -244,6 +284,7 @@ class _Engine:
         dt = float(np.sum(r.total))
         yield self.env.timeout(dt)
         self.events += 1
+        self.on_cores(p.pool, f"{p.name} ({p.mode} mode)", self.env.now - dt, self.env.now)
         return dt, float(np.sum(r.compute)), float(np.sum(r.other))
 
 
@@ -309,11 +350,29 @@ class _IoThread:
                 yield env.timeout(start - env.now)
             self.eng.add_busy(p.io_core, n * self.c)
             self.eng.add_busy("ufs", n * svc)
+            flow = self._record(n, per, lat, size, task)
             done = env.timeout(lat + (n - 1) * per)
-            done.callbacks.append(lambda _e, task=task: self.push(task))
+            done.callbacks.append(lambda _e, task=task, flow=flow: self.push(task, flow))
             self.eng.io_free_at = env.now + n * per
             self.eng.events += 2
             yield env.timeout(n * per)
+
+    def _record(self, n: int, per: float, lat: float, size: float, task) -> int | None:
+        """Timeline: the I/O thread issuing the batch on its core, each request on a UFS queue slot,
+        a flow from the batch's last completion to the compute that consumes it."""
+        rec = self.eng.rec
+        if rec is None or not rec.active:
+            return None
+        now = self.eng.env.now
+        what = "gate" if task[0] == "g" else "up/down"
+        e = self.eng
+        # the I/O thread's own track; if its core also runs compute threads, a second track on that core
+        core = f"cpu:{self.p.io_core}" + (":io" if self.p.io_core in self.p.pool.ids() else "")
+        rec.slice(core, f"issue {n} {what} reads", now, now + n * per, token=e._t, layer=e._l)
+        track = None
+        for i in range(int(n)):
+            track = rec.ufs_request(now + i * per, now + i * per + lat, f"{what} read {size / 1024:g} KiB", token=e._t, layer=e._l)
+        return rec.flow_start(track, now + (n - 1) * per)
 
 
 def _split(a: int, b: int, groups: int) -> list[tuple[int, int]]:
@@ -351,8 +410,10 @@ def _slice_pipeline(p: NeuronPipeline, t: int, l: int) -> NeuronPipeline:
     )
 
 
-def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer", progress: bool = False) -> TimingResult:
-    eng = _Engine(device, granularity)
+def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer", progress: bool = False,
+               recorder: Recorder | None = None) -> TimingResult:
+    """Execute the plan; ``recorder`` (optional) collects the timeline of its token window."""
+    eng = _Engine(device, granularity, recorder)
     env = eng.env
     T, L = plan.n_tokens, plan.n_layers
     token = np.zeros(T)
@@ -369,6 +430,7 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer",
         stage_s.setdefault(name, np.zeros(T))[t] += dt
 
     def run_stage(st, t: int, l: int | None):
+        eng._t, eng._l = t, l
         if isinstance(st, Compute):
             r = yield from eng.compute(st, t, l)
         elif isinstance(st, Flash):
@@ -384,15 +446,29 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer",
             raise TypeError(type(st))
         return r
 
+    rec = eng.rec
+
     def decoder():
         for t in range(T):
+            if rec is not None:
+                rec.begin_token(t)
+                t_start = env.now
+                resident = getattr(plan, "dram_resident_bytes", None)
             for l in range(L):
+                if rec is not None:
+                    l_start = env.now
+                    if resident is not None:
+                        rec.counter("DRAM resident (GB)", env.now, round(float(resident[t, l]) / 1e9, 4))
                 for st in plan.layer_stages:
                     dt, c, o = yield from run_stage(st, t, l)
                     record(t, st.name, dt, c, o)
+                if rec is not None:
+                    rec.slice("layers", f"layer {l}", l_start, env.now, token=t, layer=l)
             for st in plan.token_stages:
                 dt, c, o = yield from run_stage(st, t, None)
                 record(t, st.name, dt, c, o)
+            if rec is not None:
+                rec.slice("decode", f"token {t}", t_start, env.now, token=t, latency_ms=round((env.now - t_start) * 1e3, 4))
             if progress and (t + 1) % max(1, T // 10) == 0:
                 print(f"\r[pi2sim] decode {t + 1}/{T} tokens", end="", file=sys.stderr, flush=True)
 

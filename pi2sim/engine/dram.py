@@ -154,6 +154,7 @@ class FluidBus:
         self._version = 0
         self.bytes_by_agent: dict[str, float] = {}
         self.busy_time = 0.0  # time with at least one stream active
+        self.on_rates = None  # optional callback(agent -> bytes/s) after every re-allocation (timelines)
 
     def transfer(self, agent: str, nbytes: float, demand: float) -> simpy.Event:
         done = self.env.event()
@@ -187,6 +188,8 @@ class FluidBus:
                 alive.append(f)
         self.flows = alive
         if not alive:
+            if self.on_rates is not None:
+                self.on_rates({})
             return
         demand_by_agent: dict[str, float] = {}
         for f in alive:
@@ -194,6 +197,8 @@ class FluidBus:
         rates = self.model.allocate(demand_by_agent)
         for f in alive:
             f.rate = rates[f.agent] * f.demand / demand_by_agent[f.agent]
+        if self.on_rates is not None:
+            self.on_rates(rates)
         self._version += 1
         version = self._version
         wake = min(f.remaining / f.rate for f in alive)

@@ -133,6 +133,7 @@ class DecodePlan:
     token_stages: list[Stage] = field(default_factory=list)
     flash_bytes: np.ndarray | None = None  # [T] bytes read from flash (for reporting)
     flash_reads: np.ndarray | None = None  # [T] requests
+    dram_resident_bytes: np.ndarray | None = None  # [T, L] DRAM the engine holds during each layer (timelines, checks)
 
     def validate(self) -> None:
         T, L = self.n_tokens, self.n_layers

@@ -325,6 +325,8 @@ class PowerInfer2(Policy):
         flash_bytes = (gate_reqs * gate_size + ud_reqs * ud_size).sum(axis=1)
         flash_reads = (gate_reqs + ud_reqs).sum(axis=1)
         plan = DecodePlan(T, L, stages, token, flash_bytes=flash_bytes.astype(float), flash_reads=flash_reads.astype(float))
+        mem = self.memory()
+        plan.dram_resident_bytes = mem.fixed + (acc.hot_neurons + acc.cold_size) * self.cached_neuron_bytes()
         plan.validate()
         return plan
 

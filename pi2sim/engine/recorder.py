@@ -1,0 +1,99 @@
+"""What the event tiers saw, as plain records: slices on named tracks, counters and flows.
+
+The engine calls a :class:`Recorder` while it runs (it knows nothing of file formats); the report
+layer (:mod:`pi2sim.report.timeline`) turns the records into a Perfetto / Chrome trace. A recorder
+keeps only the decode tokens of its window, so a long run can still give a small file.
+
+Tracks are named by what they model: ``cpu:<core id>`` (one per CPU core), ``npu``, ``gpu``,
+``ufs:slot<i>`` (one per UFS queue slot a request occupies from issue to completion),
+``decode`` (one slice per token) and ``layers``. Times are simulated seconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Slice:
+    track: str
+    name: str
+    start_s: float
+    end_s: float
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class Flow:
+    """An arrow from the slice that produced something (an I/O completion) to the one that used it."""
+
+    id: int
+    src_track: str
+    src_s: float
+    dst_track: str | None = None
+    dst_s: float | None = None
+
+
+class Recorder:
+    def __init__(self, first_token: int = 0, stop_token: int | None = None):
+        if first_token < 0 or (stop_token is not None and stop_token <= first_token):
+            raise ValueError("token window must satisfy 0 <= first < stop")
+        self.first_token = first_token
+        self.stop_token = stop_token
+        self.active = False
+        self.token = -1
+        self.slices: list[Slice] = []
+        self.counters: dict[str, list[tuple[float, float]]] = {}
+        self.flows: list[Flow] = []
+        self._slot_free: list[tuple[float, int]] = []  # (free at, slot) heap of UFS queue slots
+        self.slots_used = 0
+        self.core_order: list[str] = []  # CPU cores in the device's order (track order in the UI)
+        self.meta: dict = {}
+
+    # ------------------------------------------------------------------ window
+    def begin_token(self, t: int) -> None:
+        self.token = t
+        self.active = t >= self.first_token and (self.stop_token is None or t < self.stop_token)
+
+    # ------------------------------------------------------------------ records
+    def slice(self, track: str, name: str, start_s: float, end_s: float, **args) -> None:
+        if self.active and end_s > start_s:
+            self.slices.append(Slice(track, name, start_s, end_s, args))
+
+    def counter(self, name: str, t_s: float, value: float) -> None:
+        if not self.active:
+            return
+        series = self.counters.setdefault(name, [])
+        if series and series[-1][0] == t_s:
+            series[-1] = (t_s, value)  # several updates at one instant: the last one holds
+        elif not series or series[-1][1] != value:
+            series.append((t_s, value))
+
+    def ufs_request(self, issue_s: float, done_s: float, name: str, **args) -> str:
+        """Place one request on the first free queue slot; returns the slot's track."""
+        if self._slot_free and self._slot_free[0][0] <= issue_s:
+            _, slot = heapq.heappop(self._slot_free)
+        else:
+            slot = self.slots_used
+            self.slots_used += 1
+        heapq.heappush(self._slot_free, (done_s, slot))
+        track = f"ufs:slot{slot}"
+        self.slice(track, name, issue_s, done_s, **args)
+        return track
+
+    def flow_start(self, track: str, t_s: float) -> int | None:
+        if not self.active:
+            return None
+        self.flows.append(Flow(len(self.flows), track, t_s))
+        return len(self.flows) - 1
+
+    def flow_end(self, flow_id: int | None, track: str, t_s: float) -> None:
+        if flow_id is None or not self.active:
+            return
+        f = self.flows[flow_id]
+        f.dst_track, f.dst_s = track, t_s
+
+    def complete_flows(self) -> list[Flow]:
+        """Flows with both ends inside the window."""
+        return [f for f in self.flows if f.dst_track is not None]

@@ -42,15 +42,20 @@ def _child(code: str, env: dict | None = None) -> dict:
     return out
 
 
-def decode_speed(model: str, tier: str, tokens: int, memory: dict) -> dict:
+def decode_speed(model: str, tier: str, tokens: int, memory: dict, timing_only: bool = False) -> dict:
+    """Simulated decode tokens per wall-second of one run. ``timing_only``: the measured run differs
+    from an earlier one only after the access model (compute threads), so the access result is
+    memoised and the run costs specs + timing + report (what a sweep over device knobs pays)."""
     code = f"""
 import json, time
 from pi2sim.config import RunConfig, apply_values
 from pi2sim.simulation import build, run
 cfg = apply_values(RunConfig(), {{"model": {model!r}, "decode_tokens": {tokens}, "fidelity": {tier!r}, **{memory!r}}})
-run(apply_values(cfg, {{"decode_tokens": 4}}))  # imports, trace open, JIT-free warm-up
+run(apply_values(cfg, {{"decode_tokens": {tokens} if {timing_only!r} else 4}}))  # imports, trace open (and the access, if timing_only)
+if {timing_only!r}:
+    cfg = apply_values(cfg, {{"compute_threads": 3}})
 t0 = time.perf_counter(); r = run(cfg); wall = time.perf_counter() - t0
-print(json.dumps({{"wall_s": wall, "decode_tok_s_sim": r.summary["decode_tok_s"], "timing": r.resolved.get("timing_s", {{}})}}))
+print(json.dumps({{"wall_s": wall, "decode_tok_s_sim": r.summary["decode_tok_s"]}}))
 """
     out = _child(code)
     out["sim_tokens_per_wall_s"] = tokens / out["wall_s"]
@@ -68,18 +73,17 @@ print(json.dumps({{"wall_s": wall}}))
     return _child(code, {"PI2SIM_CACHE": str(cache)})
 
 
-def sweep_throughput(configs: int, tokens: int, jobs: int) -> dict:
+def sweep_throughput(factors: dict, tokens: int, jobs: int) -> dict:
     code = f"""
 import json, time
 import pi2sim
-mem = [round(3 + 0.01 * i, 3) for i in range({configs})]
 t0 = time.perf_counter()
-df = pi2sim.sweep({{"model": "turbosparse-mistral-7b", "decode_tokens": {tokens}, "fidelity": "analytic"}}, {{"memory_gb": mem}}, jobs={jobs}, use_cache=False)
+df = pi2sim.sweep({{"model": "turbosparse-mistral-7b", "decode_tokens": {tokens}, "fidelity": "analytic", "ffn_offload": 0.5}}, {factors!r}, jobs={jobs}, use_cache=False)
 wall = time.perf_counter() - t0
-print(json.dumps({{"wall_s": wall, "ok": int((df.status == "ok").sum())}}))
+print(json.dumps({{"wall_s": wall, "ok": int((df.status == "ok").sum()), "configs": len(df)}}))
 """
     out = _child(code)
-    out["configs_per_min"] = configs / out["wall_s"] * 60
+    out["configs_per_min"] = out["configs"] / out["wall_s"] * 60
     return out
 
 
@@ -130,12 +134,23 @@ def main() -> int:
             add(f"{model} {tier} ({tokens} tokens)", r["sim_tokens_per_wall_s"], "sim tok / wall s", TARGETS.get((model, tier)),
                 extra={"wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"]})
 
+    for model, memory in (("turbosparse-mixtral-47b", {"memory_gb": 19}),):
+        r = decode_speed(model, "analytic", tiers["analytic"], memory, timing_only=True)
+        add(f"{model} analytic, timing-only change ({tiers['analytic']} tokens)", r["sim_tokens_per_wall_s"], "sim tok / wall s",
+            TARGETS.get((model, "analytic")), extra={"wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"]})
+
     rss = decode_speed("turbosparse-mixtral-47b", "layer", 256 if q else 1024, {"memory_gb": 19})
     add(f"peak RSS, Mixtral-47B {'256' if q else '1,024'}-token run (layer tier)", rss["peak_rss_mb"] / 1024, "GB", 1.5, "lower")
 
+    # a memory sweep: every config has its own cache size, so every config runs the access model
     n_cfg, tokens = (40, 128) if q else (200, 128)
-    sw = sweep_throughput(n_cfg, tokens, jobs=2)
-    add(f"analytic sweep, {n_cfg} configs x {tokens} tokens, 2 jobs", sw["configs_per_min"], "configs / min", 200.0)
+    sw = sweep_throughput({"memory_gb": [round(3 + 0.01 * i, 3) for i in range(n_cfg)]}, tokens, jobs=2)
+    add(f"analytic sweep over memory, {n_cfg} configs x {tokens} tokens, 2 jobs", sw["configs_per_min"], "configs / min", 200.0)
+    # a device/schedule sweep at one memory size: the access result is shared (memoised per worker)
+    lat = [f"{40 + 5 * i} us" for i in range(5 if q else 25)]
+    knobs = {"device.storage.latency": lat, "compute_threads": [2, 3, 4, 5], "cluster_neurons": [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096][: 2 if q else 10]}
+    sw = sweep_throughput(knobs, tokens, jobs=2)
+    add(f"analytic sweep over device/schedule knobs, {sw['configs']} configs x {tokens} tokens, 2 jobs", sw["configs_per_min"], "configs / min", 200.0)
 
     out = Path(args.out) if args.out else HERE / "results" / f"{platform.node() or 'host'}-{date.today().isoformat()}{'-quick' if q else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

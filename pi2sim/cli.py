@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .errors import EXIT_BAD_INPUT, InputError
+from .errors import EXIT_BAD_INPUT, EXIT_SIMULATION_ERROR, InputError, SimulationError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"pi2sim: {exc.line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except SimulationError as exc:
+        print(f"pi2sim: simulation error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_SIMULATION_ERROR
     except KeyboardInterrupt:
         print("pi2sim: interrupted", file=sys.stderr)
         return 130

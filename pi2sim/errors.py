@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_SIMULATION_ERROR = 3
 
 
 def _short(value: object, limit: int = 60) -> str:

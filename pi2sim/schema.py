@@ -36,6 +36,7 @@ class FieldSpec:
     hi: float | None = None  # inclusive upper bound (SI)
     lo_open: bool = False  # lower bound is exclusive
     help: str = ""
+    zero_ok: bool = False  # exactly 0 is allowed besides [lo, hi] (an ideal "free" cost in a what-if)
 
 
 def spec_field(
@@ -47,10 +48,13 @@ def spec_field(
     lo: float | None = None,
     hi: float | None = None,
     gt: float | None = None,
+    zero_ok: bool = False,
     help: str = "",
 ) -> Any:
-    """A dataclass field with loading metadata. ``gt`` is an exclusive lower bound."""
-    meta = FieldSpec(key=key, unit=unit, lo=gt if gt is not None else lo, hi=hi, lo_open=gt is not None, help=help)
+    """A dataclass field with loading metadata. ``gt`` is an exclusive lower bound; ``zero_ok``
+    also allows exactly 0. Bounds are physical plausibility ranges, narrower than 1000x where the
+    quantity allows, so that a unit slip (ns for us, MB for GB) is rejected rather than simulated."""
+    meta = FieldSpec(key=key, unit=unit, lo=gt if gt is not None else lo, hi=hi, lo_open=gt is not None, help=help, zero_ok=zero_ok)
     kwargs: dict[str, Any] = {"metadata": {"pi2sim": meta}}
     if default is not MISSING:
         kwargs["default"] = default
@@ -77,6 +81,8 @@ def _range_text(fs: FieldSpec) -> str:
     def fmt(v: float) -> str:
         return units.format_quantity(v, fs.unit) if fs.unit else f"{v:g}"
 
+    if fs.zero_ok:
+        return f"0 or between {fmt(fs.lo)} and {fmt(fs.hi)}"
     if fs.lo is not None and fs.hi is not None:
         if fs.lo_open:
             return f"greater than {fmt(fs.lo)} and at most {fmt(fs.hi)}"
@@ -89,6 +95,8 @@ def _range_text(fs: FieldSpec) -> str:
 
 
 def _check_range(value: float, fs: FieldSpec, source: Any, key: str, raw: Any) -> None:
+    if fs.zero_ok and value == 0:
+        return
     bad = False
     if fs.lo is not None:
         bad |= value <= fs.lo if fs.lo_open else value < fs.lo

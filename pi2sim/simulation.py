@@ -82,9 +82,13 @@ def build(cfg: RunConfig) -> tuple[RunContext, Policy, str | None]:
     return ctx, cls(ctx, opts), preset
 
 
-def run(cfg: RunConfig, progress: bool = False, recorder=None) -> SimResult:
+def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | None = None) -> SimResult:
     """Simulate one configuration. ``recorder`` (a :class:`~pi2sim.engine.recorder.Recorder`)
-    collects a timeline; it needs an event tier (``layer`` or ``cluster``)."""
+    collects a timeline; it needs an event tier (``layer`` or ``cluster``). ``check`` asserts the
+    invariants of :mod:`pi2sim.checks` (default: ``PI2SIM_CHECK=1`` in the environment)."""
+    from . import checks
+
+    check = checks.enabled(check)
     from .access.workload import open_workload
     from .commands.trace import model_trace_path
     from .report.summary import summarize
@@ -119,23 +123,31 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None) -> SimResult:
     access = pol.access(workload) if workload is not None else pol.access(None)
     acc_sum = pol.access_summary(access)
     plan = pol.decode_plan(access)
+    if check:
+        if hasattr(access, "tp_hot"):
+            checks.check_access(access)
+        checks.check_plan(plan, mem)
+        pol.check(access, plan)
     _progress(f"timing ({cfg.fidelity} tier)", progress)
-    timing = execute(ctx.device, plan, cfg.fidelity, progress, recorder)
+    timing = execute(ctx.device, plan, cfg.fidelity, progress, recorder, check)
     pre = pol.prefill_plan()
     timing.prefill_s, timing.prefill_split, timing.prefill_busy_s = analytic.run_prefill(ctx.device, pre)
     resolved = resolve(cfg, ctx, pol, preset, trace_info)
     summary, tokens = summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workload)
+    if check:
+        checks.check_timing(timing, plan)
+        checks.check_summary(summary, timing)
     if workload is not None:
         workload.trace.close()
     return SimResult(cfg, resolved, summary, tokens, timing, mem, access, acc_sum, pol, ctx.device, ctx.model)
 
 
-def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False, recorder=None) -> TimingResult:
+def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False, recorder=None, check: bool = False) -> TimingResult:
     if fidelity == "analytic":
         return analytic.run_decode(device, plan)
     from .engine import des
 
-    return des.run_decode(device, plan, granularity=fidelity, progress=progress, recorder=recorder)
+    return des.run_decode(device, plan, granularity=fidelity, progress=progress, recorder=recorder, check=check)
 
 
 def _sha_of(path: str | Path) -> str:

@@ -8,6 +8,7 @@ reads YAML with duplicate keys rejected, turns every parse failure into a one-li
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import yaml
 from .errors import InputError
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when built with it
     pass
 
 
@@ -39,8 +40,22 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+_PARSED: dict[str, Any] = {}  # text -> parsed document (sweeps re-read the same device and model files)
+
+
 def loads(text: str, source: str | Path) -> Any:
-    """Parse YAML text strictly; errors name ``source`` and the line."""
+    """Parse YAML text strictly; errors name ``source`` and the line. Returns a fresh object each
+    call (parsed documents are memoised by their text and deep-copied out)."""
+    if text in _PARSED:
+        return copy.deepcopy(_PARSED[text])
+    doc = _parse(text, source)
+    if len(_PARSED) > 64:
+        _PARSED.clear()
+    _PARSED[text] = doc
+    return copy.deepcopy(doc)
+
+
+def _parse(text: str, source: str | Path) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as exc:

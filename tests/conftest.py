@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PI2SIM_CACHE", str(Path(tempfile.gettempdir()) / f"pi2sim-test-cache-{os.getuid()}"))
+# every run in the test suite (in-process and CLI subprocesses) asserts the invariants of docs/invariants.md
+os.environ["PI2SIM_CHECK"] = "1"
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED_TRACE = REPO / "traces" / "smollm2-135m.pi2t"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import memo
 from .cache import LRUCache
 from .workload import Workload
 
@@ -77,7 +78,15 @@ def simulate(
     """Run the segmented cache over the workload. ``freqs``/``hot_mask`` are [L, E, N].
 
     ``window``: neurons also leave the cold region once unused for that many tokens (LLM in a
-    Flash's sliding window); evictions per token and layer are recorded for memory management."""
+    Flash's sliding window); evictions per token and layer are recorded for memory management.
+
+    Memoised in-process on all of its inputs (:mod:`pi2sim.access.memo`); the result is read-only."""
+    key = memo.digest("segmented", w.trace_path, w.level, w.decode_index, freqs, hot_mask, cold_capacity, recall, precision, seed, warm, window)
+    return memo.ACCESS.get(key, lambda: _simulate(w, freqs, hot_mask, cold_capacity, recall, precision, seed, warm, window))
+
+
+def _simulate(w: Workload, freqs: np.ndarray, hot_mask: np.ndarray, cold_capacity: int, recall: float, precision: float,
+              seed: int, warm: str, window: int | None) -> NeuronAccess:
     L, E, N = freqs.shape
     T = w.n_tokens
     K = w.model.architecture.top_k if E > 1 else 1
@@ -136,7 +145,9 @@ def simulate(
                     u = np.sort(rng.random(3 * n_fp + 8)) * totals[l, e]
                     r = np.searchsorted(cum[l, e], u, side="right")
                     np.minimum(r, N - 1, out=r)
-                    cand = r[np.r_[True, r[1:] != r[:-1]]]
+                    first = np.ones(len(r), bool)
+                    np.not_equal(r[1:], r[:-1], out=first[1:])
+                    cand = r[first]
                     cand = cand[~a[cand]]
                     if len(cand) > n_fp:
                         cand = rng.permutation(cand)[:n_fp]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from . import memo
 from ..specs.model import ModelSpec
 from ..trace import PHASE_DECODE, Trace, load, require_shape
 
@@ -83,7 +84,21 @@ def open_workload(trace_path: Path, model: ModelSpec, decode_tokens: int, prompt
 
 
 def neuron_frequencies(w: Workload) -> np.ndarray:
-    """Offline profile: firing frequency of every neuron, [L, E, N] (within its expert)."""
+    """Offline profile: firing frequency of every neuron, [L, E, N] (within its expert).
+    Memoised in-process on the trace file, level and replayed tokens; read-only."""
+    key = memo.digest("profile", w.trace_path, w.level, w.decode_index)
+    return memo.PROFILES.get(key, lambda: _neuron_frequencies(w))
+
+
+def hottest_first(freqs: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Neuron indices by descending frequency (stable), flat or along ``axis``; memoised, read-only."""
+    key = memo.digest("order", freqs, axis)
+    if axis is None:
+        return memo.PROFILES.get(key, lambda: np.argsort(-freqs.reshape(-1), kind="stable"))
+    return memo.PROFILES.get(key, lambda: np.argsort(-freqs, axis=axis, kind="stable"))
+
+
+def _neuron_frequencies(w: Workload) -> np.ndarray:
     m = w.trace.meta
     prov = m.provenance
     if prov.get("kind") == "synthetic":
@@ -93,7 +108,7 @@ def neuron_frequencies(w: Workload) -> np.ndarray:
         if "mu" not in cal:
             raise InputError(w.trace.path, "provenance.calibration", "a synthetic trace from generator version 2 or later (re-generate it)")
         freqs = population_frequencies(cal, m.model, m.n_layers, m.n_neurons, m.n_experts)
-        return freqs[w.level]
+        return freqs[w.level].copy()  # own memory: memoised results are frozen and hashed once
     decode = np.flatnonzero(w.trace.phase == PHASE_DECODE)
     replayed = set(w.decode_index.tolist())
     outside = np.array([i for i in decode if i not in replayed], dtype=np.int64)

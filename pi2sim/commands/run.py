@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", default=None, help="write summary.json and tokens.csv into this directory")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--check", action="store_true", help="assert the invariants of docs/invariants.md during the run (also PI2SIM_CHECK=1)")
     p.add_argument("--timeline", default=None, metavar="OUT.json",
                    help="write a Perfetto / Chrome trace of the decode (open in ui.perfetto.dev); implies --fidelity cluster unless given")
     p.add_argument("--timeline-tokens", default=None, metavar="A:B",
@@ -169,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         a, b = parse_token_window(args.timeline_tokens, cfg.decode_tokens)
         recorder = Recorder(a, b)
-    result = run(cfg, progress=not args.quiet, recorder=recorder)
+    result = run(cfg, progress=not args.quiet, recorder=recorder, check=True if args.check else None)
     if recorder is not None:
         from ..report.timeline import write_timeline
 

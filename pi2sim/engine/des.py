@@ -23,6 +23,7 @@ other (barriers and fixed costs).
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections import deque
 
@@ -34,6 +35,7 @@ from .analytic import Components, _pool_class
 from .compute import sparse_factor
 from .dram import FluidBus
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
+from ..checks import InvariantViolation
 from .recorder import Recorder
 from .result import TimingResult
 
@@ -50,12 +52,13 @@ def _at(arr, t: int, l: int | None):
 
 
 class _Engine:
-    def __init__(self, device: DeviceSpec, granularity: str, recorder: Recorder | None = None):
+    def __init__(self, device: DeviceSpec, granularity: str, recorder: Recorder | None = None, check: bool = False):
         self.device = device
         self.comp = Components(device)
         self.env = simpy.Environment()
         self.bus = FluidBus(self.env, self.comp.dram)
         self.rec = recorder
+        self.check = check
         if recorder is not None:
             recorder.core_order = [c.id for c in device.cores()]
             self.bus.on_rates = self._record_bandwidth
@@ -200,6 +203,7 @@ class _Engine:
         miss_groups = _split(g_miss, u_miss, gm)
         miss_reqs = _split(int(round(G)), int(round(U)), gm)
         cpu_busy = [0.0]
+        computed = {"g": 0.0, "u": 0.0}  # bytes the worker computed, by kind (work-conserved check)
         rec = self.rec if self.rec is not None and self.rec.active else None
         if rec is not None and g_hit + g_miss > 0:
             rec.counter("neuron cache hit rate", env.now, round(g_hit / (g_hit + g_miss), 4))
@@ -209,16 +213,16 @@ class _Engine:
         done_tasks = [0]
         n_tasks = 2 * len(hit_groups) + 2 * len(miss_groups)
 
-        def push(task, flow=None) -> None:
-            task = (*task[:4], flow)
+        def push(task, flow=None, ready_at=None) -> None:
+            task = (*task[:4], flow, ready_at)
             (urgent if (task[0] == "g" and task[2] is not None and p.two_phase) else ready).append(task)
             if not wake[0].triggered:
                 wake[0].succeed()
 
-        # task: (kind "g"/"u", bytes, follow-up of a loaded Gate part, timeline label, flow id)
+        # task: (kind "g"/"u", bytes, follow-up of a loaded Gate part, timeline label, flow id, weights ready at)
         for gn, un in hit_groups:
-            ready.append(("g", gn * p.gate_bytes_per_neuron, None, f"gate, cached ({gn} neurons)", None))
-            ready.append(("u", un * p.ud_bytes_per_neuron, None, f"up/down, cached ({un} neurons)", None))
+            ready.append(("g", gn * p.gate_bytes_per_neuron, None, f"gate, cached ({gn} neurons)", None, None))
+            ready.append(("u", un * p.ud_bytes_per_neuron, None, f"up/down, cached ({un} neurons)", None, None))
         io = _IoThread(self, p, span, push) if miss_groups else None
         for i, ((gn, un), (gr, ur)) in enumerate(zip(miss_groups, miss_reqs)):
             # two-phase: Gate part now, Up/Down part after the Gate compute; one-phase: the whole bundle now
@@ -232,8 +236,12 @@ class _Engine:
                 while not ready and not urgent:
                     wake[0] = env.event()
                     yield wake[0]
-                kind, nbytes, follow, label, flow = (urgent or ready).popleft()
+                kind, nbytes, follow, label, flow, ready_at = (urgent or ready).popleft()
                 t0 = env.now
+                if self.check:
+                    if ready_at is not None and t0 < ready_at - 1e-12:
+                        raise InvariantViolation("data-before-compute", f"{label} starts at {t0:.9f} s, its reads complete at {ready_at:.9f} s", t, l)
+                    computed[kind] += nbytes
                 if nbytes > 0:
                     yield self.bus.transfer("cpu", nbytes, demand)
                     self.events += 1
@@ -253,6 +261,9 @@ class _Engine:
         yield env.process(worker())
         if parallel_ev is not None:
             yield parallel_ev
+        if self.check:
+            self._check_pipeline(p, io, computed, (g_hit + g_miss) * p.gate_bytes_per_neuron, (u_hit + u_miss) * p.ud_bytes_per_neuron,
+                                 int(round(G)) + int(round(U)), t, l)
         body = env.now - start
         barrier = pool.barrier_s if work_total > 0 else 0.0
         if barrier:
@@ -262,6 +273,18 @@ class _Engine:
             self.add_busy(cid, cpu_busy[0])
         compute = min(body, cpu_busy[0] if parallel_ev is None else max(cpu_busy[0], self._last_parallel(p, t, l)))
         return body + barrier, compute, barrier
+
+    def _check_pipeline(self, p, io, computed: dict, gate_bytes: float, ud_bytes: float, planned_reqs: int, t: int, l: int) -> None:
+        for kind, want in (("g", gate_bytes), ("u", ud_bytes)):
+            if not math.isclose(computed[kind], want, rel_tol=1e-9, abs_tol=1e-6):
+                what = "Gate" if kind == "g" else "Up/Down"
+                raise InvariantViolation("work-conserved", f"{p.name}: {what} compute streamed {computed[kind]:.0f} bytes, the plan lists {want:.0f}", t, l)
+        issued = io.issued if io is not None else 0
+        completed = io.completed if io is not None else 0
+        if issued != completed:
+            raise InvariantViolation("requests-complete", f"{p.name}: {issued} requests issued, {completed} completed", t, l)
+        if issued != planned_reqs:
+            raise InvariantViolation("requests-complete", f"{p.name}: {issued} requests issued, the plan lists {planned_reqs}", t, l)
 
     def _last_parallel(self, p: NeuronPipeline, t: int, l: int) -> float:
         # NPU stream time for the split (the compute bound of the stage when the NPU is slower)
@@ -308,6 +331,8 @@ class _IoThread:
         self.uds: deque = deque()
         self.wake = eng.env.event()
         self.remaining = 0  # batches still to issue, including Up/Down batches not yet submitted
+        self.issued = 0  # requests issued / completed (requests-complete check)
+        self.completed = 0
 
     def submit_gate(self, n: int, task) -> None:
         self.gates.append((n, task))
@@ -325,7 +350,7 @@ class _IoThread:
 
     def _deliver_now(self, task):
         yield self.eng.env.timeout(0)
-        self.push(task)
+        self.push(task, None, self.eng.env.now)
 
     def run(self):
         env = self.eng.env
@@ -351,11 +376,21 @@ class _IoThread:
             self.eng.add_busy(p.io_core, n * self.c)
             self.eng.add_busy("ufs", n * svc)
             flow = self._record(n, per, lat, size, task)
-            done = env.timeout(lat + (n - 1) * per)
-            done.callbacks.append(lambda _e, task=task, flow=flow: self.push(task, flow))
+            self.issued += int(n)
+            self._schedule_completion(task, flow, int(n), lat + (n - 1) * per)
             self.eng.io_free_at = env.now + n * per
             self.eng.events += 2
             yield env.timeout(n * per)
+
+    def _schedule_completion(self, task, flow, n: int, after_s: float) -> None:
+        """The batch's last request completes ``after_s`` from now; then its compute task is ready."""
+        at = self.eng.env.now + after_s
+        done = self.eng.env.timeout(after_s)
+        done.callbacks.append(lambda _e: self._complete(task, flow, n, at))
+
+    def _complete(self, task, flow, n: int, at: float) -> None:
+        self.completed += n
+        self.push(task, flow, at)
 
     def _record(self, n: int, per: float, lat: float, size: float, task) -> int | None:
         """Timeline: the I/O thread issuing the batch on its core, each request on a UFS queue slot,
@@ -410,10 +445,75 @@ def _slice_pipeline(p: NeuronPipeline, t: int, l: int) -> NeuronPipeline:
     )
 
 
+WATCHDOG_EVENTS_AT_ONE_INSTANT = 2_000_000  # events without simulated time advancing: a zero-time loop
+WATCHDOG_STAGE_S = 3600.0  # simulated seconds one stage of one layer may take before the run is declared stuck
+
+
+class Watchdog:
+    """Stops a run whose simulated time stopped advancing (events keep firing at one instant) or
+    whose work stopped draining (one stage running for an hour of simulated time), and writes a
+    state dump so the cause can be found instead of a hang."""
+
+    def __init__(self, eng: "_Engine", events_at_one_instant: int = WATCHDOG_EVENTS_AT_ONE_INSTANT, stage_s: float = WATCHDOG_STAGE_S):
+        self.eng = eng
+        self.events_at_one_instant = events_at_one_instant
+        self.stage_s = stage_s
+        self.where = {"token": None, "layer": None, "stage": None, "since_s": 0.0}
+
+    def enter(self, t: int, l: int | None, stage: str) -> None:
+        self.where = {"token": t, "layer": l, "stage": stage, "since_s": self.eng.env.now}
+
+    def drive(self) -> None:
+        env = self.eng.env
+        same, last = 0, env.now
+        while True:
+            try:
+                env.step()
+            except simpy.core.EmptySchedule:
+                return
+            if env.now == last:
+                same += 1
+                if same > self.events_at_one_instant:
+                    self.fire(f"simulated time stopped advancing ({same} events at t={env.now:.9f} s)")
+            else:
+                same, last = 0, env.now
+                if env.now - self.where["since_s"] > self.stage_s:
+                    self.fire(f"work stopped draining (stage running for {env.now - self.where['since_s']:.0f} simulated s)")
+
+    def state(self) -> dict:
+        env = self.eng.env
+        return {
+            "now_s": env.now,
+            **self.where,
+            "scheduled_events": len(env._queue),
+            "events_processed": self.eng.events,
+            "dram_streams": [{"agent": f.agent, "remaining_bytes": f.remaining, "rate_bps": f.rate} for f in self.eng.bus.flows],
+            "io_free_at_s": self.eng.io_free_at,
+        }
+
+    def fire(self, why: str) -> None:
+        import json
+        import tempfile
+        from pathlib import Path
+
+        from ..atomic import write_text
+        from ..errors import SimulationError
+
+        state = self.state()
+        dump = Path(tempfile.gettempdir()) / f"pi2sim-watchdog-{os.getpid()}.json"
+        write_text(dump, json.dumps({"reason": why, **state}, indent=1, sort_keys=True, default=str) + "\n")
+        err = SimulationError(f"watchdog: {why} at token {state['token']}, layer {state['layer']}, stage {state['stage']!r}; state dump in {dump}")
+        err.state = state
+        raise err
+
+
 def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer", progress: bool = False,
-               recorder: Recorder | None = None) -> TimingResult:
-    """Execute the plan; ``recorder`` (optional) collects the timeline of its token window."""
-    eng = _Engine(device, granularity, recorder)
+               recorder: Recorder | None = None, check: bool = False, watchdog: Watchdog | None = None) -> TimingResult:
+    """Execute the plan; ``recorder`` (optional) collects the timeline of its token window;
+    ``check`` asserts the invariants that need the clock (:mod:`pi2sim.checks`)."""
+    eng = _Engine(device, granularity, recorder, check)
+    dog = watchdog if watchdog is not None else Watchdog(eng)
+    dog.eng = eng
     env = eng.env
     T, L = plan.n_tokens, plan.n_layers
     token = np.zeros(T)
@@ -429,8 +529,20 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer",
         io[t] += max(0.0, dt - c - o)
         stage_s.setdefault(name, np.zeros(T))[t] += dt
 
+    last_now = [0.0]
+
     def run_stage(st, t: int, l: int | None):
         eng._t, eng._l = t, l
+        dog.enter(t, l, st.name)
+        if check and env.now < last_now[0]:
+            raise InvariantViolation("monotonic-clock", f"stage {st.name} starts at {env.now} s, after one ended at {last_now[0]} s", t, l)
+        r = yield from _run_stage(st, t, l)
+        if check and (r[0] < 0 or env.now < last_now[0]):
+            raise InvariantViolation("monotonic-clock", f"stage {st.name} took {r[0]} s", t, l)
+        last_now[0] = env.now
+        return r
+
+    def _run_stage(st, t: int, l: int | None):
         if isinstance(st, Compute):
             r = yield from eng.compute(st, t, l)
         elif isinstance(st, Flash):
@@ -447,6 +559,7 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer",
         return r
 
     rec = eng.rec
+    tokens_done = [0]
 
     def decoder():
         for t in range(T):
@@ -467,22 +580,18 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer",
             for st in plan.token_stages:
                 dt, c, o = yield from run_stage(st, t, None)
                 record(t, st.name, dt, c, o)
+            tokens_done[0] = t + 1
             if rec is not None:
                 rec.slice("decode", f"token {t}", t_start, env.now, token=t, latency_ms=round((env.now - t_start) * 1e3, 4))
             if progress and (t + 1) % max(1, T // 10) == 0:
                 print(f"\r[pi2sim] decode {t + 1}/{T} tokens", end="", file=sys.stderr, flush=True)
 
     proc = env.process(decoder())
-    env.run()
+    dog.drive()
     if progress:
         print(file=sys.stderr)
     if not proc.triggered:
-        from ..errors import SimulationError
-
-        raise SimulationError(
-            f"{granularity} tier stalled at t={env.now:.6f} s with the decoder unfinished (no pending events): "
-            f"tokens done {int((token > 0).sum())}/{T}, DRAM streams active {len(eng.bus.flows)}"
-        )
+        dog.fire(f"deadlock: {granularity} tier has no pending events with the decoder unfinished ({tokens_done[0]}/{T} tokens done)")
     res = TimingResult(granularity, token, cmp_, io, oth, stage_s, eng.busy, dict(eng.bus.bytes_by_agent))
     res.events = eng.events
     res.check_split(rtol=1e-6)

@@ -96,6 +96,10 @@ class Policy(ABC):
     def prefill_plan(self) -> PrefillPlan:
         """Layer-by-layer work of processing the prompt."""
 
+    def check(self, access: Any, plan: DecodePlan) -> None:
+        """Policy-specific invariants between its access result and its plan (checking mode);
+        raise :class:`pi2sim.checks.InvariantViolation`. Default: nothing beyond the generic checks."""
+
     def resolved_options(self) -> dict[str, Any]:
         from ..schema import to_dict
 

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from ..access import segmented
-from ..access.workload import Workload, neuron_frequencies
+from ..access.workload import Workload, hottest_first, neuron_frequencies
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Flash, NeuronPipeline, PrefillPlan
 from ..errors import InputError
@@ -177,7 +177,7 @@ class PowerInfer2(Policy):
             # must be resident, within hot_fraction of the cache; the rest of the cache is the cold LRU
             rows = int(round(o.npu_row_share * N))
             rows = min(rows, int(o.hot_fraction * total) // max(1, L * E))
-            order = np.argsort(-freqs, axis=2, kind="stable")
+            order = hottest_first(freqs, axis=2)
             mask = np.zeros((L, E, N), bool)
             np.put_along_axis(mask, order[:, :, :rows], True, axis=2)
             hot = rows * L * E
@@ -191,7 +191,7 @@ class PowerInfer2(Policy):
             share = 1.0 if o.neuron_cache == "static" else o.hot_fraction
             hot = int(total * share)
             flat = freqs.reshape(-1)
-            top = np.argsort(-flat, kind="stable")[:hot]
+            top = hottest_first(freqs)[:hot]
             mask = np.zeros(flat.shape, bool)
             mask[top] = True
             mask = mask.reshape(L, E, N)
@@ -329,6 +329,18 @@ class PowerInfer2(Policy):
         plan.dram_resident_bytes = mem.fixed + (acc.hot_neurons + acc.cold_size) * self.cached_neuron_bytes()
         plan.validate()
         return plan
+
+    def check(self, acc: segmented.NeuronAccess, plan: DecodePlan) -> None:
+        """computed-once: every predicted active neuron is computed once, by the CPU pipeline (cold
+        hit or flash read) or, in hybrid mode, by the NPU's dense hot rows; flash reads are the misses."""
+        from ..checks import _require
+
+        pipe = next(st for st in plan.layer_stages if isinstance(st, NeuronPipeline))
+        npu = acc.tp_hot if self.opt.decode == "hybrid" else 0
+        _require("computed-once", pipe.ud_hit_n + pipe.ud_miss_n + npu == acc.tp, "predicted active neurons = CPU-computed (cached + loaded) + NPU hot rows")
+        _require("computed-once", pipe.gate_hit_n + pipe.gate_miss_n + (acc.tp_hot + acc.fp_hot if self.opt.decode == "hybrid" else 0) == acc.tp + acc.fp,
+                 "every predicted neuron's Gate row is computed once")
+        _require("flash-accounting", pipe.gate_miss_n == acc.tp_miss + acc.fp_miss, "neurons read from flash = cache misses (true and false positives)")
 
     # ------------------------------------------------------------------ prefill
     def prefill_plan(self) -> PrefillPlan:

@@ -30,13 +30,13 @@ class CpuCluster:
     clock_hz: float = spec_field(key="clock", unit="frequency", lo=1e8, hi=1e10, help="core clock (descriptive)")
     core_class: CoreClass = spec_field(key="class", help="big / mid / little: selects the I/O issue cost")
     matvec_int4_bps: float = spec_field(
-        key="matvec_int4", unit="bandwidth", lo=10e6, hi=200e9, help="dense INT4 matrix-vector throughput per core (weight bytes/s)"
+        key="matvec_int4", unit="bandwidth", lo=500e6, hi=200e9, help="dense INT4 matrix-vector throughput per core (weight bytes/s)"
     )
     matvec_fp16_bps: float = spec_field(
-        key="matvec_fp16", unit="bandwidth", lo=10e6, hi=200e9, help="dense FP16 matrix-vector throughput per core (weight bytes/s)"
+        key="matvec_fp16", unit="bandwidth", lo=500e6, hi=200e9, help="dense FP16 matrix-vector throughput per core (weight bytes/s)"
     )
-    gemm_int4_ops: float = spec_field(key="gemm_int4", unit="ops_rate", lo=1e8, hi=1e13, help="dense INT4 matrix-matrix throughput per core")
-    gemm_fp16_ops: float = spec_field(key="gemm_fp16", unit="ops_rate", lo=1e8, hi=1e13, help="dense FP16 matrix-matrix throughput per core")
+    gemm_int4_ops: float = spec_field(key="gemm_int4", unit="ops_rate", lo=1e9, hi=5e11, help="dense INT4 matrix-matrix throughput per core")
+    gemm_fp16_ops: float = spec_field(key="gemm_fp16", unit="ops_rate", lo=1e9, hi=5e11, help="dense FP16 matrix-matrix throughput per core")
     memcpy_bps: float = spec_field(key="memcpy", unit="bandwidth", lo=100e6, hi=200e9, help="memory copy throughput per core")
 
 
@@ -49,8 +49,8 @@ class Cpu:
     sparse_density_exponent: float = spec_field(
         lo=0.0, hi=2.0, help="sparse-kernel efficiency grows as (share of rows computed / 0.1) ** exponent, up to dense speed"
     )
-    barrier_s: float = spec_field(key="barrier", unit="time", lo=0.0, hi=5e-3, help="cost of one thread barrier / fork-join")
-    page_fault_s: float = spec_field(key="page_fault", unit="time", lo=0.0, hi=1e-3, help="CPU cost of one major page fault (mmap)")
+    barrier_s: float = spec_field(key="barrier", unit="time", lo=0.5e-6, hi=5e-3, zero_ok=True, help="cost of one thread barrier / fork-join")
+    page_fault_s: float = spec_field(key="page_fault", unit="time", lo=0.5e-6, hi=1e-3, zero_ok=True, help="CPU cost of one major page fault (mmap)")
 
     def validate(self, source) -> None:
         if not self.clusters:
@@ -64,12 +64,12 @@ class Cpu:
 class Npu:
     gemm_ops: float = spec_field(key="gemm", unit="ops_rate", lo=50e9, hi=1e15, help="dense INT8/INT4 GEMM throughput (prefill)")
     matvec_bps: float = spec_field(key="matvec", unit="bandwidth", lo=1e9, hi=1e12, help="dense matrix-vector weight throughput (compute limit)")
-    invocation_s: float = spec_field(key="invocation", unit="time", lo=0.0, hi=0.1, help="fixed cost to submit one graph execution")
+    invocation_s: float = spec_field(key="invocation", unit="time", lo=1e-6, hi=20e-3, zero_ok=True, help="fixed cost to submit one graph execution")
     sync_s: float = spec_field(
-        key="sync", unit="time", lo=0.0, hi=0.1,
+        key="sync", unit="time", lo=1e-6, hi=50e-3, zero_ok=True,
         help="CPU-NPU handshake when the CPU waits on an NPU result mid-token (input write, completion wait, read-back)",
     )
-    graph_switch_s: float = spec_field(key="graph_switch", unit="time", lo=0.0, hi=1.0, help="cost to switch to another static graph")
+    graph_switch_s: float = spec_field(key="graph_switch", unit="time", lo=1e-6, hi=1.0, zero_ok=True, help="cost to switch to another static graph")
     graph_tokens: int = spec_field(lo=1, hi=65536, help="tokens per static prefill graph (prompts are padded to a multiple)")
     mixed_precision_factor: float = spec_field(
         gt=0.0, hi=1.0, help="speed with INT8-outlier + INT4 mixed precision relative to plain per-channel INT4"
@@ -79,11 +79,11 @@ class Npu:
 
 @dataclass(frozen=True, kw_only=True)
 class Gpu:
-    gemm_ops: float = spec_field(key="gemm", unit="ops_rate", lo=10e9, hi=1e15, help="dense GEMM throughput (prefill)")
+    gemm_ops: float = spec_field(key="gemm", unit="ops_rate", lo=10e9, hi=50e12, help="dense GEMM throughput (prefill)")
     matvec_bps: float = spec_field(key="matvec", unit="bandwidth", lo=1e9, hi=1e12, help="matrix-vector weight throughput (decode)")
     max_alloc_bytes: float = spec_field(key="max_alloc", unit="bytes", lo=16e6, hi=1e12, help="largest single OpenCL allocation")
     usable_bytes: float = spec_field(key="usable", unit="bytes", lo=64e6, hi=1e12, help="memory the GPU runtime lets one app use")
-    launch_s: float = spec_field(key="launch", unit="time", lo=0.0, hi=0.01, help="per-kernel launch cost")
+    launch_s: float = spec_field(key="launch", unit="time", lo=0.5e-6, hi=0.01, zero_ok=True, help="per-kernel launch cost")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,14 +124,14 @@ class Storage:
     request_service_s: float = spec_field(
         key="request_service", unit="time", lo=1e-7, hi=1e-3, help="device time per small random request within span_reference"
     )
-    span_reference_bytes: float = spec_field(key="span_reference", unit="bytes", lo=1e6, hi=1e12, help="address span with no mapping penalty")
+    span_reference_bytes: float = spec_field(key="span_reference", unit="bytes", lo=1e6, hi=16e9, help="address span with no mapping penalty")
     span_exponent: float = spec_field(lo=0.0, hi=2.0, help="per-request time grows as (span / span_reference) ** exponent")
     bw_random_bps: float = spec_field(key="bw_random", unit="bandwidth", lo=10e6, hi=100e9, help="media transfer rate, random reads")
     bw_sequential_bps: float = spec_field(key="bw_sequential", unit="bandwidth", lo=10e6, hi=100e9, help="media transfer rate, sequential reads")
     latency_s: float = spec_field(key="latency", unit="time", lo=1e-6, hi=1e-2, help="read latency beyond service (NAND read, completion)")
     multi_issuer_penalty: float = spec_field(lo=0.0, hi=0.95, help="throughput lost when several cores issue to the one queue")
     page_bytes: float = spec_field(key="page", unit="bytes", lo=512, hi=2**21, help="OS page size (mmap)")
-    readahead_bytes: float = spec_field(key="readahead", unit="bytes", lo=0, hi=64 * 2**20, help="kernel readahead window (mmap)")
+    readahead_bytes: float = spec_field(key="readahead", unit="bytes", lo=4096, hi=64 * 2**20, zero_ok=True, help="kernel readahead window (mmap)")
     read_unit_bytes: float = spec_field(key="read_unit", unit="bytes", lo=512, hi=2**20, help="logical block: reads are rounded up to it")
 
 

@@ -120,6 +120,17 @@ class ModelSpec:
         stem = Path(str(source)).stem if source else self.name
         if source and stem != self.name:
             raise InputError(source, "name", f"the file name without .yaml ({stem!r})", self.name)
+        # a predictor is a small low-rank MLP: between 0.05% and 50% of the FP16 weights of the
+        # FFN block it predicts (published ones are ~3%); outside that range is a unit slip
+        a = self.architecture
+        block_fp16 = 2.0 * a.hidden * a.ffn_neurons * a.matrices_per_neuron
+        p = self.predictor.bytes_per_block
+        if p and not 5e-4 * block_fp16 <= p <= 0.5 * block_fp16:
+            from ..units import format_quantity
+
+            raise InputError(source, "predictor.bytes_per_block",
+                             f"0 or between {format_quantity(5e-4 * block_fp16, 'bytes')} and {format_quantity(0.5 * block_fp16, 'bytes')} "
+                             f"(0.05% to 50% of one FP16 FFN block of this model)", p)
 
 
 def load_model(name_or_path: str | Path, overrides: dict | None = None) -> ModelSpec:

@@ -1,0 +1,97 @@
+"""In-process memo of access-model results, keyed by a digest of *all* their inputs.
+
+The access model (the cache simulation) costs ~99% of an analytic-tier run, and a sweep or a
+planner search often varies only what happens after it (UFS latency, core counts, pipeline mode,
+NPU speed). Memoising on the function's complete inputs (trace file identity, replayed tokens,
+profile, hot set, capacities, predictor, seed) makes those variations timing-only without any
+chance of reusing a result computed from different inputs. Cached arrays are made read-only, so
+a caller that tried to modify a shared result would fail loudly instead of corrupting others.
+
+``PI2SIM_NO_MEMO=1`` turns it off (benchmarks of the access model itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_ENTRIES = 4
+
+
+_ARRAY_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _array_digest(a: np.ndarray) -> str:
+    """Digest of an array's dtype, shape and bytes. Read-only arrays (memoised results) are hashed
+    once: they cannot change, so their digest is remembered for as long as they live."""
+    if not a.flags.writeable and a.base is None:
+        hit = _ARRAY_DIGESTS.get(id(a))
+        if hit is not None and hit[0]() is a:
+            return hit[1]
+    c = np.ascontiguousarray(a)
+    h = hashlib.blake2b(f"nd{c.dtype.str}{c.shape}".encode(), digest_size=20)
+    h.update(c.view(np.uint8).reshape(-1).data if c.size else b"")
+    d = h.hexdigest()
+    if not a.flags.writeable and a.base is None:
+        _ARRAY_DIGESTS[id(a)] = (weakref.ref(a, lambda _r, k=id(a): _ARRAY_DIGESTS.pop(k, None)), d)
+    return d
+
+
+def digest(*parts: Any) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(_array_digest(p).encode())
+        elif isinstance(p, Path):
+            st = p.stat()
+            h.update(f"file{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        else:
+            h.update(repr(p).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def _freeze(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        obj.flags.writeable = False
+    elif is_dataclass(obj):
+        for f in fields(obj):
+            _freeze(getattr(obj, f.name))
+    return obj
+
+
+class Memo:
+    def __init__(self, max_entries: int = MAX_ENTRIES):
+        self.max_entries = max_entries
+        self._store: OrderedDict[str, Any] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        if os.environ.get("PI2SIM_NO_MEMO") == "1":
+            return compute()
+        if key in self._store:
+            self._store.move_to_end(key)
+            self.hits += 1
+            return self._store[key]
+        self.misses += 1
+        value = _freeze(compute())
+        self._store[key] = value
+        while len(self._store) > self.max_entries:
+            self._store.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+ACCESS = Memo()  # segmented-cache simulations
+PROFILES = Memo()  # offline neuron profiles and their hottest-first orders

@@ -1,0 +1,141 @@
+"""Invariants of a simulation run, checked when checking is on (``--check``, ``PI2SIM_CHECK=1``).
+
+Each invariant has a stable name; :data:`INVARIANTS` states it in one line and
+``docs/invariants.md`` says why it must hold. A violation raises :class:`InvariantViolation`
+naming the invariant, the decode token and the layer. The checks here look at the layers'
+outputs (access counts, the plan, the timing result, the summary); the ones that need the clock
+(``monotonic-clock``, ``data-before-compute``, ``requests-complete``, ``work-conserved``) run
+inside the event tiers (:mod:`pi2sim.engine.des`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import SimulationError
+
+INVARIANTS: dict[str, str] = {
+    "flash-accounting": "flash bytes read = missed neurons x requests per neuron x request bytes, per token and layer",
+    "dram-budget": "DRAM held by the engine never exceeds the memory budget, at any token and layer",
+    "computed-once": "each active neuron is served from exactly one place and computed exactly once per token",
+    "data-before-compute": "no compute on a neuron cluster starts before its weights have arrived from flash",
+    "monotonic-clock": "simulated time never goes back",
+    "requests-complete": "every flash request that is issued completes, and exactly the planned requests are issued",
+    "work-conserved": "the event tiers compute exactly the neurons the plan lists (none lost, none twice)",
+    "busy-le-elapsed": "no resource is busy for longer than the time that elapsed",
+    "throughput-consistent": "tokens/s equals tokens divided by the sum of the per-token latencies, and the critical-path split adds up to each latency",
+}
+
+
+class InvariantViolation(SimulationError):
+    def __init__(self, name: str, detail: str, token: int | None = None, layer: int | None = None):
+        if name not in INVARIANTS:  # pragma: no cover - a typo in a check is a bug here
+            raise KeyError(name)
+        self.name, self.detail, self.token, self.layer = name, detail, token, layer
+        # args are the constructor's: SimPy re-raises a failed process's exception as type(e)(*e.args)
+        super().__init__(name, detail, token, layer)
+
+    def __str__(self) -> str:
+        where = "".join([f" at token {self.token}" if self.token is not None else "", f", layer {self.layer}" if self.layer is not None else ""])
+        return f"invariant {self.name!r} violated{where}: {self.detail} (docs/invariants.md#{self.name})"
+
+
+def enabled(flag: bool | None = None) -> bool:
+    """Explicit flag, else ``PI2SIM_CHECK=1`` in the environment (the test suite sets it)."""
+    return bool(flag) if flag is not None else os.environ.get("PI2SIM_CHECK") == "1"
+
+
+def _first(mask: np.ndarray) -> tuple[int | None, int | None]:
+    idx = np.argwhere(mask)
+    if len(idx) == 0:
+        return None, None
+    i = idx[0]
+    return int(i[0]), (int(i[1]) if len(i) > 1 else None)
+
+
+def _require(name: str, ok: np.ndarray | bool, detail: str) -> None:
+    ok = np.asarray(ok)
+    if ok.all():
+        return
+    t, l = _first(~ok) if ok.ndim else (None, None)
+    raise InvariantViolation(name, detail, t, l)
+
+
+def check_access(acc) -> None:
+    """Segmented-cache access counts (:class:`~pi2sim.access.segmented.NeuronAccess`)."""
+    _require("computed-once", acc.active == acc.tp + acc.fn, "active neurons = predicted-and-active + missed by the predictor")
+    _require("computed-once", acc.tp == acc.tp_hot + acc.tp_cold_hit + acc.tp_miss, "each predicted active neuron is a hot hit, a cold hit or a flash read, exactly one")
+    _require("computed-once", acc.fp == acc.fp_hot + acc.fp_cold_hit + acc.fp_miss, "each false positive is a hot hit, a cold hit or a flash read, exactly one")
+    for f in ("active", "tp", "fp", "fn", "tp_miss", "fp_miss", "evicted", "cold_size"):
+        _require("computed-once", getattr(acc, f) >= 0, f"count {f} is non-negative")
+    _require("dram-budget", acc.cold_size <= acc.cold_capacity, f"cold region holds at most its capacity ({acc.cold_capacity} neurons)")
+
+
+def check_plan(plan, memory) -> None:
+    """A decode plan against its memory plan: flash accounting and DRAM held."""
+    from .engine.plan import Faults, Flash, NeuronPipeline
+
+    T, L = plan.n_tokens, plan.n_layers
+    layer_bytes = np.zeros((T, L))
+    layer_reads = np.zeros((T, L))
+    for st in plan.layer_stages:
+        if isinstance(st, NeuronPipeline):
+            g_n = np.broadcast_to(st.gate_miss_n, (T, L))
+            u_n = np.broadcast_to(st.ud_miss_n if st.two_phase else st.gate_miss_n, (T, L))
+            for what, reqs, n in (("Gate", st.gate_reqs, g_n), ("Up/Down", st.ud_reqs, u_n)):
+                reqs = np.broadcast_to(reqs, (T, L)).astype(np.float64)
+                _require("flash-accounting", (n > 0) | (reqs == 0), f"{st.name}: no {what} reads without missed neurons")
+                if (n > 0).any():
+                    per = float(np.median(reqs[n > 0] / n[n > 0]))  # the layout's requests per neuron
+                    _require("flash-accounting", np.isclose(reqs, per * n), f"{st.name}: {what} reads = missed neurons x {per:g} requests per neuron")
+            layer_bytes += np.broadcast_to(st.gate_reqs, (T, L)) * st.gate_req_size + np.broadcast_to(st.ud_reqs, (T, L)) * st.ud_req_size
+            layer_reads += np.broadcast_to(st.gate_reqs, (T, L)) + np.broadcast_to(st.ud_reqs, (T, L))
+        elif isinstance(st, Flash):
+            layer_bytes += np.broadcast_to(st.requests, (T, L)) * st.size
+            layer_reads += np.broadcast_to(st.requests, (T, L))
+        elif isinstance(st, Faults):
+            layer_bytes += np.broadcast_to(st.faults, (T, L)) * st.fault_bytes
+            layer_reads += np.broadcast_to(st.faults, (T, L))
+    tok_bytes, tok_reads = layer_bytes.sum(axis=1), layer_reads.sum(axis=1)
+    for st in plan.token_stages:
+        if isinstance(st, Flash):
+            tok_bytes = tok_bytes + np.broadcast_to(st.requests, (T,)) * st.size
+            tok_reads = tok_reads + np.broadcast_to(st.requests, (T,))
+        elif isinstance(st, Faults):
+            tok_bytes = tok_bytes + np.broadcast_to(st.faults, (T,)) * st.fault_bytes
+            tok_reads = tok_reads + np.broadcast_to(st.faults, (T,))
+    if plan.flash_bytes is not None:
+        _require("flash-accounting", np.isclose(plan.flash_bytes, tok_bytes, rtol=1e-9, atol=0.5), "reported flash bytes per token = the sum of the requests the stages issue x their size")
+    if plan.flash_reads is not None:
+        _require("flash-accounting", np.isclose(plan.flash_reads, tok_reads, rtol=1e-9, atol=0.5), "reported flash reads per token = the requests the stages issue")
+    if memory is not None:
+        _require("dram-budget", memory.total <= memory.budget * (1 + 1e-9), f"planned resident {memory.total / 1e9:.3f} GB within the budget {memory.budget / 1e9:.3f} GB")
+        if plan.dram_resident_bytes is not None:
+            _require("dram-budget", plan.dram_resident_bytes <= memory.budget * (1 + 1e-9), f"DRAM held within the budget {memory.budget / 1e9:.3f} GB")
+
+
+def check_timing(timing, plan) -> None:
+    T = plan.n_tokens
+    tok = np.asarray(timing.token_s)
+    _require("throughput-consistent", tok.shape == (T,), f"one latency per decode token ({T})")
+    _require("throughput-consistent", np.isfinite(tok) & (tok > 0), "every token latency is finite and positive")
+    parts = timing.compute_s + timing.io_s + timing.other_s
+    _require("throughput-consistent", np.isclose(parts, tok, rtol=1e-6, atol=1e-12), "compute + I/O stall + other = token latency")
+    for part in ("compute_s", "io_s", "other_s"):
+        _require("throughput-consistent", getattr(timing, part) >= -1e-12, f"critical-path {part} is non-negative")
+    elapsed = float(tok.sum())
+    for res, busy in sorted(timing.busy_s.items()):
+        if busy > elapsed * (1 + 1e-6) + 1e-9:
+            raise InvariantViolation("busy-le-elapsed", f"{res} busy {busy:.6f} s in {elapsed:.6f} s of decode")
+
+
+def check_summary(summary: dict, timing) -> None:
+    tok = np.asarray(timing.token_s)
+    want = len(tok) / float(tok.sum())
+    got = summary["decode_tok_s"]
+    if not np.isclose(got, want, rtol=1e-5):
+        raise InvariantViolation("throughput-consistent", f"decode_tok_s {got} but {len(tok)} tokens in {tok.sum():.6f} s give {want:.6f}")
+    if not np.isclose(summary["tbt_ms"]["mean"], tok.mean() * 1e3, rtol=1e-5):
+        raise InvariantViolation("throughput-consistent", f"mean TBT {summary['tbt_ms']['mean']} ms but the token latencies average {tok.mean() * 1e3:.6f} ms")

@@ -262,7 +262,7 @@ def test_watchdog_time_stops_advancing(pi2, monkeypatch):
             yield self.eng.env.timeout(0)
 
     monkeypatch.setattr(des._IoThread, "run", spin)
-    dog = des.Watchdog(None, events_at_one_instant=20_000)
+    dog = des.Watchdog(events_at_one_instant=20_000)
     with pytest.raises(SimulationError, match="simulated time stopped advancing") as e:
         des.run_decode(r.device, plan, "cluster", watchdog=dog)
     state = e.value.state
@@ -285,7 +285,7 @@ def test_watchdog_work_stops_draining(pi2, monkeypatch):
 
     bad.layer_stages.insert(1, Flash("stuck", np.ones((plan.n_tokens, plan.n_layers)), 4096, 1e9, "big", ("prime0",)))
     monkeypatch.setattr(des._Engine, "flash", crawl)
-    dog = des.Watchdog(None, stage_s=30.0)
+    dog = des.Watchdog(stage_s=30.0)
     with pytest.raises(SimulationError, match="work stopped draining") as e:
         des.run_decode(r.device, bad, "layer", watchdog=dog)
     assert e.value.state["stage"] == "stuck"

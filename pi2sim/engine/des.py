@@ -454,8 +454,8 @@ class Watchdog:
     whose work stopped draining (one stage running for an hour of simulated time), and writes a
     state dump so the cause can be found instead of a hang."""
 
-    def __init__(self, eng: "_Engine", events_at_one_instant: int = WATCHDOG_EVENTS_AT_ONE_INSTANT, stage_s: float = WATCHDOG_STAGE_S):
-        self.eng = eng
+    def __init__(self, events_at_one_instant: int = WATCHDOG_EVENTS_AT_ONE_INSTANT, stage_s: float = WATCHDOG_STAGE_S):
+        self.eng: _Engine | None = None  # attached by run_decode
         self.events_at_one_instant = events_at_one_instant
         self.stage_s = stage_s
         self.where = {"token": None, "layer": None, "stage": None, "since_s": 0.0}
@@ -512,7 +512,7 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer",
     """Execute the plan; ``recorder`` (optional) collects the timeline of its token window;
     ``check`` asserts the invariants that need the clock (:mod:`pi2sim.checks`)."""
     eng = _Engine(device, granularity, recorder, check)
-    dog = watchdog if watchdog is not None else Watchdog(eng)
+    dog = watchdog if watchdog is not None else Watchdog()
     dog.eng = eng
     env = eng.env
     T, L = plan.n_tokens, plan.n_layers
@@ -566,7 +566,7 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer",
             if rec is not None:
                 rec.begin_token(t)
                 t_start = env.now
-                resident = getattr(plan, "dram_resident_bytes", None)
+                resident = plan.dram_resident_bytes
             for l in range(L):
                 if rec is not None:
                     l_start = env.now

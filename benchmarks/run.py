@@ -74,11 +74,12 @@ print(json.dumps({{"wall_s": wall}}))
 
 
 def sweep_throughput(factors: dict, tokens: int, jobs: int) -> dict:
+    memory = {} if "memory_gb" in factors else {"ffn_offload": 0.5}
     code = f"""
 import json, time
 import pi2sim
 t0 = time.perf_counter()
-df = pi2sim.sweep({{"model": "turbosparse-mistral-7b", "decode_tokens": {tokens}, "fidelity": "analytic", "ffn_offload": 0.5}}, {factors!r}, jobs={jobs}, use_cache=False)
+df = pi2sim.sweep({{"model": "turbosparse-mistral-7b", "decode_tokens": {tokens}, "fidelity": "analytic", **{memory!r}}}, {factors!r}, jobs={jobs}, use_cache=False)
 wall = time.perf_counter() - t0
 print(json.dumps({{"wall_s": wall, "ok": int((df.status == "ok").sum()), "configs": len(df)}}))
 """

@@ -18,6 +18,7 @@ so the CLI, the YAML and the saved config cannot drift apart (the Vidur ``flat_d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -116,6 +117,12 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a spec class (resolving them is the slow part of building a spec)."""
+    return typing.get_type_hints(cls)
+
+
 def convert(value: Any, tp: Any, fs: FieldSpec, source: Any, key: str) -> Any:
     """Convert one YAML value to the annotated type ``tp``, enforcing ``fs``."""
     if tp is Any:  # validated later by whoever consumes it
@@ -192,7 +199,7 @@ def _describe(tp: Any, fs: FieldSpec) -> str:
 
 def build(cls: type, data: dict, source: Any, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from mapping ``data``; strict about keys, types, units and ranges."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     by_key = {yaml_key(f): f for f in fields(cls) if f.init}
     unknown = [k for k in data if k not in by_key]
     if unknown:
@@ -230,7 +237,7 @@ def to_dict(obj: Any) -> Any:
 def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(key, type/unit, default, help) rows for documentation and ``--help`` output."""
     rows = []
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     for f in fields(cls):
         if not f.init:
             continue

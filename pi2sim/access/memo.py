@@ -62,6 +62,9 @@ def digest(*parts: Any) -> str:
 def _freeze(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         obj.flags.writeable = False
+    elif isinstance(obj, tuple):
+        for x in obj:
+            _freeze(x)
     elif is_dataclass(obj):
         for f in fields(obj):
             _freeze(getattr(obj, f.name))

@@ -31,7 +31,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..access import segmented
+from ..access import memo, segmented
 from ..access.workload import Workload, hottest_first, neuron_frequencies
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Flash, NeuronPipeline, PrefillPlan
@@ -167,8 +167,14 @@ class PowerInfer2(Policy):
 
     # ------------------------------------------------------------------ access
     def hot_mask(self, freqs: np.ndarray) -> tuple[np.ndarray, int]:
-        """Hot region and cold capacity (neurons) for the chosen decode mode."""
+        """Hot region (read-only mask [L, E, N]) and cold capacity (neurons) for the chosen decode
+        mode; memoised on the profile and every option it depends on."""
         self.memory()
+        o = self.opt
+        key = memo.digest("hot_mask", freqs, self.cache_neurons, o.decode, o.npu_row_share, o.hot_fraction, o.neuron_cache)
+        return memo.PROFILES.get(key, lambda: self._hot_mask(freqs))
+
+    def _hot_mask(self, freqs: np.ndarray) -> tuple[np.ndarray, int]:
         L, E, N = freqs.shape
         total = self.cache_neurons
         o = self.opt
@@ -190,11 +196,9 @@ class PowerInfer2(Policy):
         else:
             share = 1.0 if o.neuron_cache == "static" else o.hot_fraction
             hot = int(total * share)
-            flat = freqs.reshape(-1)
             top = hottest_first(freqs)[:hot]
-            mask = np.zeros(flat.shape, bool)
-            mask[top] = True
-            mask = mask.reshape(L, E, N)
+            mask = np.zeros((L, E, N), bool)
+            mask.reshape(-1)[top] = True
         cold = 0 if o.neuron_cache in ("static", "none") else max(0, total - hot)
         return mask, cold
 

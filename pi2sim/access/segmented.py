@@ -6,7 +6,8 @@ For every replayed token and layer:
    (a missed neuron costs accuracy, not time, so it is simply not computed); false positives
    are added so that ``precision`` of the predicted set is truly active. False positives are drawn
    among the layer's (routed experts') inactive neurons with probability proportional to their
-   profiled frequency: predictors err on neurons that often fire. Their Gate output is zero, so
+   profiled frequency (the first ``n_fp`` distinct inactive neurons among ``3 n_fp + 8`` weighted
+   draws): predictors err on neurons that often fire. Their Gate output is zero, so
    with two-phase loading they cost a Gate read only (PowerInfer-2 v3 §4.4: in ~20% of cases the
    bundled parts are not co-activated; precision 0.8 reproduces that).
 2. **Regions.** The *fixed* region (attention, embeddings, KV, ...) is always resident. The *hot*
@@ -17,6 +18,10 @@ For every replayed token and layer:
    cold LRU; a false positive that misses costs its Gate read but is not kept.
 
 The result is counts per ``[token, layer]``; the policy turns them into bytes and requests.
+
+The work is done by a compiled kernel (:mod:`pi2sim.access.kernel`) that reads the trace's packed
+codes block by block; :mod:`pi2sim.access.segmented_reference` is the same algorithm in plain
+numpy, the specification the kernel is tested against (identical arrays).
 """
 
 from __future__ import annotations
@@ -26,8 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import memo
-from .cache import LRUCache
-from .workload import Workload
+from .workload import Workload, hottest_first
 
 
 @dataclass
@@ -59,11 +63,6 @@ class NeuronAccess:
         return float(1.0 - self.tp_miss.sum() / tp) if tp else 1.0
 
 
-def _stochastic_round(x: float, rng: np.random.Generator) -> int:
-    base = int(np.floor(x))
-    return base + int(rng.random() < (x - base))
-
-
 def simulate(
     w: Workload,
     freqs: np.ndarray,
@@ -85,89 +84,73 @@ def simulate(
     return memo.ACCESS.get(key, lambda: _simulate(w, freqs, hot_mask, cold_capacity, recall, precision, seed, warm, window))
 
 
+def warm_start_ids(freqs: np.ndarray, hot_flat: np.ndarray, capacity: int) -> np.ndarray:
+    """The planner's warm start of the cold region: the hottest neurons that did not make the hot
+    region, hottest first (the profile's stable order with the hot region taken out)."""
+    order = hottest_first(freqs)
+    return order[~hot_flat[order]][:capacity]
+
+
+def alias_tables(freqs: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Walker/Vose alias tables of each (layer, expert)'s firing frequencies, for the predictor's
+    frequency-weighted false-positive draws in O(1) each: ``(table [L, E, N], abits, totals [L, E])``.
+    An entry packs ``threshold << abits | alias`` (threshold in ``abits`` bits of fixed point, so
+    a column's probability is exact to 2**-abits); 64 random bits draw column
+    ``((r >> 32) * N) >> 32``, kept if ``r``'s low ``abits`` bits are below its threshold, else
+    its alias. Memoised on the profile; read-only."""
+    from . import kernel as K
+
+    def build():
+        L, E, N = freqs.shape
+        abits = K.alias_bits(N)
+        f = np.ascontiguousarray(freqs, dtype=np.float64)
+        totals = f.sum(axis=2)
+        table = np.zeros((L, E, N), np.uint32 if abits == 16 else np.uint64)
+        K.build_alias(f, totals, table, abits)
+        return table, abits, totals
+
+    return memo.PROFILES.get(memo.digest("alias", freqs), build)
+
+
 def _simulate(w: Workload, freqs: np.ndarray, hot_mask: np.ndarray, cold_capacity: int, recall: float, precision: float,
               seed: int, warm: str, window: int | None) -> NeuronAccess:
+    from . import kernel as K
+
     L, E, N = freqs.shape
     T = w.n_tokens
-    K = w.model.architecture.top_k if E > 1 else 1
-    hot_flat = hot_mask.reshape(-1)
-    lru = LRUCache(L * E * N, cold_capacity)
+    top_k = w.model.architecture.top_k if E > 1 else 1
+    hot_flat = np.ascontiguousarray(hot_mask.reshape(-1))
+    resident, stamp, q_item, q_step, state = K.new_lru(L * E * N, cold_capacity, N)
     if warm == "profile" and cold_capacity > 0:
-        # Planner's warm start: the hottest neurons that did not make the hot region, coldest first
-        flat = freqs.reshape(-1).astype(np.float64)
-        order = np.argsort(-np.where(hot_flat, -1.0, flat), kind="stable")
-        warm_ids = order[: min(cold_capacity, int((~hot_flat).sum()))]
-        lru.preload(warm_ids[::-1])
-    rng = np.random.default_rng([seed, 7])
-    # cumulative frequency per (layer, expert) for false-positive draws
-    cum = np.cumsum(freqs.astype(np.float64), axis=2)
-    totals = cum[:, :, -1]
-    fields = {k: np.zeros((T, L), np.int64) for k in ("active", "tp", "fp", "fn", "tp_hot", "tp_cold_hit", "tp_miss", "fp_hot", "fp_cold_hit", "fp_miss", "routed_hot")}
-    hot_per_expert = hot_mask.sum(axis=2)  # [L, E]
-    experts_out = np.zeros((T, L, K), np.uint8) if E > 1 else None
+        ids = warm_start_ids(freqs, hot_flat, cold_capacity)[::-1].astype(np.int64)  # least recently used first
+        # one LRU step per chunk of ~4096, as the reference's np.array_split chunks
+        n_chunks = max(1, len(ids) // 4096)
+        q, r = divmod(len(ids), n_chunks)
+        bounds = np.concatenate([[0], np.cumsum([q + (1 if i < r else 0) for i in range(n_chunks)])]).astype(np.int64)
+        K.lru_preload(np.ascontiguousarray(ids), bounds, resident, stamp, q_item, q_step, state)
+    table, abits, totals = alias_tables(freqs)
+    hot_per_expert = hot_mask.sum(axis=2).astype(np.int64)  # [L, E]
     fp_ratio = (1.0 / precision - 1.0) if precision < 1.0 else 0.0
-    peak = lru.size
-    evicted = np.zeros((T, L), np.int64)
-    cold_size = np.zeros((T, L), np.int64)
-    token_start: list[int] = []
-    for t, act, ex in w.steps():
-        token_start.append(lru.step + 1)
-        if window is not None and t >= window:
-            evicted[t, 0] += lru.expire(token_start[t - window])
-        if experts_out is not None:
-            experts_out[t] = ex
-        for l in range(L):
-            experts_l = ex[l] if ex is not None else (0,)
-            for k, e in enumerate(experts_l):
-                e = int(e)
-                base = (l * E + e) * N
-                a = act[l, k] if act.shape[1] > k else act[l, 0]
-                idx = np.flatnonzero(a)
-                fields["active"][t, l] += len(idx)
-                fields["routed_hot"][t, l] += int(hot_per_expert[l, e])
-                if recall < 1.0:
-                    keep = rng.random(len(idx)) < recall
-                    fields["fn"][t, l] += int((~keep).sum())
-                    idx = idx[keep]
-                gids = base + idx
-                hot = hot_flat[gids]
-                fields["tp"][t, l] += len(gids)
-                fields["tp_hot"][t, l] += int(hot.sum())
-                cold = gids[~hot]
-                ev0 = lru.evictions
-                hit, missed = lru.access(cold)
-                evicted[t, l] += lru.evictions - ev0
-                fields["tp_cold_hit"][t, l] += int(hit.sum())
-                fields["tp_miss"][t, l] += len(missed)
-                n_fp = _stochastic_round(len(idx) * fp_ratio, rng) if fp_ratio else 0
-                if n_fp and totals[l, e] > 0:
-                    # sorted draws: the search walks the table once and duplicates sit side by side
-                    u = np.sort(rng.random(3 * n_fp + 8)) * totals[l, e]
-                    r = np.searchsorted(cum[l, e], u, side="right")
-                    np.minimum(r, N - 1, out=r)
-                    first = np.ones(len(r), bool)
-                    np.not_equal(r[1:], r[:-1], out=first[1:])
-                    cand = r[first]
-                    cand = cand[~a[cand]]
-                    if len(cand) > n_fp:
-                        cand = rng.permutation(cand)[:n_fp]
-                    fg = base + cand
-                    fhot = hot_flat[fg]
-                    fields["fp"][t, l] += len(fg)
-                    fields["fp_hot"][t, l] += int(fhot.sum())
-                    fhit, fmiss = lru.access(fg[~fhot], insert=False)
-                    fields["fp_cold_hit"][t, l] += int(fhit.sum())
-                    fields["fp_miss"][t, l] += len(fmiss)
-            peak = max(peak, lru.size)
-            cold_size[t, l] = lru.size
+    counters = np.zeros((len(K.COUNTERS), T, L), np.int64)
+    experts_out = np.zeros((T, L, top_k) if E > 1 else (1, 1, 1), np.uint8)
+    token_start = np.zeros(max(T, 1), np.int64)
+    idx = np.zeros(N, np.int64)
+    cold = np.zeros(N, np.int64)
+    seen = np.full(N, -1, np.int64)  # false-positive draws: tag of the last step that drew each neuron
+    threshold = w.level + 1
+    for blk in w.packed_blocks():
+        K.run_block(
+            blk.packed, blk.experts, blk.rows, blk.positions, blk.bits, threshold, N, E, E > 1,
+            hot_flat, hot_per_expert, table, abits, totals, float(recall), fp_ratio, int(window or 0), int(seed),
+            resident, stamp, q_item, q_step, state, token_start, counters, experts_out, idx, cold, seen,
+        )
+    fields = {name: counters[i] for i, name in enumerate(K.COUNTERS)}
     return NeuronAccess(
         **fields,
-        evicted=evicted,
-        cold_size=cold_size,
-        experts=experts_out,
+        experts=experts_out if E > 1 else None,
         hot_neurons=int(hot_flat.sum()),
         cold_capacity=int(cold_capacity),
-        cold_peak=int(peak),
-        cold_insertions=lru.insertions,
-        cold_evictions=lru.evictions,
+        cold_peak=int(state[K.PEAK]),
+        cold_insertions=int(state[K.INSERTIONS]),
+        cold_evictions=int(state[K.EVICTIONS]),
     )

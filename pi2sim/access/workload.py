@@ -61,9 +61,47 @@ class Workload:
             if pos >= len(want):
                 return
 
+    def packed_blocks(self) -> Iterator["ReplayBlock"]:
+        """The replayed tokens block by block, codes still packed (the compiled access model's input)."""
+        want = self.decode_index
+        pos = 0
+        for i in range(self.trace.n_chunks):
+            if pos >= len(want):
+                return
+            c = self.trace._chunks[i]
+            start, stop = c["start"], c["start"] + c["n_tokens"]
+            n = int(np.searchsorted(want[pos:], stop))  # replayed tokens in this chunk (want is ascending)
+            if n == 0:
+                continue
+            blk = self.trace.packed_block(i)
+            rows = (want[pos : pos + n] - start).astype(np.int64)
+            positions = np.arange(pos, pos + n, dtype=np.int64)
+            experts = blk.experts if blk.experts is not None else np.zeros((len(blk), 1, 1), np.uint8)
+            yield ReplayBlock(rows, positions, as_words(blk.packed), experts, blk.bits)
+            pos += n
+
     def experts(self) -> np.ndarray | None:
         e = self.trace.experts
         return None if e is None else e[self.decode_index]
+
+
+def as_words(packed: np.ndarray) -> np.ndarray:
+    """Packed codes [..., W] bytes as little-endian 64-bit words [..., ceil(W / 8)] (zero padded),
+    the unit the compiled access model scans."""
+    pad = (-packed.shape[-1]) % 8
+    if pad:
+        packed = np.concatenate([packed, np.zeros(packed.shape[:-1] + (pad,), np.uint8)], axis=-1)
+    words = np.ascontiguousarray(packed).view("<u8")
+    return words if words.dtype.isnative else words.astype(np.uint64)
+
+
+@dataclass
+class ReplayBlock:
+    rows: np.ndarray  # rows of the trace block replayed, in order
+    positions: np.ndarray  # their decode positions in the run
+    packed: np.ndarray  # [n, L, K, W64] packed codes of the whole block, as 64-bit words
+    experts: np.ndarray  # [n, L, K] routed experts ([n, 1, 1] zeros for dense models)
+    bits: int
 
 
 def open_workload(trace_path: Path, model: ModelSpec, decode_tokens: int, prompt_tokens: int, sparsity: float | None) -> Workload:
@@ -94,7 +132,9 @@ def hottest_first(freqs: np.ndarray, axis: int | None = None) -> np.ndarray:
     """Neuron indices by descending frequency (stable), flat or along ``axis``; memoised, read-only."""
     key = memo.digest("order", freqs, axis)
     if axis is None:
-        return memo.PROFILES.get(key, lambda: np.argsort(-freqs.reshape(-1), kind="stable"))
+        from .kernel import argsort_desc_stable
+
+        return memo.PROFILES.get(key, lambda: argsort_desc_stable(freqs.reshape(-1)))
     return memo.PROFILES.get(key, lambda: np.argsort(-freqs, axis=axis, kind="stable"))
 
 

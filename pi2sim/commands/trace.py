@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--activation", choices=("magnitude", "zero"), default="magnitude", help="active = above a magnitude threshold, or nonzero (ReLU)")
     r.add_argument("--levels", default="0.5,0.7,0.9", help="sparsity levels to keep for magnitude traces (comma separated)")
     r.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="compute dtype (float64: bit-reproducible)")
-    r.add_argument("--codec", choices=("lzma", "zlib", "zlib-fast", "none"), default="lzma", help="chunk compression")
+    r.add_argument("--codec", choices=("lzma", "zlib", "zlib-fast", "zstd", "none"), default="lzma", help="chunk compression")
     r.add_argument("--max-new-tokens", type=_positive_int, default=None, help="override the prompt set's cap per turn")
     r.set_defaults(func=cmd_record)
 

@@ -512,7 +512,7 @@ def generate(
         levels=levels,
         sequences=({"index": 0, "n_prompt": P, "n_decode": decode_tokens, "task": "synthetic"},),
         provenance=provenance,
-        codec="zlib-fast",
+        codec="zstd",
     )
     chunk = 64
     with TraceWriter(out, meta, chunk_tokens=chunk) as w:

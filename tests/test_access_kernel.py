@@ -1,0 +1,123 @@
+"""The compiled access model (pi2sim/access/kernel.py) is the numpy reference
+(pi2sim/access/segmented_reference.py), array for array, on the configurations that exercise each
+of its paths: 1-bit (ReLU) and 2-bit (magnitude) codes at every threshold, dense and MoE models,
+predictor recall below 1, no false positives, a windowed cache, an empty and a tiny cache, a cold
+start. Plus the building blocks: the counter-based random numbers, the alias tables and the
+hottest-first radix sort."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+import pytest
+
+from pi2sim.access import kernel as K
+from pi2sim.access import segmented, segmented_reference
+from pi2sim.access.workload import neuron_frequencies, open_workload
+from pi2sim.commands.trace import model_trace_path
+from pi2sim.config import RunConfig, apply_values
+from pi2sim.simulation import build
+
+
+def _setup(model: str, tokens: int, values: dict):
+    cfg = apply_values(RunConfig(), {"model": model, "decode_tokens": tokens, **values})
+    ctx, pol, _ = build(cfg)
+    w = open_workload(model_trace_path(ctx.model, tokens, 0, progress=False), ctx.model, tokens, cfg.prompt_tokens, cfg.sparsity)
+    freqs = neuron_frequencies(w)
+    mask, cold = pol.hot_mask(freqs)
+    return w, freqs, mask, cold
+
+
+def _assert_same(a, b) -> None:
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray) or x is None:
+            assert (x is None and y is None) or np.array_equal(x, y), f"{f.name} differs"
+        else:
+            assert x == y, f"{f.name}: kernel {x}, reference {y}"
+
+
+CASES = [
+    # model, tokens, run values, cold capacity (None: the policy's), recall, precision, warm, window
+    ("turbosparse-mistral-7b", 24, {"ffn_offload": 0.5}, None, 1.0, 0.8, "profile", None),
+    ("turbosparse-mistral-7b", 24, {"ffn_offload": 0.5}, None, 0.9, 1.0, "empty", None),
+    ("turbosparse-mixtral-47b", 12, {"memory_gb": 12}, None, 1.0, 0.8, "profile", None),
+    ("turbosparse-mixtral-47b", 12, {"memory_gb": 7}, None, 0.95, 0.7, "profile", 3),
+    ("smollm2-135m", 200, {"sparsity": 0.5, "ffn_offload": 0.7}, None, 0.95, 0.8, "profile", 3),
+    ("smollm2-135m", 200, {"sparsity": 0.7, "ffn_offload": 0.5}, 0, 1.0, 0.8, "profile", None),
+    ("smollm2-135m", 200, {"sparsity": 0.9, "ffn_offload": 0.3}, 50, 0.8, 0.6, "empty", 2),
+]
+
+
+@pytest.mark.parametrize("model,tokens,values,capacity,recall,precision,warm,window", CASES)
+def test_kernel_equals_reference(model, tokens, values, capacity, recall, precision, warm, window):
+    w, freqs, mask, cold = _setup(model, tokens, values)
+    cap = cold if capacity is None else capacity
+    kw = dict(recall=recall, precision=precision, seed=3, warm=warm, window=window)
+    fast = segmented._simulate(w, freqs, mask, cap, **kw)
+    ref = segmented_reference.simulate(w, freqs, mask, cap, **kw)
+    _assert_same(fast, ref)
+    assert fast.tp.sum() > 0 and (precision == 1.0 or fast.fp.sum() > 0)
+    if window is not None or 0 < cap < 1000:
+        assert fast.cold_evictions > 0  # the eviction paths ran
+    if cap == 0:
+        assert fast.cold_insertions == 0 and fast.tp_cold_hit.sum() == 0
+
+
+def test_counter_based_draws_match_numpy():
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        seed, t, l, k = (int(x) for x in rng.integers(0, 2**31, 4))
+        j = rng.integers(0, 2**40, 16)
+        ref = segmented_reference.draws(segmented_reference.step_key(seed, t, l, k), 3, j)
+        fast = np.array([_draw_nb(seed, t, l, k, 3, int(x)) for x in j], dtype=np.uint64)
+        assert np.array_equal(ref, fast)
+        assert np.array_equal(segmented_reference.uniform(ref), np.array([K.uniform(x) for x in fast]))
+
+
+def _draw_nb(seed, t, l, k, stream, j):
+    from numba import njit
+
+    global _DRAW
+    if "_DRAW" not in globals():
+        _DRAW = njit(lambda s, t, l, k, st, j: K.draw(K.step_key(s, t, l, k), st, j))
+    return _DRAW(seed, t, l, k, stream, j)
+
+
+@pytest.mark.parametrize("n", [1, 7, 1536, 14336, 70000])
+def test_alias_tables_give_the_frequencies(n):
+    """The distribution an alias row encodes is the row's normalised frequencies (total variation
+    within the threshold's fixed-point precision); neurons that never fire are never drawn."""
+    rng = np.random.default_rng(n)
+    f = (rng.beta(0.3, 5, (2, 1, n)) * (rng.random((2, 1, n)) > 0.2)).astype(np.float32)
+    abits = K.alias_bits(n)
+    table = np.zeros(f.shape, np.uint32 if abits == 16 else np.uint64)
+    f[1, 0, 0] = 0.5  # at least one row that can draw
+    tot = f.astype(np.float64).sum(axis=2)
+    K.build_alias(f.astype(np.float64), tot, table, abits)
+    full = (1 << abits) - 1
+    for l in range(2):
+        if tot[l, 0] == 0:
+            continue  # a row that never fires is never drawn from (the kernel checks the total)
+        e = table[l, 0].astype(np.uint64)
+        thr = (e >> np.uint64(abits)).astype(np.float64)
+        alias = (e & np.uint64(full)).astype(np.int64)
+        keep = np.where(thr == full, 1.0, thr / (1 << abits))
+        implied = keep / n
+        np.add.at(implied, alias, (1.0 - keep) / n)
+        want = f[l, 0].astype(np.float64) / tot[l, 0]
+        # each column's threshold is rounded to 2**-abits of the column's 1/n share of the mass
+        assert np.abs(implied - want).sum() <= 2.0 / (1 << abits) + 1e-12
+        assert np.all(implied[f[l, 0] == 0] == 0.0)
+
+
+def test_radix_order_is_numpys_stable_order():
+    rng = np.random.default_rng(0)
+    x = (rng.random(200_003) ** 3).astype(np.float32)
+    x[::5] = x[1::5][: len(x[::5])]  # ties
+    x[:300] = 0.0
+    x[300:310] = -0.0
+    assert np.array_equal(K.argsort_desc_stable(x), np.argsort(-x, kind="stable"))
+    y = np.array([0.5, np.nan, 0.1], np.float32)  # not a profile: falls back to numpy
+    assert np.array_equal(K.argsort_desc_stable(y), np.argsort(-y, kind="stable"))

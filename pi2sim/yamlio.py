@@ -55,9 +55,31 @@ def loads(text: str, source: str | Path) -> Any:
     return copy.deepcopy(doc)
 
 
+MAX_EXPANDED_NODES = 1_000_000  # a spec has a few hundred; aliases must not blow that up
+
+
+def _check_shape(doc: Any, source: str | Path) -> None:
+    """Refuse documents whose aliases make them recursive, or expand them past
+    :data:`MAX_EXPANDED_NODES` (an "alias bomb": every later walk over the document would hang)."""
+    count = 0
+    stack: list[tuple[Any, frozenset]] = [(doc, frozenset())]
+    while stack:
+        node, above = stack.pop()
+        count += 1
+        if count > MAX_EXPANDED_NODES:
+            raise InputError(source, None, f"cannot parse YAML: its aliases expand to more than {MAX_EXPANDED_NODES:,} nodes")
+        if isinstance(node, (dict, list)):
+            if id(node) in above:
+                raise InputError(source, None, "cannot parse YAML: an alias refers to a node that contains it (recursive document)")
+            inner = above | {id(node)}
+            stack.extend((child, inner) for child in (node.values() if isinstance(node, dict) else node))
+
+
 def _parse(text: str, source: str | Path) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+        _check_shape(doc, source)
+        return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}" if mark is not None else None

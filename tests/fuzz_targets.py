@@ -21,6 +21,7 @@ policy's memory plan; the simulation itself is exercised by the rest of the suit
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import io
 import math
@@ -115,6 +116,12 @@ NASTY_SCALARS = [
 ]
 
 
+# nine levels of ten aliases: 10**9 nodes if anything walked it expanded
+ALIAS_BOMB = "\nb0: &b0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 10)}]\n" for i in range(1, 9)
+)
+
+
 @st.composite
 def mutated_yaml(draw, docs: dict[str, dict]) -> tuple[str, str, tuple | None, str | None]:
     """(file name, YAML text, mutated key path or None, nonsense kind or None). The nonsense kind
@@ -124,6 +131,11 @@ def mutated_yaml(draw, docs: dict[str, dict]) -> tuple[str, str, tuple | None, s
     leaves = _leaves(doc)
     n_mut = draw(st.integers(1, 3))
     path, nonsense, nonsense_path = None, None, None
+    touched: list[tuple] = []  # paths mutated so far
+
+    def overlaps(a: tuple, b: tuple) -> bool:
+        return a[: len(b)] == b or b[: len(a)] == a
+
     for _ in range(n_mut):
         leaves = _leaves(doc)
         if not leaves:
@@ -131,49 +143,55 @@ def mutated_yaml(draw, docs: dict[str, dict]) -> tuple[str, str, tuple | None, s
         path = draw(st.sampled_from(leaves))
         if not path:
             break
-        if nonsense_path is not None and (nonsense_path[: len(path)] == path or path[: len(nonsense_path)] == nonsense_path):
+        if nonsense_path is not None and overlaps(nonsense_path, path):
             nonsense, nonsense_path = None, None  # this mutation overwrites the nonsense one
-        if nonsense is None:
-            nonsense_path = path
+        # only a value nobody edited yet can be made nonsense on purpose: a second edit of the
+        # same value may undo the first (x1000 then x0.001)
+        fresh = not any(overlaps(p, path) for p in touched)
+        touched.append(path)
         old = _get(doc, path)
         op = draw(st.sampled_from(["benign", "scale_unit", "negate", "nan", "zero_rate", "nasty", "number", "text", "delete", "unknown_key"]))
         m = NUMBER_UNIT.match(old) if isinstance(old, str) else None
+        claim = None
         if op == "benign" and m:  # a plausible edit (what a user's what-if does): must not crash either way
             _set(doc, path, f"{float(m.group(1)) * draw(st.sampled_from([0.5, 0.9, 1.0, 1.1, 2.0])):g} {m.group(2)}")
         elif op == "scale_unit" and m and float(m.group(1)) != 0 and m.group(2) != "%":
             fac = draw(st.sampled_from([1000.0, 0.001]))
             _set(doc, path, f"{float(m.group(1)) * fac:g} {m.group(2)}")
-            nonsense = nonsense or f"1000x unit slip ({old!r} -> {_get(doc, path)!r})"
+            claim = f"1000x unit slip ({old!r} -> {_get(doc, path)!r})"
         elif op == "negate" and m and float(m.group(1)) > 0:
             _set(doc, path, f"-{m.group(1)} {m.group(2)}")
-            nonsense = nonsense or "negative quantity"
+            claim = "negative quantity"
         elif op == "negate" and isinstance(old, (int, float)) and not isinstance(old, bool) and old > 0:
             _set(doc, path, -old)
-            nonsense = nonsense or "negative number"
+            claim = "negative number"
         elif op == "nan" and (m or (isinstance(old, (int, float)) and not isinstance(old, bool))):
             _set(doc, path, f"nan {m.group(2)}" if m else float("nan"))
-            nonsense = nonsense or "NaN"
+            claim = "NaN"
         elif op == "zero_rate" and m and m.group(2).endswith("/s"):
             _set(doc, path, f"0 {m.group(2)}")
-            nonsense = nonsense or "zero bandwidth"
+            claim = "zero bandwidth"
         elif op == "nasty":
-            _set(doc, path, draw(st.sampled_from(NASTY_SCALARS)))
+            _set(doc, path, copy.deepcopy(draw(st.sampled_from(NASTY_SCALARS))))  # never share the list's objects
         elif op == "number":
             _set(doc, path, draw(st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True))))
         elif op == "text":
             _set(doc, path, draw(st.text(max_size=20)))
         elif op == "delete":
             _delete(doc, path)
+            touched.append(path[:-1])  # list items after it moved: none of them is fresh any more
             if nonsense_path is not None and len(path) <= len(nonsense_path) and path[:-1] == nonsense_path[: len(path) - 1]:
                 nonsense, nonsense_path = None, None  # list indices may have shifted
         else:
             parent = _get(doc, path[:-1]) if len(path) > 1 else doc
             if isinstance(parent, dict):
-                parent[draw(st.text(min_size=1, max_size=12))] = draw(st.sampled_from(NASTY_SCALARS))
+                parent[draw(st.text(min_size=1, max_size=12))] = copy.deepcopy(draw(st.sampled_from(NASTY_SCALARS)))
+        if claim is not None and fresh and nonsense is None:
+            nonsense, nonsense_path = claim, path
     text = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
     if draw(st.integers(0, 9)) == 0:  # sometimes break the text itself
         cut = draw(st.integers(0, len(text)))
-        text = text[:cut] + draw(st.sampled_from(["", ":", "\t", "- [", "{", "'", "&a *a", "? x", "\x00", "%YAML 9\n"])) + text[cut:]
+        text = text[:cut] + draw(st.sampled_from(["", ":", "\t", "- [", "{", "'", "&a *a", "? x", "\x00", "%YAML 9\n", "\nz: &r [*r]\n", ALIAS_BOMB])) + text[cut:]
         nonsense = None  # the text edit may have removed the mutated value
     return name, text, nonsense_path if nonsense else path, nonsense
 

@@ -144,10 +144,14 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
 
 def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False, recorder=None, check: bool = False) -> TimingResult:
     if fidelity == "analytic":
-        return analytic.run_decode(device, plan)
+        return analytic.run_decode(device, plan, check=check)
+    if fidelity == "cluster":
+        from .engine import cluster
+
+        return cluster.run_decode(device, plan, recorder=recorder, check=check)
     from .engine import des
 
-    return des.run_decode(device, plan, granularity=fidelity, progress=progress, recorder=recorder, check=check)
+    return des.run_decode(device, plan, progress=progress, recorder=recorder, check=check)
 
 
 def _sha_of(path: str | Path) -> str:

@@ -67,19 +67,35 @@ def test_everything_in_memory_is_dram_bound(fid):
 
 
 def test_tiers_agree_when_nothing_contends():
-    """Everything cached (compute bound) and the NPU idle: the three tiers give the same times."""
-    times = {fid: _run(fid, ffn_offload=0.0).tokens["tbt_ms"].to_numpy() for fid in TIERS}
-    np.testing.assert_allclose(times["layer"], times["analytic"], rtol=1e-6)
-    np.testing.assert_allclose(times["cluster"], times["analytic"], rtol=1e-6)
+    """Everything cached (compute bound) and the NPU idle. The layer tier (the pool as one server)
+    gives the analytic times exactly. The cluster tier runs every cluster on its own thread, so a
+    layer ends when its last cluster does: with one-neuron clusters that tail vanishes and the
+    times agree; with PowerInfer-2's 32-neuron clusters on SmolLM2's small layers (~25 clusters
+    over 4 threads of unequal speed) the tail costs up to 3%, all of it counted as "other" (load
+    imbalance), the compute part unchanged."""
+    base = dict(ffn_offload=0.0)
+    times = {fid: _run(fid, **base) for fid in TIERS}
+    tbt = {fid: r.tokens["tbt_ms"].to_numpy() for fid, r in times.items()}
+    np.testing.assert_allclose(tbt["layer"], tbt["analytic"], rtol=1e-6)
+    fine = _run("cluster", cluster_neurons=1, **base).tokens["tbt_ms"].to_numpy()
+    np.testing.assert_allclose(fine, tbt["analytic"], rtol=3e-3)
+    np.testing.assert_allclose(tbt["cluster"], tbt["analytic"], rtol=0.03)
+    assert np.all(tbt["cluster"] >= tbt["analytic"] * (1 - 1e-9))  # a tail can only add time
+    ms = {fid: r.tokens[["compute_ms", "io_stall_ms"]].to_numpy() for fid, r in times.items()}
+    np.testing.assert_allclose(ms["cluster"], ms["analytic"], rtol=5e-3, atol=1e-6)
 
 
-def test_tiers_agree_on_hybrid_decode():
-    """v3 hybrid decode: NPU calls (fixed submit + sync cost, then a DRAM stream) run beside CPU
-    work. The NPU moves no bytes during its fixed cost, so the CPU streams alone meanwhile in every
-    tier (the analytic tier once shared bandwidth from the start and came out 7% slow)."""
-    S_ = __import__("pi2sim.simulation", fromlist=["simulate"])
-    tok = {
-        fid: S_.simulate(model="bamboo-7b", ffn_offload=0.5, decode_tokens=16, preset="v3", fidelity=fid).summary["decode_tok_s"]
-        for fid in ("analytic", "layer")
-    }
-    assert abs(tok["analytic"] / tok["layer"] - 1) < 0.01, tok
+@pytest.mark.parametrize("case", [
+    dict(model="bamboo-7b", ffn_offload=0.5, preset="v3"),  # hybrid: NPU calls beside CPU work
+    dict(model="turbosparse-mistral-7b", ffn_offload=0.5, preset="v1"),  # pipeline, I/O mostly hidden
+    dict(model="turbosparse-mixtral-47b", memory_gb=7, preset="v1"),  # I/O bound
+])
+def test_tiers_agree_on_the_paper_points(case):
+    """Where the pipeline overlaps I/O with compute (and, hybrid, the NPU's fixed submit + sync
+    cost and DRAM stream run beside the CPU), the tiers model the interleaving differently but
+    agree on tokens/s within 1.5% and on the I/O-stall share within 2 points. (The analytic tier
+    once shared DRAM with the NPU from the start of its call and came out 7% slow.)"""
+    r = {fid: S.simulate(decode_tokens=16, fidelity=fid, **case).summary for fid in TIERS}
+    for fid in ("layer", "cluster"):
+        assert abs(r[fid]["decode_tok_s"] / r["analytic"]["decode_tok_s"] - 1) < 0.015, (fid, {k: v["decode_tok_s"] for k, v in r.items()})
+        assert abs(r[fid]["critical_path"]["io_stall"] - r["analytic"]["critical_path"]["io_stall"]) < 0.02, fid

@@ -14,7 +14,8 @@ import pytest
 from pi2sim import checks
 from pi2sim.checks import INVARIANTS, InvariantViolation
 from pi2sim.config import RunConfig, apply_values
-from pi2sim.engine import des
+from pi2sim.engine import analytic, cluster, des
+from pi2sim.engine import pipeline_kernel as PK
 from pi2sim.engine.plan import NeuronPipeline
 from pi2sim.errors import SimulationError
 from pi2sim.simulation import run
@@ -136,8 +137,22 @@ def test_computed_once_plan(pi2):
 
 
 # ---------------------------------------------------------------- event-tier invariants
+# Both event tiers check these: the layer tier (SimPy, pi2sim/engine/des.py) and the cluster
+# tier (compiled event loop, pi2sim/engine/pipeline_kernel.py). The cluster tier's loop is a numba
+# function; `pure_kernel` runs it as plain Python (its py_func) so that a test can swap one of
+# its helpers for a broken one.
 def _run_des(r, plan, **kw):
-    return des.run_decode(r.device, plan, "cluster", check=True, **kw)
+    return des.run_decode(r.device, plan, check=True, **kw)
+
+
+def _run_cluster(r, plan):
+    return cluster.run_decode(r.device, plan, check=True)
+
+
+@pytest.fixture
+def pure_kernel(monkeypatch):
+    monkeypatch.setattr(PK, "simulate", PK.simulate.py_func)
+    return monkeypatch
 
 
 def test_data_before_compute(pi2, monkeypatch):
@@ -152,6 +167,14 @@ def test_data_before_compute(pi2, monkeypatch):
     _broken(e, "data-before-compute", token=0)
 
 
+def test_data_before_compute_cluster_tier(pi2, pure_kernel):
+    r, plan = pi2
+    pure_kernel.setattr(PK, "_read_done", lambda start, lat, per, n: start)  # the bug: released at issue
+    with pytest.raises(InvariantViolation) as e:
+        _run_cluster(r, plan)
+    _broken(e, "data-before-compute", token=0)
+
+
 def test_requests_complete(pi2, monkeypatch):
     r, plan = pi2
     orig = des._IoThread._complete
@@ -162,6 +185,21 @@ def test_requests_complete(pi2, monkeypatch):
     monkeypatch.setattr(des._IoThread, "_complete", lose_one)
     with pytest.raises(InvariantViolation) as e:
         _run_des(r, plan)
+    _broken(e, "requests-complete", token=0)
+
+
+def test_requests_complete_cluster_tier(pi2, pure_kernel):
+    r, plan = pi2
+    orig = PK._split_requests
+
+    def short(total, neurons, groups, out):  # the bug: the last loaded cluster loses a read
+        orig(total, neurons, groups, out)
+        if total > 0:
+            out[groups - 1] -= 1
+
+    pure_kernel.setattr(PK, "_split_requests", short)
+    with pytest.raises(InvariantViolation) as e:
+        _run_cluster(r, plan)
     _broken(e, "requests-complete", token=0)
 
 
@@ -181,6 +219,21 @@ def test_work_conserved(pi2, monkeypatch):
     _broken(e, "work-conserved", token=0, layer=0)
 
 
+def test_work_conserved_cluster_tier(pi2, pure_kernel):
+    r, plan = pi2
+    orig = PK._split_even
+
+    def lossy(total, groups, out):  # the bug: the last cluster loses a neuron
+        orig(total, groups, out)
+        if total > 0:
+            out[groups - 1] -= 1
+
+    pure_kernel.setattr(PK, "_split_even", lossy)
+    with pytest.raises(InvariantViolation) as e:
+        _run_cluster(r, plan)
+    _broken(e, "work-conserved", token=0, layer=0)
+
+
 def test_monotonic_clock(pi2, monkeypatch):
     r, plan = pi2
 
@@ -196,6 +249,26 @@ def test_monotonic_clock(pi2, monkeypatch):
     with pytest.raises(InvariantViolation) as e:
         _run_des(r, bad)
     _broken(e, "monotonic-clock", token=0, layer=0)
+
+
+def test_monotonic_clock_cluster_and_analytic_tiers(pi2, monkeypatch):
+    r, plan = pi2
+    orig = analytic.stage_time
+
+    def backwards(comp, st):  # the bug: a closed form gives one stage a negative duration
+        res = orig(comp, st)
+        if st.name == "attention":
+            total = np.array(np.broadcast_to(res.total, (plan.n_tokens, plan.n_layers)))
+            total[3, 7] = -1e-6
+            res = replace(res, total=total)
+        return res
+
+    monkeypatch.setattr(analytic, "stage_time", backwards)
+    monkeypatch.setattr(cluster, "stage_time", backwards)
+    for run_tier in (lambda: _run_cluster(r, plan), lambda: analytic.run_decode(r.device, plan, check=True)):
+        with pytest.raises(InvariantViolation) as e:
+            run_tier()
+        _broken(e, "monotonic-clock", token=3, layer=7)
 
 
 # ---------------------------------------------------------------- outputs
@@ -247,7 +320,7 @@ def test_watchdog_deadlock_no_events_left(pi2, monkeypatch):
     r, plan = pi2
     monkeypatch.setattr(des._IoThread, "_complete", lambda self, task, flow, n, at: None)
     with pytest.raises(SimulationError, match="deadlock") as e:
-        des.run_decode(r.device, plan, "cluster")
+        des.run_decode(r.device, plan)
     assert "0/6 tokens done" in str(e.value)
     assert e.value.state["token"] == 0 and e.value.state["stage"] == "ffn"
     Path(str(e.value).rsplit("state dump in ", 1)[1]).unlink()
@@ -264,7 +337,7 @@ def test_watchdog_time_stops_advancing(pi2, monkeypatch):
     monkeypatch.setattr(des._IoThread, "run", spin)
     dog = des.Watchdog(events_at_one_instant=20_000)
     with pytest.raises(SimulationError, match="simulated time stopped advancing") as e:
-        des.run_decode(r.device, plan, "cluster", watchdog=dog)
+        des.run_decode(r.device, plan, watchdog=dog)
     state = e.value.state
     assert state["token"] == 0 and state["layer"] == 0 and state["stage"] == "ffn"
     dump = Path(str(e.value).rsplit("state dump in ", 1)[1])
@@ -287,6 +360,16 @@ def test_watchdog_work_stops_draining(pi2, monkeypatch):
     monkeypatch.setattr(des._Engine, "flash", crawl)
     dog = des.Watchdog(stage_s=30.0)
     with pytest.raises(SimulationError, match="work stopped draining") as e:
-        des.run_decode(r.device, bad, "layer", watchdog=dog)
+        des.run_decode(r.device, bad, watchdog=dog)
     assert e.value.state["stage"] == "stuck"
     Path(str(e.value).rsplit("state dump in ", 1)[1]).unlink()
+
+
+def test_watchdog_deadlock_cluster_tier(pi2, pure_kernel):
+    """Reads that never complete: the cluster tier's loop runs out of events with tasks left and
+    stops the run naming the stage, instead of returning a stage that silently skipped them."""
+    r, plan = pi2
+    pure_kernel.setattr(PK, "_read_done", lambda start, lat, per, n: np.inf)
+    with pytest.raises(SimulationError, match="deadlock") as e:
+        cluster.run_decode(r.device, plan)
+    assert e.value.state["token"] == 0 and e.value.state["stage"] == "ffn" and e.value.state["tasks_not_run"] > 0

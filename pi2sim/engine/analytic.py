@@ -276,9 +276,26 @@ def stage_time(comp: Components, st) -> StageTime:
     raise TypeError(type(st))
 
 
-def run_decode(device: DeviceSpec, plan: DecodePlan) -> TimingResult:
+def run_decode(device: DeviceSpec, plan: DecodePlan, check: bool = False) -> TimingResult:
     comp = Components(device)
+    return compose(plan, [stage_time(comp, st) for st in plan.layer_stages], [stage_time(comp, st) for st in plan.token_stages], "analytic", check)
+
+
+def compose(plan: DecodePlan, layer_times: list[StageTime], token_times: list[StageTime], tier: str, check: bool = False) -> TimingResult:
+    """Token latencies and their breakdown from the time of every stage ([T, L] per layer stage,
+    [T] per token stage): a token runs its layers' stages in order, then its token stages.
+    ``check``: every stage takes a non-negative time (the clock never goes back)."""
     T, L = plan.n_tokens, plan.n_layers
+    if check:
+        from ..checks import InvariantViolation
+
+        for st, r, per_layer in [(st, r, True) for st, r in zip(plan.layer_stages, layer_times)] + \
+                                [(st, r, False) for st, r in zip(plan.token_stages, token_times)]:
+            tot = np.broadcast_to(np.asarray(r.total, dtype=np.float64), (T, L) if per_layer else (T,))
+            bad = ~(tot >= 0)
+            if bad.any():
+                i = np.argwhere(bad)[0]
+                raise InvariantViolation("monotonic-clock", f"stage {st.name} took {tot[tuple(i)]} s", int(i[0]), int(i[1]) if per_layer else None)
     token = np.zeros(T)
     cmp_ = np.zeros(T)
     io = np.zeros(T)
@@ -304,11 +321,11 @@ def run_decode(device: DeviceSpec, plan: DecodePlan) -> TimingResult:
         for k, v in r.dram.items():
             dram[k] = dram.get(k, 0.0) + float(red(v).sum())
 
-    for st in plan.layer_stages:
-        add(st, stage_time(comp, st), True)
-    for st in plan.token_stages:
-        add(st, stage_time(comp, st), False)
-    res = TimingResult("analytic", token, cmp_, io, oth, stage_s, busy, dram)
+    for st, r in zip(plan.layer_stages, layer_times):
+        add(st, r, True)
+    for st, r in zip(plan.token_stages, token_times):
+        add(st, r, False)
+    res = TimingResult(tier, token, cmp_, io, oth, stage_s, busy, dram)
     res.check_split()
     return res
 

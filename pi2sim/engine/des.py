@@ -1,4 +1,4 @@
-"""Event tiers: execute a :class:`~pi2sim.engine.plan.DecodePlan` in SimPy.
+"""Layer tier: execute a :class:`~pi2sim.engine.plan.DecodePlan` in SimPy.
 
 Resources (one per hardware unit):
 
@@ -14,10 +14,11 @@ Resources (one per hardware unit):
   so clusters finish early.
 * **NPU**: a byte stream on the bus (its hot rows / attention heads), concurrent with the CPU.
 
-Granularity (``--fidelity``): ``layer`` groups each layer's clusters into a few tasks per kind
-(hit / miss), ``cluster`` keeps one task per neuron cluster. Both report the same critical-path
-split as the analytic tier: compute (CPU busy in the stage), I/O stall (the rest of the stage),
-other (barriers and fixed costs).
+Granularity: each layer's clusters are grouped into a few tasks per kind (hit / miss), and the
+pool is one server. The cluster tier (:mod:`pi2sim.engine.cluster`) simulates every cluster on
+its own thread with a compiled event loop; this SimPy model, written independently, is its
+cross-check. Both report the same critical-path split as the analytic tier: compute (CPU busy in
+the stage), I/O stall (the rest of the stage), other (barriers and fixed costs).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _at(arr, t: int, l: int | None):
 
 
 class _Engine:
-    def __init__(self, device: DeviceSpec, granularity: str, recorder: Recorder | None = None, check: bool = False):
+    def __init__(self, device: DeviceSpec, recorder: Recorder | None = None, check: bool = False):
         self.device = device
         self.comp = Components(device)
         self.env = simpy.Environment()
@@ -62,7 +63,6 @@ class _Engine:
         if recorder is not None:
             recorder.core_order = [c.id for c in device.cores()]
             self.bus.on_rates = self._record_bandwidth
-        self.granularity = granularity
         self.busy: dict[str, float] = {}
         self.io_free_at = 0.0
         self.events = 0
@@ -195,10 +195,7 @@ class _Engine:
             return env.now - start, env.now - start, 0.0
         n_hit_clusters = math.ceil(g_hit / k) if g_hit else 0
         n_miss_clusters = math.ceil(g_miss / k) if g_miss else 0
-        if self.granularity == "cluster":
-            gh, gm = n_hit_clusters, n_miss_clusters
-        else:
-            gh, gm = min(LAYER_GROUPS, n_hit_clusters), min(LAYER_GROUPS, n_miss_clusters)
+        gh, gm = min(LAYER_GROUPS, n_hit_clusters), min(LAYER_GROUPS, n_miss_clusters)
         hit_groups = _split(g_hit, u_hit, gh)
         miss_groups = _split(g_miss, u_miss, gm)
         miss_reqs = _split(int(round(G)), int(round(U)), gm)
@@ -507,11 +504,11 @@ class Watchdog:
         raise err
 
 
-def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer", progress: bool = False,
+def run_decode(device: DeviceSpec, plan: DecodePlan, progress: bool = False,
                recorder: Recorder | None = None, check: bool = False, watchdog: Watchdog | None = None) -> TimingResult:
     """Execute the plan; ``recorder`` (optional) collects the timeline of its token window;
     ``check`` asserts the invariants that need the clock (:mod:`pi2sim.checks`)."""
-    eng = _Engine(device, granularity, recorder, check)
+    eng = _Engine(device, recorder, check)
     dog = watchdog if watchdog is not None else Watchdog()
     dog.eng = eng
     env = eng.env
@@ -591,8 +588,8 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, granularity: str = "layer",
     if progress:
         print(file=sys.stderr)
     if not proc.triggered:
-        dog.fire(f"deadlock: {granularity} tier has no pending events with the decoder unfinished ({tokens_done[0]}/{T} tokens done)")
-    res = TimingResult(granularity, token, cmp_, io, oth, stage_s, eng.busy, dict(eng.bus.bytes_by_agent))
+        dog.fire(f"deadlock: layer tier has no pending events with the decoder unfinished ({tokens_done[0]}/{T} tokens done)")
+    res = TimingResult("layer", token, cmp_, io, oth, stage_s, eng.busy, dict(eng.bus.bytes_by_agent))
     res.events = eng.events
     res.check_split(rtol=1e-6)
     return res

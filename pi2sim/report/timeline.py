@@ -74,6 +74,18 @@ def _in_flight(rec: Recorder) -> list[tuple[float, float]]:
     return out
 
 
+def _by_time(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Counter points in time order (a tier may record them out of order); of several at one
+    instant the last recorded holds; repeated values dropped."""
+    out: list[tuple[float, float]] = []
+    for ts, v in sorted(points, key=lambda p: p[0]):  # stable: recording order within an instant
+        if out and out[-1][0] == ts:
+            out[-1] = (ts, v)
+        elif not out or out[-1][1] != v:
+            out.append((ts, v))
+    return out
+
+
 def chrome_trace(rec: Recorder) -> dict:
     ids = _track_ids(rec)
     ev: list[dict] = []
@@ -91,7 +103,7 @@ def chrome_trace(rec: Recorder) -> dict:
             continue
         ev.append({"ph": "X", "name": s.name, "cat": s.track.split(":")[0], "pid": pid, "tid": tid, "ts": ts,
                    "dur": round(end - ts, 3), "args": s.args})
-    series = {name: [(_us(t), v) for t, v in pts] for name, pts in rec.counters.items()}
+    series = {name: _by_time([(_us(t), v) for t, v in pts]) for name, pts in rec.counters.items()}
     series["UFS requests in flight"] = _in_flight(rec)
     for name in sorted(series):
         for ts, v in series[name]:

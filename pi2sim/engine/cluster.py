@@ -1,0 +1,213 @@
+"""Cluster tier: every neuron cluster's I/O and compute, on its own thread and queue slot.
+
+The FFN stages that run PowerInfer-2's neuron-cluster pipeline (``NeuronPipeline`` in ``cluster``
+mode) are simulated event by event by :mod:`pi2sim.engine.pipeline_kernel`: one task per cluster
+on the compute thread that takes it (each at its own core's rate), one read batch per cluster on
+the I/O thread, every request on a UFS queue slot, DRAM shared with the NPU stream. Everything
+else in a layer is a dense kernel split dynamically over the pool (or a blocking read, or
+faults), whose time the analytic closed forms give exactly, so those stages are not broken into
+events. Stages run one after another (the plan's order), which places each on the clock.
+
+Why not SimPy, like the layer tier: with one SimPy event per cluster, a TurboSparse-Mixtral-47B
+token is ~3,700 cluster tasks and ran at ~6 simulated tokens per wall-second; the compiled event
+loop runs the same schedule hundreds of times faster (benchmarks/README.md). The layer tier
+(SimPy, clusters grouped per layer, the pool as one server) stays the independent cross-check;
+``tests/test_engine_limits.py`` checks the tiers agree and docs/fidelity.md says where they differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..checks import InvariantViolation
+from ..specs.device import DeviceSpec
+from . import pipeline_kernel as PK
+from .analytic import Components, StageTime, compose, stage_time
+from .compute import sparse_factor
+from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
+from .recorder import Recorder
+from .result import TimingResult
+
+
+@dataclass
+class _Inputs:
+    """A cluster-mode pipeline stage flattened over [T * L] for the kernel."""
+
+    g_hit: np.ndarray
+    g_miss: np.ndarray
+    u_hit: np.ndarray
+    u_miss: np.ndarray
+    gate_reqs: np.ndarray
+    ud_reqs: np.ndarray
+    factor: np.ndarray
+    per_g: np.ndarray
+    per_u: np.ndarray
+    lat_g: np.ndarray
+    lat_u: np.ndarray
+    npu_work: np.ndarray
+    thread_rate: np.ndarray
+    scalars: tuple
+
+    def take(self, idx: np.ndarray) -> "_Inputs":
+        f = {k: (v[idx] if isinstance(v, np.ndarray) and k != "thread_rate" else v) for k, v in vars(self).items()}
+        return _Inputs(**f)
+
+    def args(self) -> tuple:
+        return (self.g_hit, self.g_miss, self.u_hit, self.u_miss, self.gate_reqs, self.ud_reqs, self.factor,
+                self.per_g, self.per_u, self.lat_g, self.lat_u, self.npu_work, self.thread_rate, *self.scalars)
+
+
+def _flat(x, shape) -> np.ndarray:
+    """``x`` (a scalar, [T, L] or already flat [T * L]) as a flat float64 array."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1 and a.size == shape[0] * shape[1]:
+        return np.ascontiguousarray(a)
+    return np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1)
+
+
+def _ints(x, shape) -> np.ndarray:
+    return np.rint(_flat(x, shape)).astype(np.int64)
+
+
+def _inputs(comp: Components, p: NeuronPipeline, shape: tuple[int, int]) -> _Inputs:
+    dev = comp.device
+    ufs = comp.ufs
+    st = dev.storage
+    g_hit, g_miss = _ints(p.gate_hit_n, shape), _ints(p.gate_miss_n, shape)
+    rows = np.maximum(_flat(p.rows_total, shape), 1.0)
+    factor = np.asarray(sparse_factor((g_hit + g_miss) / rows, dev.cpu.sparse_density_exponent, p.pool.sparse_efficiency), dtype=np.float64)
+    span = _flat(p.span, shape)
+    c = st.issue_cost.of(p.io_class)
+    per_g = _flat(ufs.period(p.gate_req_size, span, p.io_class), shape)
+    per_u = _flat(ufs.period(p.ud_req_size, span, p.io_class), shape)
+    lat_g = c + _flat(ufs.service_time(p.gate_req_size, span), shape) + st.latency_s
+    lat_u = c + _flat(ufs.service_time(p.ud_req_size, span), shape) + st.latency_s
+    if p.parallel is not None:
+        npu_work = _flat(p.parallel.work, shape)
+        unit = p.parallel.unit
+        npu_demand = float(comp.demand(p.parallel))
+        npu_fixed = float(p.parallel.fixed_s)
+        npu_cap = comp.dram.agent_cap(unit)
+        joint = comp.dram.total_cap({"cpu", unit})
+    else:
+        npu_work = np.zeros(g_hit.shape)
+        npu_demand, npu_fixed, npu_cap, joint = 0.0, 0.0, 0.0, comp.dram.total_cap({"cpu"})
+    thread_rate = np.array([core.matvec_bps(p.dtype) * p.pool.sparse_efficiency for core in p.pool.cores], dtype=np.float64)
+    scalars = (int(p.cluster_neurons), float(p.gate_bytes_per_neuron), float(p.ud_bytes_per_neuron), bool(p.two_phase),
+               float(comp.dram.agent_cap("cpu")), float(npu_cap), float(joint), npu_demand, npu_fixed)
+    return _Inputs(g_hit, g_miss, _ints(p.ud_hit_n, shape), _ints(p.ud_miss_n, shape), _ints(p.gate_reqs, shape), _ints(p.ud_reqs, shape),
+                   np.ascontiguousarray(factor.reshape(-1)), per_g, per_u, lat_g, lat_u, npu_work, thread_rate, scalars)
+
+
+def _no_record():
+    z = np.zeros((0, 8)), np.zeros((0, 5)), np.zeros((0, 5)), np.zeros((0, 4)), np.zeros(4, np.int64)
+    return z
+
+
+def _kernel(inp: _Inputs, record: bool = False):
+    S = len(inp.g_hit)
+    out = np.zeros((S, PK.N_OUT))
+    busy = np.zeros((S, len(inp.thread_rate)))
+    if record:
+        n_tasks = int(np.sum(-(-inp.g_hit // inp.scalars[0]) + 2 * -(-inp.g_miss // inp.scalars[0])))
+        n_req = int(np.sum(inp.gate_reqs + inp.ud_reqs))
+        n_batches = int(np.sum(2 * -(-inp.g_miss // inp.scalars[0])))
+        arrays = (np.zeros((n_tasks + 1, 8)), np.zeros((n_batches + 1, 5)), np.zeros((n_req + 1, 5)),
+                  np.zeros((4 * (n_tasks + n_batches) + 8 * S + 8, 4)), np.zeros(4, np.int64))
+    else:
+        arrays = _no_record()
+    PK.simulate(*inp.args(), out, busy, record, 0, S, *arrays)
+    return out, busy, arrays
+
+
+def pipeline_time(comp: Components, p: NeuronPipeline, shape: tuple[int, int], check: bool) -> StageTime:
+    """A cluster-mode pipeline stage of every token and layer, event by event."""
+    inp = _inputs(comp, p, shape)
+    out, busy, _ = _kernel(inp)
+    T, L = shape
+    _watchdog(p, out, L)
+    if check:
+        _check(p, inp, out, shape)
+    work = inp.g_hit + inp.g_miss  # gate neurons
+    body = out[:, PK.BODY]
+    barrier = np.where((work > 0) | (inp.u_hit + inp.u_miss > 0), p.pool.barrier_s, 0.0)
+    r = lambda x: x.reshape(T, L)  # noqa: E731
+    busy_d: dict[str, np.ndarray] = {}
+    for i, cid in enumerate(p.pool.ids()):
+        busy_d[cid] = r(busy[:, i])
+    n_req = (inp.gate_reqs + inp.ud_reqs).astype(np.float64)
+    c_issue = comp.device.storage.issue_cost.of(p.io_class)
+    busy_d[p.io_core] = busy_d.get(p.io_core, 0.0) + r(n_req * c_issue)
+    svc_g = comp.ufs.service_time(p.gate_req_size, _flat(p.span, shape))
+    svc_u = comp.ufs.service_time(p.ud_req_size, _flat(p.span, shape))
+    busy_d["ufs"] = r(inp.gate_reqs * svc_g + inp.ud_reqs * svc_u)
+    dram = {"cpu": r(out[:, PK.CPU_BYTES_G] + out[:, PK.CPU_BYTES_U]), "dma": r(inp.gate_reqs * p.gate_req_size + inp.ud_reqs * p.ud_req_size)}
+    if p.parallel is not None:
+        busy_d[p.parallel.unit] = r(out[:, PK.NPU_END])
+        dram[p.parallel.unit] = r(inp.npu_work)
+    return StageTime(r(body + barrier), r(out[:, PK.COMPUTE]), r(out[:, PK.IO]), r(out[:, PK.OTHER] + barrier), busy_d, dram)
+
+
+def _watchdog(p: NeuronPipeline, out: np.ndarray, L: int) -> None:
+    """The kernel's own watchdog: a stage whose events stopped making progress, or that ran out of
+    events with tasks left (a deadlock), stops the run with the stage named instead of a hang or
+    a silently short stage."""
+    stuck = np.flatnonzero(out[:, PK.STUCK])
+    if len(stuck) == 0:
+        return
+    from ..errors import SimulationError
+
+    s = int(stuck[0])
+    why = ("events stopped making progress" if out[s, PK.STUCK] == 1 else
+           f"deadlock: no event left with {-out[s, PK.N_TASKS]:.0f} cluster tasks not run")
+    err = SimulationError(f"watchdog: cluster tier, {why} at token {s // L}, layer {s % L}, stage {p.name!r} ({out[s, PK.N_EVENTS]:.0f} events)")
+    err.state = {"token": s // L, "layer": s % L, "stage": p.name, "events": int(out[s, PK.N_EVENTS]),
+                 "tasks_not_run": int(-out[s, PK.N_TASKS]), "simulated_s": float(out[s, PK.BODY])}
+    raise err
+
+
+def _check(p: NeuronPipeline, inp: _Inputs, out: np.ndarray, shape: tuple[int, int]) -> None:
+    L = shape[1]
+
+    def fail(name: str, mask: np.ndarray, what) -> None:
+        s = int(np.flatnonzero(mask)[0])
+        raise InvariantViolation(name, what(s), s // L, s % L)
+    early = out[:, PK.EARLY] > 1e-12
+    if early.any():
+        fail("data-before-compute", early, lambda s: f"{p.name}: a loaded cluster's compute started {out[s, PK.EARLY]:.3g} s before its reads completed")
+    for col, want, what in ((PK.CPU_BYTES_G, inp.g_hit + inp.g_miss, "Gate"), (PK.CPU_BYTES_U, inp.u_hit + inp.u_miss, "Up/Down")):
+        bpn = p.gate_bytes_per_neuron if what == "Gate" else p.ud_bytes_per_neuron
+        bad = ~np.isclose(out[:, col], want * bpn, rtol=1e-9, atol=1e-6)
+        if bad.any():
+            fail("work-conserved", bad, lambda s: f"{p.name}: {what} compute streamed {out[s, col]:.0f} bytes, the plan lists {want[s] * bpn:.0f}")
+    missing = out[:, PK.N_TASKS] != 0
+    if missing.any():
+        fail("work-conserved", missing, lambda s: f"{p.name}: {-out[s, PK.N_TASKS]:.0f} cluster tasks never ran")
+    planned = inp.gate_reqs + inp.ud_reqs
+    for col, what in ((PK.ISSUED, "issued"), (PK.COMPLETED, "completed")):
+        bad = out[:, col] != planned
+        if bad.any():
+            fail("requests-complete", bad, lambda s: f"{p.name}: {out[s, col]:.0f} requests {what}, the plan lists {planned[s]}")
+
+
+def run_decode(device: DeviceSpec, plan: DecodePlan, recorder: Recorder | None = None, check: bool = False) -> TimingResult:
+    comp = Components(device)
+    shape = (plan.n_tokens, plan.n_layers)
+
+    def layer_time(st) -> StageTime:
+        if isinstance(st, NeuronPipeline) and st.mode == "cluster":
+            return pipeline_time(comp, st, shape, check)
+        return stage_time(comp, st)
+
+    layer_times = [layer_time(st) for st in plan.layer_stages]
+    token_times = [stage_time(comp, st) for st in plan.token_stages]
+    res = compose(plan, layer_times, token_times, "cluster", check=check)
+    res.events = int(sum(-(-np.asarray(st.gate_hit_n) // st.cluster_neurons).sum() + 4 * (-(-np.asarray(st.gate_miss_n) // st.cluster_neurons)).sum()
+                         for st in plan.layer_stages if isinstance(st, NeuronPipeline) and st.mode == "cluster"))
+    if recorder is not None:
+        from .timeline_events import record_window
+
+        record_window(comp, plan, layer_times, token_times, recorder, _inputs, _kernel)
+    return res

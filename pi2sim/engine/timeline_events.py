@@ -1,0 +1,176 @@
+"""The cluster tier's timeline: the records of a window of decode tokens.
+
+Stages run one after another, so a stage's start is the sum of the durations before it. Dense
+stages become one slice per core of their pool (the work is split dynamically, so every thread
+runs from the stage's start to the end of its kernel), the NPU's part its own slice; the
+neuron-cluster pipelines of the window are simulated again with recording on
+(:mod:`pi2sim.engine.pipeline_kernel`), which gives every cluster task on its thread, every read
+batch on the I/O thread, every request on a UFS queue slot and every change of the DRAM rates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import pipeline_kernel as PK
+from .analytic import Components, StageTime
+from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
+from .recorder import Recorder
+
+TASK_NAMES = {PK.HIT: "cluster, cached", PK.MISS_GATE: "gate, loaded", PK.MISS_UD: "up/down, loaded"}
+
+
+def _at(x, t: int, l: int | None) -> float:
+    a = np.asarray(x)
+    if a.ndim == 0:
+        return float(a)
+    if l is None or a.ndim == 1:
+        return float(a[t])
+    return float(a[t, l])
+
+
+def _pool_slices(rec: Recorder, pool, name: str, start: float, end: float, **args) -> None:
+    for cid in pool.ids():
+        rec.slice(f"cpu:{cid}", name, start, end, **args)
+
+
+def _dense(rec: Recorder, comp: Components, st, t: int, l: int | None, start: float, total: float) -> None:
+    """A stage that is not a cluster pipeline: its slices on the units it occupies."""
+    args = {"token": t, "layer": l}
+    if isinstance(st, Compute):
+        w = _at(st.work, t, l)
+        pw = _at(st.parallel.work, t, l) if st.parallel is not None else 0.0
+        if w <= 0 and pw <= 0:
+            return
+        if st.parallel is not None:
+            ta, tb = comp.dram.staggered_time(np.asarray(w), comp.demand(st), comp.agent(st), st.fixed_s,
+                                              np.asarray(pw), comp.demand(st.parallel), comp.agent(st.parallel), st.parallel.fixed_s)
+            ta, tb = float(ta), float(tb)
+            if pw > 0:
+                rec.slice(st.parallel.unit, st.parallel.name, start, start + tb, **args)
+        else:
+            ta = total - (comp.barrier(st) if w > 0 else 0.0)
+        if w > 0:
+            if st.unit == "cpu":
+                _pool_slices(rec, st.pool, st.name, start, start + ta, **args)
+                rate = w / ta if ta > 0 else 0.0
+                rec.counter("DRAM bandwidth cpu (GB/s)", start, round(rate / 1e9, 3))
+                rec.counter("DRAM bandwidth cpu (GB/s)", start + ta, 0.0)
+            else:
+                rec.slice(st.unit, st.name, start, start + ta, **args)
+        b = comp.barrier(st) if w > 0 else 0.0
+        if st.unit == "cpu" and b > 0:
+            _pool_slices(rec, st.pool, "barrier", start + total - b, start + total, stage=st.name)
+    elif isinstance(st, Flash):
+        n = _at(st.requests, t, l)
+        if n > 0:
+            for cid in st.issuer_cores:
+                rec.slice(f"cpu:{cid}", f"{st.name}: issue {int(n)} reads", start, start + total, **args)
+            rec.slice("ufs:batch", f"{st.name}: {int(n)} x {st.size / 1024:g} KiB", start, start + total, **args)
+    elif isinstance(st, Faults):
+        _pool_slices(rec, st.pool, f"{st.name} (page faults)", start, start + total, **args)
+    elif isinstance(st, NeuronPipeline):
+        _pool_slices(rec, st.pool, f"{st.name} ({st.mode} mode)", start, start + total, **args)
+
+
+def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[tuple[int, int, float]], inputs_fn, kernel_fn, shape) -> None:
+    """Simulate the window's pipeline stages again with recording on and place their records."""
+    inp = inputs_fn(comp, p, shape)
+    L = shape[1]
+    idx = np.array([t * L + l for t, l, _ in stages], dtype=np.int64)
+    sub = inp.take(idx)
+    out, _, (r_task, r_io, r_req, r_bw, r_count) = kernel_fn(sub, record=True)
+    starts = np.array([s0 for _, _, s0 in stages])
+    io_track = f"cpu:{p.io_core}" + (":io" if p.io_core in p.pool.ids() else "")
+    cores = p.pool.ids()
+    k_of = {0: "gate", 1: "up/down"}
+    # requests first (their queue slots are the flows' sources), batch by batch in issue order
+    last_req: dict[int, tuple[str, float]] = {}
+    batch_of_req = r_req[: r_count[2], 4].astype(np.int64)
+    for j in range(int(r_count[2])):
+        s = int(r_req[j, 0])
+        t, l, _ = stages[s]
+        rec.begin_token(t)
+        b = int(batch_of_req[j])
+        size = p.gate_req_size if int(r_req[j, 1]) == 0 else p.ud_req_size
+        track = rec.ufs_request(starts[s] + r_req[j, 2], starts[s] + r_req[j, 3], f"{k_of[int(r_req[j, 1])]} read {size / 1024:g} KiB", token=t, layer=l)
+        last_req[b] = (track, starts[s] + r_req[j, 3] - 1e-9)  # its completion, inside its slice (Perfetto binds flows to enclosing slices)
+    flows: dict[int, int | None] = {}
+    for j in range(int(r_count[1])):
+        s = int(r_io[j, 0])
+        t, l, _ = stages[s]
+        rec.begin_token(t)
+        what = k_of[int(r_io[j, 1])]
+        rec.slice(io_track, f"issue {int(r_io[j, 2])} {what} reads", starts[s] + r_io[j, 3], starts[s] + r_io[j, 4], token=t, layer=l)
+        if j in last_req:
+            flows[j] = rec.flow_start(*last_req[j])
+    for j in range(int(r_count[0])):
+        s = int(r_task[j, 0])
+        t, l, _ = stages[s]
+        rec.begin_token(t)
+        kind, n = int(r_task[j, 2]), int(r_task[j, 3])
+        track = f"cpu:{cores[int(r_task[j, 1])]}"
+        t0 = starts[s] + r_task[j, 4]
+        rec.slice(track, f"{TASK_NAMES[kind]} ({n} neurons)", t0, starts[s] + r_task[j, 5], token=t, layer=l, cluster=int(r_task[j, 7]))
+        if r_task[j, 6] >= 0:
+            rec.flow_end(flows.get(int(r_task[j, 6])), track, t0)
+    for j in range(int(r_count[3])):
+        s = int(r_bw[j, 0])
+        t, l, _ = stages[s]
+        rec.begin_token(t)
+        rec.counter("DRAM bandwidth cpu (GB/s)", starts[s] + r_bw[j, 1], round(r_bw[j, 2] / 1e9, 3))
+        if p.parallel is not None:
+            rec.counter(f"DRAM bandwidth {p.parallel.unit} (GB/s)", starts[s] + r_bw[j, 1], round(r_bw[j, 3] / 1e9, 3))
+    for s, (t, l, s0) in enumerate(stages):
+        rec.begin_token(t)
+        body = out[s, PK.BODY]
+        rec.counter("DRAM bandwidth cpu (GB/s)", s0 + body, 0.0)
+        if p.parallel is not None and out[s, PK.NPU_END] > 0:
+            rec.slice(p.parallel.unit, p.parallel.name, s0, s0 + out[s, PK.NPU_END], token=t, layer=l)
+            rec.counter(f"DRAM bandwidth {p.parallel.unit} (GB/s)", s0 + out[s, PK.NPU_END], 0.0)
+        g = sub.g_hit[s] + sub.g_miss[s]
+        if g > 0:
+            rec.counter("neuron cache hit rate", s0, round(float(sub.g_hit[s]) / g, 4))
+        if p.pool.barrier_s and (g > 0 or sub.u_hit[s] + sub.u_miss[s] > 0):
+            _pool_slices(rec, p.pool, "barrier", s0 + body, s0 + body + p.pool.barrier_s, stage=p.name)
+
+
+def record_window(comp: Components, plan: DecodePlan, layer_times: list[StageTime], token_times: list[StageTime],
+                  rec: Recorder, inputs_fn, kernel_fn) -> None:
+    T, L = plan.n_tokens, plan.n_layers
+    rec.core_order = [c.id for c in comp.device.cores()]
+    first = min(rec.first_token, T)
+    stop = T if rec.stop_token is None else min(rec.stop_token, T)
+
+    def total(r: StageTime, t: int, l: int | None) -> float:
+        return _at(np.broadcast_to(r.total, (T, L) if l is not None else (T,)), t, l)
+
+    token_lat = np.zeros(T)
+    for r in layer_times:
+        token_lat += np.broadcast_to(np.asarray(r.total, dtype=np.float64), (T, L)).sum(axis=1)
+    for r in token_times:
+        token_lat += np.broadcast_to(np.asarray(r.total, dtype=np.float64), (T,))
+    t_start = np.concatenate([[0.0], np.cumsum(token_lat)])
+    pipelines: dict[int, list[tuple[int, int, float]]] = {}
+    for t in range(first, stop):
+        rec.begin_token(t)
+        now = t_start[t]
+        for l in range(L):
+            l_start = now
+            if plan.dram_resident_bytes is not None:
+                rec.counter("DRAM resident (GB)", now, round(float(plan.dram_resident_bytes[t, l]) / 1e9, 4))
+            for i, st in enumerate(plan.layer_stages):
+                d = total(layer_times[i], t, l)
+                if isinstance(st, NeuronPipeline) and st.mode == "cluster":
+                    pipelines.setdefault(i, []).append((t, l, now))
+                else:
+                    _dense(rec, comp, st, t, l, now, d)
+                now += d
+            rec.slice("layers", f"layer {l}", l_start, now, token=t, layer=l)
+        for i, st in enumerate(plan.token_stages):
+            d = total(token_times[i], t, None)
+            _dense(rec, comp, st, t, None, now, d)
+            now += d
+        rec.slice("decode", f"token {t}", t_start[t], now, token=t, latency_ms=round((now - t_start[t]) * 1e3, 4))
+    for i, stages in pipelines.items():
+        _pipeline(rec, comp, plan.layer_stages[i], stages, inputs_fn, kernel_fn, (T, L))

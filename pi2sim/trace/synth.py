@@ -404,11 +404,14 @@ def neuron_quantiles(model_name: str, n_layers: int, n_experts: int, n_neurons: 
     """Which frequency quantile each neuron gets, [L, E, N]: a property of the (synthetic) model,
     fixed by its name, so every trace of a model shares its hot neurons (as offline profiling
     on other text would find them)."""
+    return _quantiles(n_neurons)[neuron_permutation(model_name, n_layers, n_experts, n_neurons)]
+
+
+def neuron_permutation(model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
+    """[L, E, N]: the quantile index of every neuron (a permutation per layer and expert)."""
     digest = hashlib.sha256(f"pi2sim-neurons:{model_name}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    q = _quantiles(n_neurons)
-    perm = np.stack([np.stack([rng.permutation(n_neurons) for _ in range(n_experts)]) for _ in range(n_layers)])
-    return q[perm]
+    return np.stack([np.stack([rng.permutation(n_neurons) for _ in range(n_experts)]) for _ in range(n_layers)])
 
 
 def thresholds(cal: "Calibration", model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
@@ -428,9 +431,15 @@ def population_frequencies(calibration: dict, model_name: str, n_layers: int, n_
     input for choosing hot neurons, independent of the requests being replayed."""
     mu = np.asarray(calibration["mu"], dtype=np.float64)
     sigma = np.asarray(calibration["sigma"], dtype=np.float64)
-    cal = Calibration(sparsity=np.zeros(n_layers), sigma=sigma, beta=0.0, gamma=0.0, rho=0.0, mu=mu, router=None)
-    tau = thresholds(cal, model_name, n_layers, n_experts, n_neurons)
-    return _phi_cdf(-tau).astype(np.float32)
+    # thresholds() element by element, but on the N distinct quantiles of each layer, then placed
+    # by each expert's permutation: the same numbers, E times less work (Mixtral: 8x)
+    q = _quantiles(n_neurons)
+    tau = np.stack([-(mu[j][:, None] + sigma[j][:, None] * q[None, :]) for j in range(mu.shape[0])])  # [level, L, N]
+    for j in range(1, tau.shape[0]):
+        tau[j] = np.maximum(tau[j], tau[j - 1])
+    f = _phi_cdf(-tau).astype(np.float32)
+    perm = neuron_permutation(model_name, n_layers, n_experts, n_neurons)
+    return f[:, np.arange(n_layers)[:, None, None], perm]
 
 
 def _route(rng: np.random.Generator, prev: np.ndarray | None, a: float, q: float, E: int, top_k: int) -> np.ndarray:

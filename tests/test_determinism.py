@@ -44,7 +44,7 @@ def test_run_outputs_byte_identical_across_processes(tmp_path):
         assert outs[0][name] == outs[1][name], name
 
 
-@pytest.mark.parametrize("fidelity", ["analytic", "layer"])
+@pytest.mark.parametrize("fidelity", ["analytic", "layer", "cluster"])
 def test_memoised_access_changes_nothing(fidelity, monkeypatch):
     """A second run in one process reuses the access result; a run with the memo off recomputes it.
     All three give the same bytes."""

@@ -7,8 +7,9 @@ interpreter overhead; this kernel does the same work in one compiled loop per tr
 reads the trace's packed codes directly (no unpacking to one byte per neuron).
 
 It is an exact re-implementation of :func:`pi2sim.access.segmented_reference.simulate`, the
-readable numpy version: same (counter-based) random numbers, same draws, same LRU order. ``tests/test_access_kernel.py`` checks every output array for equality
-on dense, MoE, windowed and predictor-noise configurations.
+readable numpy version: same (counter-based) random numbers, same draws, same LRU order.
+``tests/test_access_kernel.py`` checks every output array for equality on dense, MoE, windowed and
+predictor-noise configurations.
 
 The LRU is a FIFO of ``(item, step)`` entries, as in :class:`pi2sim.access.cache.LRUCache` (the
 reference's FIFO of batches): an access appends its items, in the given order, with the current

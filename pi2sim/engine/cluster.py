@@ -102,8 +102,7 @@ def _inputs(comp: Components, p: NeuronPipeline, shape: tuple[int, int]) -> _Inp
 
 
 def _no_record():
-    z = np.zeros((0, 8)), np.zeros((0, 5)), np.zeros((0, 5)), np.zeros((0, 4)), np.zeros(4, np.int64)
-    return z
+    return np.zeros((0, 8)), np.zeros((0, 5)), np.zeros((0, 5)), np.zeros((0, 4)), np.zeros(5, np.int64)
 
 
 def _kernel(inp: _Inputs, record: bool = False):
@@ -115,10 +114,12 @@ def _kernel(inp: _Inputs, record: bool = False):
         n_req = int(np.sum(inp.gate_reqs + inp.ud_reqs))
         n_batches = int(np.sum(2 * -(-inp.g_miss // inp.scalars[0])))
         arrays = (np.zeros((n_tasks + 1, 8)), np.zeros((n_batches + 1, 5)), np.zeros((n_req + 1, 5)),
-                  np.zeros((4 * (n_tasks + n_batches) + 8 * S + 8, 4)), np.zeros(4, np.int64))
+                  np.zeros((4 * (n_tasks + n_batches) + 8 * S + 8, 4)), np.zeros(5, np.int64))
     else:
         arrays = _no_record()
     PK.simulate(*inp.args(), out, busy, record, 0, S, *arrays)
+    if arrays[4][4]:
+        raise AssertionError(f"cluster tier: {arrays[4][4]} timeline records did not fit the buffers sized for them")
     return out, busy, arrays
 
 

@@ -26,7 +26,9 @@ idle, split in proportion between idling while reads were outstanding (I/O) and 
 nothing left to wait for (the tail's load imbalance).
 
 With ``record`` the kernel also writes every task, batch, request and bandwidth change of the
-selected stages into preallocated arrays (the timeline).
+selected stages into preallocated arrays (the timeline); the caller sizes them from the plan, and
+a write that would not fit is counted in ``r_count[4]`` instead of made (numba does not check
+bounds; the caller treats a count above zero as its own bug).
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ def simulate(
         uq_head = 0
         uq_tail = 0
         io_free = 0.0
-        # in-flight batches: completion time, task made ready, urgent?
+        # read batches in flight: when they complete, the task they release, their requests
         f_time = np.empty(2 * n_miss + 1, np.float64)
         f_task = np.empty(2 * n_miss + 1, np.int64)
         f_n = np.empty(2 * n_miss + 1, np.int64)
@@ -233,7 +235,9 @@ def simulate(
                     f_time[n_f] = _read_done(start, lat, per, n)  # when the task is released
                     io_free = start + n * per
                     issued += n
-                    if rec:
+                    if rec and (r_count[1] >= r_io.shape[0] or r_count[2] + n > r_req.shape[0]):
+                        r_count[4] += 1
+                    elif rec:
                         j = r_count[1]
                         r_io[j, 0] = s
                         r_io[j, 1] = kind
@@ -284,7 +288,9 @@ def simulate(
             for i in range(nt):
                 if th_task[i] >= 0:
                     th_rate[i] = thread_rate[i] * factor[s] * scale
-            if rec and (cpu_rate != last_cpu_rate or npu_rate != last_npu_rate):
+            if rec and (cpu_rate != last_cpu_rate or npu_rate != last_npu_rate) and r_count[3] >= r_bw.shape[0]:
+                r_count[4] += 1
+            elif rec and (cpu_rate != last_cpu_rate or npu_rate != last_npu_rate):
                 j = r_count[3]
                 r_bw[j, 0] = s
                 r_bw[j, 1] = now
@@ -346,7 +352,9 @@ def simulate(
                 done += 1
                 gbytes_done += t_gbytes[task]
                 ubytes_done += t_ubytes[task]
-                if rec:
+                if rec and r_count[0] >= r_task.shape[0]:
+                    r_count[4] += 1
+                elif rec:
                     j = r_count[0]
                     r_task[j, 0] = s
                     r_task[j, 1] = i

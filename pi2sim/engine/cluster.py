@@ -123,8 +123,9 @@ def _kernel(inp: _Inputs, record: bool = False):
     return out, busy, arrays
 
 
-def pipeline_time(comp: Components, p: NeuronPipeline, shape: tuple[int, int], check: bool) -> StageTime:
-    """A cluster-mode pipeline stage of every token and layer, event by event."""
+def pipeline_time(comp: Components, p: NeuronPipeline, shape: tuple[int, int], check: bool) -> tuple[StageTime, int]:
+    """A cluster-mode pipeline stage of every token and layer, event by event; and how many
+    events the loop processed."""
     inp = _inputs(comp, p, shape)
     out, busy, _ = _kernel(inp)
     T, L = shape
@@ -148,7 +149,8 @@ def pipeline_time(comp: Components, p: NeuronPipeline, shape: tuple[int, int], c
     if p.parallel is not None:
         busy_d[p.parallel.unit] = r(out[:, PK.NPU_END])
         dram[p.parallel.unit] = r(inp.npu_work)
-    return StageTime(r(body + barrier), r(out[:, PK.COMPUTE]), r(out[:, PK.IO]), r(out[:, PK.OTHER] + barrier), busy_d, dram)
+    st = StageTime(r(body + barrier), r(out[:, PK.COMPUTE]), r(out[:, PK.IO]), r(out[:, PK.OTHER] + barrier), busy_d, dram)
+    return st, int(out[:, PK.N_EVENTS].sum())
 
 
 def _watchdog(p: NeuronPipeline, out: np.ndarray, L: int) -> None:
@@ -196,17 +198,20 @@ def _check(p: NeuronPipeline, inp: _Inputs, out: np.ndarray, shape: tuple[int, i
 def run_decode(device: DeviceSpec, plan: DecodePlan, recorder: Recorder | None = None, check: bool = False) -> TimingResult:
     comp = Components(device)
     shape = (plan.n_tokens, plan.n_layers)
+    events = 0
 
     def layer_time(st) -> StageTime:
+        nonlocal events
         if isinstance(st, NeuronPipeline) and st.mode == "cluster":
-            return pipeline_time(comp, st, shape, check)
+            r, n = pipeline_time(comp, st, shape, check)
+            events += n
+            return r
         return stage_time(comp, st)
 
     layer_times = [layer_time(st) for st in plan.layer_stages]
     token_times = [stage_time(comp, st) for st in plan.token_stages]
     res = compose(plan, layer_times, token_times, "cluster", check=check)
-    res.events = int(sum(-(-np.asarray(st.gate_hit_n) // st.cluster_neurons).sum() + 4 * (-(-np.asarray(st.gate_miss_n) // st.cluster_neurons)).sum()
-                         for st in plan.layer_stages if isinstance(st, NeuronPipeline) and st.mode == "cluster"))
+    res.events = events
     if recorder is not None:
         from .timeline_events import record_window
 

@@ -69,6 +69,7 @@ DEVICE_MUTATIONS = {
     "1000x unit slip": (lambda d: d["storage"].__setitem__("latency", "80 ms"), "storage.latency"),
     "inconsistent": (lambda d: d["dram"].__setitem__("app_usable", "30 GB"), "app_usable"),
     "bad list item": (lambda d: d["cpu"]["clusters"][1].__setitem__("count", 0), "cpu.clusters[1].count"),
+    "loader's own field": (lambda d: d.__setitem__("path", "/etc/passwd"), "path"),
 }
 
 

@@ -198,6 +198,8 @@ def load_device(name_or_path: str | Path, overrides: dict | None = None) -> Devi
         from ..config import override_yaml
 
         data = override_yaml(data, overrides, f"{path} (--set device.*)")
+    if "path" in data:  # a field of the spec, filled by this loader: not something a file may set
+        raise InputError(path, "path", "unknown key (a device file's location is where it is, not a setting)")
     spec = schema.build(DeviceSpec, data, path)
     return replace(spec, path=str(path))
 

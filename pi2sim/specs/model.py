@@ -144,6 +144,8 @@ def load_model(name_or_path: str | Path, overrides: dict | None = None) -> Model
         from ..config import override_yaml
 
         data = override_yaml(data, overrides, f"{path} (--set model.*)")
+    if "path" in data:  # a field of the spec, filled by this loader: not something a file may set
+        raise InputError(path, "path", "unknown key (a model file's location is where it is, not a setting)")
     spec = schema.build(ModelSpec, data, path)
     from dataclasses import replace
 

@@ -160,7 +160,9 @@ def load_golden(root: Path | None = None) -> dict[str, dict]:
         data = json.loads(p.read_text())
     except ValueError:
         raise InputError(p, None, "valid JSON (rewrite it with pi2sim regress --accept)") from None
-    return data.get("scenarios", {})
+    if not isinstance(data, dict) or not isinstance(data.get("scenarios", {}), dict):
+        raise InputError(p, "scenarios", "a mapping of scenario id to metrics (rewrite it with pi2sim regress --accept)")
+    return data["scenarios"] if "scenarios" in data else {}
 
 
 def write_golden(results: dict[str, dict], root: Path | None = None) -> Path:

@@ -112,6 +112,22 @@ def test_corruption_anywhere_is_detected(tmp_path):
                 t.token_id  # small streams too
 
 
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity"])
+def test_header_numbers_beyond_json_are_rejected(tmp_path, number):
+    """Found by atheris: Python's json reads 1e999 as infinity (and NaN, Infinity as constants),
+    which the header's canonical form cannot encode; that used to escape as a ValueError."""
+    p = tmp_path / "t.pi2t"
+    _write(p, _meta())
+    data = p.read_bytes()
+    hlen = int.from_bytes(data[-16:-8], "little")
+    header = data[-16 - hlen : -16]
+    bad = header.replace(b'"n_tokens":150', b'"n_tokens":' + number.encode(), 1)
+    assert bad != header
+    q = tmp_path / "bad.pi2t"
+    q.write_bytes(data[: -16 - hlen] + bad + len(bad).to_bytes(8, "little") + data[-8:])
+    _expect_bad(q, "header is not valid JSON")
+
+
 def test_wrong_version_names_versions(tmp_path):
     p = tmp_path / "t.pi2t"
     _write(p, _meta())

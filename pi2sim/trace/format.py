@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import math
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
@@ -183,6 +184,20 @@ class TraceMeta:
             "provenance": self.provenance,
             "codec": self.codec,
         }
+
+
+def _no_constant(name: str):
+    """json.loads accepts NaN and Infinity, which are not JSON (and which the canonical form that
+    the checksum covers cannot encode): a header holding one is not a valid header."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number that overflows a double (1e999) would parse as infinity: not a valid header."""
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"{text} overflows")
+    return x
 
 
 def _canonical(obj: Any) -> bytes:
@@ -509,8 +524,8 @@ class Trace:
         fh.seek(hstart)
         raw = fh.read(hlen)
         try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+        except (UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError, so is NaN/Infinity
             raise _bad(path, "header is not valid JSON (corrupted)") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
             raise _bad(path, "header does not identify a pi2sim trace")

@@ -295,6 +295,18 @@ def _is_active(row, bits, threshold, i):
     return np.int64((row[bit >> 6] >> np.uint64(bit & 63)) & np.uint64((1 << bits) - 1)) >= threshold
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _not_hot(idx, n, base, hot_flat, out):
+    """The neurons ``base + idx[:n]`` outside the hot region, in order, into ``out``; returns how many."""
+    m = 0
+    for i in range(n):
+        g = base + idx[i]
+        if not hot_flat[g]:
+            out[m] = g
+            m += 1
+    return m
+
+
 @njit(cache=True, nogil=True)
 def run_block(
     packed, experts, rows, positions, bits, threshold, n_neurons, n_experts, moe,
@@ -339,16 +351,8 @@ def run_block(
                     counters[FN, t, l] += n - kept
                     n = kept
                 counters[TP, t, l] += n
-                n_cold = 0
-                n_hot = 0
-                for i in range(n):
-                    g = base + idx[i]
-                    if hot_flat[g]:
-                        n_hot += 1
-                    else:
-                        cold[n_cold] = g
-                        n_cold += 1
-                counters[TP_HOT, t, l] += n_hot
+                n_cold = _not_hot(idx, n, base, hot_flat, cold)
+                counters[TP_HOT, t, l] += n - n_cold
                 ev0 = state[EVICTIONS]
                 hits = lru_access(cold, n_cold, True, resident, stamp, q_item, q_step, state)
                 counters[EVICTED, t, l] += state[EVICTIONS] - ev0
@@ -375,17 +379,9 @@ def run_block(
                                 cand[n_cand] = c
                                 n_cand += 1
                 if n_cand > 0:
-                    n_fp_cold = 0
-                    n_fp_hot = 0
-                    for j in range(n_cand):
-                        g = base + cand[j]
-                        if hot_flat[g]:
-                            n_fp_hot += 1
-                        else:
-                            cold[n_fp_cold] = g
-                            n_fp_cold += 1
+                    n_fp_cold = _not_hot(cand, n_cand, base, hot_flat, cold)
                     counters[FP, t, l] += n_cand
-                    counters[FP_HOT, t, l] += n_fp_hot
+                    counters[FP_HOT, t, l] += n_cand - n_fp_cold
                     fhits = lru_access(cold, n_fp_cold, False, resident, stamp, q_item, q_step, state)
                     counters[FP_COLD_HIT, t, l] += fhits
                     counters[FP_MISS, t, l] += n_fp_cold - fhits

@@ -2,28 +2,9 @@
 
 This is the readable specification of :func:`pi2sim.access.segmented.simulate`, which runs the
 same algorithm as a compiled kernel (:mod:`pi2sim.access.kernel`); the tests check that both give
-identical arrays. It is ~100x slower and is not used by runs.
+identical arrays. It is 10-30x slower and is not used by runs.
 
-The model (same for both):
-
-For every replayed token and layer:
-
-1. **Predictor.** The neurons the trace marks active are predicted with probability ``recall``
-   (a missed neuron costs accuracy, not time, so it is simply not computed); false positives
-   are added so that ``precision`` of the predicted set is truly active. False positives are drawn
-   among the layer's (routed experts') inactive neurons with probability proportional to their
-   profiled frequency (the first ``n_fp`` distinct inactive neurons among ``3 n_fp + 8`` weighted
-   draws): predictors err on neurons that often fire. Their Gate output is zero, so
-   with two-phase loading they cost a Gate read only (PowerInfer-2 v3 §4.4: in ~20% of cases the
-   bundled parts are not co-activated; precision 0.8 reproduces that).
-2. **Regions.** The *fixed* region (attention, embeddings, KV, ...) is always resident. The *hot*
-   region holds the neurons the offline profile ranks hottest (chosen by the policy); at batch 1
-   the hot set does not change, so its per-cluster LRU never evicts. The *cold* region is an LRU
-   over individual neurons (v3 §4.2). A neuron is cached whole (its Gate/Up/Down bundle).
-3. **Misses.** A truly active neuron found in neither region is read from flash and enters the
-   cold LRU; a false positive that misses costs its Gate read but is not kept.
-
-The result is counts per ``[token, layer]``; the policy turns them into bytes and requests.
+The model is described in :mod:`pi2sim.access.segmented`.
 """
 
 from __future__ import annotations

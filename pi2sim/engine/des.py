@@ -36,20 +36,12 @@ from .analytic import Components, _pool_class
 from .compute import sparse_factor
 from .dram import FluidBus
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
+from .plan import value_at as _at
 from ..checks import InvariantViolation
 from .recorder import Recorder
 from .result import TimingResult
 
 LAYER_GROUPS = 4  # tasks per kind (hit / miss) per layer in the layer tier
-
-
-def _at(arr, t: int, l: int | None):
-    a = np.asarray(arr)
-    if a.ndim == 0:
-        return float(a)
-    if l is None or a.ndim == 1:
-        return float(a[t])
-    return float(a[t, l])
 
 
 class _Engine:

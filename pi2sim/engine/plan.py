@@ -160,6 +160,17 @@ class PrefillPlan:
     pipelined: bool = True
 
 
+def value_at(arr, t: int, l: int | None) -> float:
+    """A stage amount for token ``t`` and layer ``l`` (``l`` None: a per-token stage); amounts are
+    scalars, [T] or [T, L] arrays."""
+    a = np.asarray(arr)
+    if a.ndim == 0:
+        return float(a)
+    if l is None or a.ndim == 1:
+        return float(a[t])
+    return float(a[t, l])
+
+
 def _arrays(st: Stage):
     for name, v in vars(st).items():
         if isinstance(v, np.ndarray):

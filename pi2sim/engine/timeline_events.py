@@ -15,18 +15,10 @@ import numpy as np
 from . import pipeline_kernel as PK
 from .analytic import Components, StageTime
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
+from .plan import value_at as _at
 from .recorder import Recorder
 
 TASK_NAMES = {PK.HIT: "cluster, cached", PK.MISS_GATE: "gate, loaded", PK.MISS_UD: "up/down, loaded"}
-
-
-def _at(x, t: int, l: int | None) -> float:
-    a = np.asarray(x)
-    if a.ndim == 0:
-        return float(a)
-    if l is None or a.ndim == 1:
-        return float(a[t])
-    return float(a[t, l])
 
 
 def _pool_slices(rec: Recorder, pool, name: str, start: float, end: float, **args) -> None:

@@ -109,10 +109,11 @@ def _kernel(inp: _Inputs, record: bool = False):
     S = len(inp.g_hit)
     out = np.zeros((S, PK.N_OUT))
     busy = np.zeros((S, len(inp.thread_rate)))
-    if record:
-        n_tasks = int(np.sum(-(-inp.g_hit // inp.scalars[0]) + 2 * -(-inp.g_miss // inp.scalars[0])))
+    if record:  # buffers for every task, batch, request and rate change the stages can have
+        k = inp.scalars[0]  # neurons per cluster
+        n_tasks = int(np.sum(-(-inp.g_hit // k) + 2 * -(-inp.g_miss // k)))
         n_req = int(np.sum(inp.gate_reqs + inp.ud_reqs))
-        n_batches = int(np.sum(2 * -(-inp.g_miss // inp.scalars[0])))
+        n_batches = int(np.sum(2 * -(-inp.g_miss // k)))
         arrays = (np.zeros((n_tasks + 1, 8)), np.zeros((n_batches + 1, 5)), np.zeros((n_req + 1, 5)),
                   np.zeros((4 * (n_tasks + n_batches) + 8 * S + 8, 4)), np.zeros(5, np.int64))
     else:

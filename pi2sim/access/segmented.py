@@ -123,10 +123,9 @@ def _simulate(w: Workload, freqs: np.ndarray, hot_mask: np.ndarray, cold_capacit
     resident, stamp, q_item, q_step, state = K.new_lru(L * E * N, cold_capacity, N)
     if warm == "profile" and cold_capacity > 0:
         ids = warm_start_ids(freqs, hot_flat, cold_capacity)[::-1].astype(np.int64)  # least recently used first
-        # one LRU step per chunk of ~4096, as the reference's np.array_split chunks
-        n_chunks = max(1, len(ids) // 4096)
-        q, r = divmod(len(ids), n_chunks)
-        bounds = np.concatenate([[0], np.cumsum([q + (1 if i < r else 0) for i in range(n_chunks)])]).astype(np.int64)
+        # one LRU step per chunk of ~4096, the reference's chunks (LRUCache.preload)
+        sizes = [len(c) for c in np.array_split(ids, max(1, len(ids) // 4096))]
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         K.lru_preload(np.ascontiguousarray(ids), bounds, resident, stamp, q_item, q_step, state)
     table, abits, totals = alias_tables(freqs)
     hot_per_expert = hot_mask.sum(axis=2).astype(np.int64)  # [L, E]

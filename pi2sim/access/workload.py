@@ -68,8 +68,7 @@ class Workload:
         for i in range(self.trace.n_chunks):
             if pos >= len(want):
                 return
-            c = self.trace._chunks[i]
-            start, stop = c["start"], c["start"] + c["n_tokens"]
+            start, stop = self.trace.chunk_tokens(i)
             n = int(np.searchsorted(want[pos:], stop))  # replayed tokens in this chunk (want is ascending)
             if n == 0:
                 continue

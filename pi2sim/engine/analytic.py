@@ -178,14 +178,11 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
     k = p.cluster_neurons
     gc_last = np.minimum(k, np.maximum(p.gate_miss_n, 0)) * p.gate_bytes_per_neuron / per_thread
     udc_last = np.minimum(k, np.maximum(p.ud_miss_n, 0)) * p.ud_bytes_per_neuron / per_thread
-    c_issue = comp.device.storage.issue_cost.of(p.io_class)
-    svc_g = ufs.service_time(p.gate_req_size, p.span)
-    svc_u = ufs.service_time(p.ud_req_size, p.span)
     if p.mode in ("cluster", "matrix"):
         per_g = ufs.period(p.gate_req_size, p.span, p.io_class)
         per_u = ufs.period(p.ud_req_size, p.span, p.io_class)
-        lat_g = c_issue + svc_g + comp.device.storage.latency_s  # one request on an idle device
-        lat_u = c_issue + svc_u + comp.device.storage.latency_s
+        lat_g = ufs.request_latency(p.gate_req_size, p.span, p.io_class)  # one request on an idle device
+        lat_u = ufs.request_latency(p.ud_req_size, p.span, p.io_class)
         if p.mode == "cluster":
             # the single I/O thread streams every request; the pipeline ends with the last read
             # plus the Up/Down compute of the cluster it completes
@@ -202,15 +199,15 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
             tu = np.where(U > 0, lat_u + (U - 1) * per_u + udc_last, 0.0)
             T = np.maximum(Cg, tg) + np.maximum(Cu, tu)
             barriers = np.where(work > 0, 2 * pool.barrier_s, 0.0)
-        _busy_add(busy, p.io_core, n_req * c_issue)
-        _busy_add(busy, "ufs", G * svc_g + U * svc_u)
+        reader_busy(comp, p, G, U, busy)
     elif p.mode == "serial":  # one asynchronous reader fetches everything, then the layer computes
         tg = ufs.batch_time(n_req, (p.gate_req_size + p.ud_req_size) / 2, p.span, p.io_class, qd=p.io_qd)
         T = C + tg
         barriers = np.where(work > 0, pool.barrier_s, 0.0)
-        _busy_add(busy, p.io_core, n_req * c_issue)
-        _busy_add(busy, "ufs", G * svc_g + U * svc_u)
+        reader_busy(comp, p, G, U, busy)
     else:  # sync: compute threads block on their own reads
+        svc_g = ufs.service_time(p.gate_req_size, p.span)
+        svc_u = ufs.service_time(p.ud_req_size, p.span)
         cls = _pool_class(pool)
         if p.two_phase:  # Gate part, compute, then the Up/Down part: one request in flight per thread
             tg = ufs.batch_time(G, p.gate_req_size, p.span, cls, qd=pool.n, n_issuers=pool.n)
@@ -233,6 +230,14 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
     compute = np.minimum(T, np.maximum(C, t_npu))
     io = T - compute
     return StageTime(T + barriers, compute, io, barriers, busy, dram)
+
+
+def reader_busy(comp: Components, p: NeuronPipeline, G, U, busy: dict) -> None:
+    """Add the busy time of a pipeline whose reads one I/O thread issues: its core pays every
+    request's issue cost, the UFS device each request's service time (every tier)."""
+    c_issue = comp.device.storage.issue_cost.of(p.io_class)
+    _busy_add(busy, p.io_core, (G + U) * c_issue)
+    _busy_add(busy, "ufs", G * comp.ufs.service_time(p.gate_req_size, p.span) + U * comp.ufs.service_time(p.ud_req_size, p.span))
 
 
 def _pool_class(pool: CpuPool) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from ..checks import InvariantViolation
 from ..specs.device import DeviceSpec
 from . import pipeline_kernel as PK
-from .analytic import Components, StageTime, compose, stage_time
+from .analytic import Components, StageTime, compose, reader_busy, stage_time
 from .compute import sparse_factor
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
 from .recorder import Recorder
@@ -71,19 +71,17 @@ def _ints(x, shape) -> np.ndarray:
     return np.rint(_flat(x, shape)).astype(np.int64)
 
 
-def _inputs(comp: Components, p: NeuronPipeline, shape: tuple[int, int]) -> _Inputs:
+def kernel_inputs(comp: Components, p: NeuronPipeline, shape: tuple[int, int]) -> _Inputs:
     dev = comp.device
     ufs = comp.ufs
-    st = dev.storage
     g_hit, g_miss = _ints(p.gate_hit_n, shape), _ints(p.gate_miss_n, shape)
     rows = np.maximum(_flat(p.rows_total, shape), 1.0)
     factor = np.asarray(sparse_factor((g_hit + g_miss) / rows, dev.cpu.sparse_density_exponent, p.pool.sparse_efficiency), dtype=np.float64)
     span = _flat(p.span, shape)
-    c = st.issue_cost.of(p.io_class)
     per_g = _flat(ufs.period(p.gate_req_size, span, p.io_class), shape)
     per_u = _flat(ufs.period(p.ud_req_size, span, p.io_class), shape)
-    lat_g = c + _flat(ufs.service_time(p.gate_req_size, span), shape) + st.latency_s
-    lat_u = c + _flat(ufs.service_time(p.ud_req_size, span), shape) + st.latency_s
+    lat_g = _flat(ufs.request_latency(p.gate_req_size, span, p.io_class), shape)
+    lat_u = _flat(ufs.request_latency(p.ud_req_size, span, p.io_class), shape)
     if p.parallel is not None:
         npu_work = _flat(p.parallel.work, shape)
         unit = p.parallel.unit
@@ -105,7 +103,9 @@ def _no_record():
     return np.zeros((0, 8)), np.zeros((0, 5)), np.zeros((0, 5)), np.zeros((0, 4)), np.zeros(5, np.int64)
 
 
-def _kernel(inp: _Inputs, record: bool = False):
+def run_kernel(inp: _Inputs, record: bool = False):
+    """Run the event loop over the stages of ``inp``; with ``record``, also return every task,
+    batch, request and rate change (the timeline)."""
     S = len(inp.g_hit)
     out = np.zeros((S, PK.N_OUT))
     busy = np.zeros((S, len(inp.thread_rate)))
@@ -127,8 +127,8 @@ def _kernel(inp: _Inputs, record: bool = False):
 def pipeline_time(comp: Components, p: NeuronPipeline, shape: tuple[int, int], check: bool) -> tuple[StageTime, int]:
     """A cluster-mode pipeline stage of every token and layer, event by event; and how many
     events the loop processed."""
-    inp = _inputs(comp, p, shape)
-    out, busy, _ = _kernel(inp)
+    inp = kernel_inputs(comp, p, shape)
+    out, busy, _ = run_kernel(inp)
     T, L = shape
     _watchdog(p, out, L)
     if check:
@@ -140,12 +140,7 @@ def pipeline_time(comp: Components, p: NeuronPipeline, shape: tuple[int, int], c
     busy_d: dict[str, np.ndarray] = {}
     for i, cid in enumerate(p.pool.ids()):
         busy_d[cid] = r(busy[:, i])
-    n_req = (inp.gate_reqs + inp.ud_reqs).astype(np.float64)
-    c_issue = comp.device.storage.issue_cost.of(p.io_class)
-    busy_d[p.io_core] = busy_d.get(p.io_core, 0.0) + r(n_req * c_issue)
-    svc_g = comp.ufs.service_time(p.gate_req_size, _flat(p.span, shape))
-    svc_u = comp.ufs.service_time(p.ud_req_size, _flat(p.span, shape))
-    busy_d["ufs"] = r(inp.gate_reqs * svc_g + inp.ud_reqs * svc_u)
+    reader_busy(comp, p, r(inp.gate_reqs.astype(np.float64)), r(inp.ud_reqs.astype(np.float64)), busy_d)
     dram = {"cpu": r(out[:, PK.CPU_BYTES_G] + out[:, PK.CPU_BYTES_U]), "dma": r(inp.gate_reqs * p.gate_req_size + inp.ud_reqs * p.ud_req_size)}
     if p.parallel is not None:
         busy_d[p.parallel.unit] = r(out[:, PK.NPU_END])
@@ -216,5 +211,5 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, recorder: Recorder | None =
     if recorder is not None:
         from .timeline_events import record_window
 
-        record_window(comp, plan, layer_times, token_times, recorder, _inputs, _kernel)
+        record_window(comp, plan, layer_times, token_times, res.token_s, recorder)
     return res

@@ -314,8 +314,8 @@ class _IoThread:
         self.per_u = float(ufs.period(p.ud_req_size, span, p.io_class))
         self.svc_g = float(ufs.service_time(p.gate_req_size, span))
         self.svc_u = float(ufs.service_time(p.ud_req_size, span))
-        self.lat_g = self.c + self.svc_g + st.latency_s
-        self.lat_u = self.c + self.svc_u + st.latency_s
+        self.lat_g = float(ufs.request_latency(p.gate_req_size, span, p.io_class))
+        self.lat_u = float(ufs.request_latency(p.ud_req_size, span, p.io_class))
         self.gates: deque = deque()
         self.uds: deque = deque()
         self.wake = eng.env.event()

@@ -236,7 +236,7 @@ def simulate(
                     io_free = start + n * per
                     issued += n
                     if rec and (r_count[1] >= r_io.shape[0] or r_count[2] + n > r_req.shape[0]):
-                        r_count[4] += 1
+                        r_count[4] += 1  # would not fit: counted, not written
                     elif rec:
                         j = r_count[1]
                         r_io[j, 0] = s
@@ -288,15 +288,16 @@ def simulate(
             for i in range(nt):
                 if th_task[i] >= 0:
                     th_rate[i] = thread_rate[i] * factor[s] * scale
-            if rec and (cpu_rate != last_cpu_rate or npu_rate != last_npu_rate) and r_count[3] >= r_bw.shape[0]:
-                r_count[4] += 1
-            elif rec and (cpu_rate != last_cpu_rate or npu_rate != last_npu_rate):
+            if rec and (cpu_rate != last_cpu_rate or npu_rate != last_npu_rate):
                 j = r_count[3]
-                r_bw[j, 0] = s
-                r_bw[j, 1] = now
-                r_bw[j, 2] = cpu_rate
-                r_bw[j, 3] = npu_rate
-                r_count[3] = j + 1
+                if j >= r_bw.shape[0]:
+                    r_count[4] += 1
+                else:
+                    r_bw[j, 0] = s
+                    r_bw[j, 1] = now
+                    r_bw[j, 2] = cpu_rate
+                    r_bw[j, 3] = npu_rate
+                    r_count[3] = j + 1
             last_cpu_rate = cpu_rate
             last_npu_rate = npu_rate
             # 4. the next event

@@ -65,13 +65,15 @@ def _dense(rec: Recorder, comp: Components, st, t: int, l: int | None, start: fl
         _pool_slices(rec, st.pool, f"{st.name} ({st.mode} mode)", start, start + total, **args)
 
 
-def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[tuple[int, int, float]], inputs_fn, kernel_fn, shape) -> None:
+def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[tuple[int, int, float]], shape) -> None:
     """Simulate the window's pipeline stages again with recording on and place their records."""
-    inp = inputs_fn(comp, p, shape)
+    from .cluster import kernel_inputs, run_kernel  # (cluster imports this module when it records)
+
+    inp = kernel_inputs(comp, p, shape)
     L = shape[1]
     idx = np.array([t * L + l for t, l, _ in stages], dtype=np.int64)
     sub = inp.take(idx)
-    out, _, (r_task, r_io, r_req, r_bw, r_count) = kernel_fn(sub, record=True)
+    out, _, (r_task, r_io, r_req, r_bw, r_count) = run_kernel(sub, record=True)
     starts = np.array([s0 for _, _, s0 in stages])
     io_track = f"cpu:{p.io_core}" + (":io" if p.io_core in p.pool.ids() else "")
     cores = p.pool.ids()
@@ -128,7 +130,8 @@ def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[t
 
 
 def record_window(comp: Components, plan: DecodePlan, layer_times: list[StageTime], token_times: list[StageTime],
-                  rec: Recorder, inputs_fn, kernel_fn) -> None:
+                  token_s: np.ndarray, rec: Recorder) -> None:
+    """Records of the recorder's token window; ``token_s`` are the run's token latencies."""
     T, L = plan.n_tokens, plan.n_layers
     rec.core_order = [c.id for c in comp.device.cores()]
     first = min(rec.first_token, T)
@@ -137,12 +140,7 @@ def record_window(comp: Components, plan: DecodePlan, layer_times: list[StageTim
     def total(r: StageTime, t: int, l: int | None) -> float:
         return _at(np.broadcast_to(r.total, (T, L) if l is not None else (T,)), t, l)
 
-    token_lat = np.zeros(T)
-    for r in layer_times:
-        token_lat += np.broadcast_to(np.asarray(r.total, dtype=np.float64), (T, L)).sum(axis=1)
-    for r in token_times:
-        token_lat += np.broadcast_to(np.asarray(r.total, dtype=np.float64), (T,))
-    t_start = np.concatenate([[0.0], np.cumsum(token_lat)])
+    t_start = np.concatenate([[0.0], np.cumsum(token_s)])
     pipelines: dict[int, list[tuple[int, int, float]]] = {}
     for t in range(first, stop):
         rec.begin_token(t)
@@ -165,4 +163,4 @@ def record_window(comp: Components, plan: DecodePlan, layer_times: list[StageTim
             now += d
         rec.slice("decode", f"token {t}", t_start[t], now, token=t, latency_ms=round((now - t_start[t]) * 1e3, 4))
     for i, stages in pipelines.items():
-        _pipeline(rec, comp, plan.layer_stages[i], stages, inputs_fn, kernel_fn, (T, L))
+        _pipeline(rec, comp, plan.layer_stages[i], stages, (T, L))

@@ -57,6 +57,10 @@ class UfsModel:
         (assumption: the paper does not give the curve)."""
         return 0.0 if n_issuers <= 1 else self.spec.multi_issuer_penalty
 
+    def request_latency(self, size, span, issuer_class: str, sequential: bool = False):
+        """Issue to completion of one request on an idle device: issue cost + service + latency."""
+        return self.spec.issue_cost.of(issuer_class) + self.service_time(size, span, sequential) + self.spec.latency_s
+
     def period(self, size, span, issuer_class: str, qd: int | None = None, n_issuers: int = 1, sequential: bool = False):
         """Steady-state time between request completions."""
         s = self.spec
@@ -64,7 +68,7 @@ class UfsModel:
         c = s.issue_cost.of(issuer_class)
         svc = self.service_time(size, span, sequential)
         per_issuer = c / max(1, n_issuers)  # several issuers share the per-request CPU work
-        return np.maximum(np.maximum(per_issuer, svc / (1.0 - self.penalty(n_issuers))), (c + svc + s.latency_s) / qd)
+        return np.maximum(np.maximum(per_issuer, svc / (1.0 - self.penalty(n_issuers))), self.request_latency(size, span, issuer_class, sequential) / qd)
 
     def batch_time(self, n, size, span, issuer_class: str, qd: int | None = None, n_issuers: int = 1, sequential: bool = False):
         """Time for ``n`` requests issued back to back on an idle device (vectorised over n)."""

@@ -586,6 +586,11 @@ class Trace:
         return len(self._chunks)
 
     # -- chunk access
+    def chunk_tokens(self, i: int) -> tuple[int, int]:
+        """Token range ``[start, stop)`` of chunk ``i`` (from the index: nothing is read)."""
+        c = self._chunks[i]
+        return c["start"], c["start"] + c["n_tokens"]
+
     def _read_blob(self, i: int, part: str) -> bytes:
         c = self._chunks[i]
         offset = c["offset"] + (c["small_length"] if part == "codes" else 0)

@@ -49,6 +49,11 @@ class InputError(Exception):
         return InputError(self.source, key, self.expected, self.got)
 
 
+class ConfigurationRefused(InputError):
+    """A well-formed configuration the simulated engine cannot run (it does not fit the memory
+    budget, an allocation limit, ...): the real engine would refuse or fail to start."""
+
+
 class SimulationError(RuntimeError):
     """The simulation itself went wrong (an invariant broke, the watchdog fired).
 

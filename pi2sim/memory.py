@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import InputError
+from .errors import ConfigurationRefused
 from .specs.model import ModelSpec
 from .specs.quant import QuantFormat
 
@@ -168,14 +168,14 @@ def budget_from(memory_gb: float | None, ffn_offload: float | None, fixed: float
         budget = fixed + (1.0 - share) * ffn_bytes
         where = "--ffn-offload"
     if budget > app_usable * (1 + 1e-9):
-        raise InputError(
+        raise ConfigurationRefused(
             None,
             where,
             f"a memory budget within what {device_name} lets one app use ({app_usable / GB:g} GB); this one needs {budget / GB:.2f} GB",
         )
     avail = budget - fixed
     if avail < -1e-6:
-        raise InputError(
+        raise ConfigurationRefused(
             None,
             where,
             f"at least {fixed / GB:.2f} GB: the model's resident part alone (weights other than the FFN, predictors, scales, KV cache, runtime) needs that even with every FFN weight in flash",

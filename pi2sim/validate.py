@@ -6,12 +6,15 @@ them, compares, and reports signed errors; runs with the same resolved configura
 between scenarios (T5, T8 step 5 and T9 are one simulation).
 
 Sets: ``calibration`` (PowerInfer-2's end-to-end points: decode, memory sweep, ablation,
-critical-path split, cache hit/miss, prefill), ``baselines`` (the motivation study's PowerInfer
-and LLM in a Flash points), ``micro`` (hardware microbenchmarks) and ``all``.
+critical-path split, cache hit/miss, prefill), ``calibration-2`` (the second set, T14-T20 and T23,
+released after the first fit: the memory curve, in-memory speed, the SiLU model, mean TBT, the Ace
+2's Mixtral condition), ``baselines`` (the competing engines: the motivation study, their memory
+sweep, the 50%-offload grid and in-memory speed), ``micro`` (hardware microbenchmarks) and ``all``.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,16 +25,18 @@ import pandas as pd
 
 from . import resources, schema, yamlio
 from .config import RunConfig
-from .errors import InputError
+from .errors import ConfigurationRefused, InputError
 from .schema import spec_field
 
 SETS = {
     "calibration": ("decode-50", "memory", "ablation", "split", "cache", "prefill"),
-    "baselines": ("baselines",),
+    # calibration-2.md (T14-T20, T23): released after the first fit, to test what it was not fitted to
+    "calibration-2": ("memory-curve", "in-memory", "silu", "latency", "feasibility"),
+    "baselines": ("baselines", "baselines-memory", "baselines-50", "baselines-in-memory"),
     "micro": ("micro-ufs", "micro-dram", "micro-prefill"),
 }
 FAST_TOKENS = 256  # decode tokens simulated by --fast
-METRICS = ("decode_tok_s", "prefill_tok_s", "compute_share", "io_share", "hit_rate", "miss_rate", "fixed_memory_gb", "bandwidth_mbs", "bandwidth_gbs")
+METRICS = ("decode_tok_s", "tbt_mean_ms", "peak_memory_gb", "prefill_tok_s", "compute_share", "io_share", "hit_rate", "miss_rate", "fixed_memory_gb", "bandwidth_mbs", "bandwidth_gbs")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +82,7 @@ def load_scenarios(which: str = "all", root: Path | None = None, only: str | Non
         out.append(sc)
     if which != "all":
         if which not in SETS:
-            raise InputError(None, "--set", "calibration, baselines, micro or all", which)
+            raise InputError(None, "--set", f"{', '.join(SETS)} or all", which)
         out = [s for s in out if s.figure in SETS[which]]
     ids = [s.id for s in out]
     if len(set(ids)) != len(ids):
@@ -106,17 +111,26 @@ def run_config(sc: Scenario, fast: bool) -> RunConfig:
 @dataclass
 class Outcome:
     scenario: Scenario
-    simulated: float
+    simulated: float  # NaN when the simulated engine refused the configuration
     detail: dict = field(default_factory=dict)
+    refused: str | None = None  # the engine's one-line refusal (the paper's configuration did not fit)
 
     @property
     def error(self) -> float:
+        """Signed relative error; infinite for a refused point (a published configuration the model
+        cannot run is as wrong as a prediction can be)."""
+        if self.refused is not None:
+            return math.inf
         return self.simulated / self.scenario.paper - 1.0
 
 
 def _metric(summary: dict, memory, metric: str) -> float:
     if metric == "decode_tok_s":
         return summary["decode_tok_s"]
+    if metric == "tbt_mean_ms":
+        return summary["tbt_ms"]["mean"]
+    if metric == "peak_memory_gb":
+        return summary["peak_memory_gb"]
     if metric == "prefill_tok_s":
         return summary["prefill_tok_s"]
     if metric == "compute_share":
@@ -212,8 +226,14 @@ def validate(
                 import sys
 
                 print(f"[validate] {sc.id}: {cfg.policy} on {cfg.model} ({cfg.fidelity} tier)", file=sys.stderr, flush=True)
-            cache[key] = run(cfg)
+            try:
+                cache[key] = run(cfg)
+            except ConfigurationRefused as e:  # reported as a failed point, not an abort
+                cache[key] = e
         r = cache[key]
+        if isinstance(r, ConfigurationRefused):
+            out.append(Outcome(sc, math.nan, refused=str(r)))
+            continue
         out.append(Outcome(sc, float(_metric(r.summary, r.memory, sc.metric)), {"config_hash": r.resolved["config_hash"]}))
     return out
 
@@ -231,6 +251,7 @@ def table(outcomes: list[Outcome]) -> pd.DataFrame:
                 "simulated": o.simulated,
                 "paper": s.paper,
                 "error_pct": 100 * o.error,
+                "refused": o.refused or "",
                 "source": s.source,
                 "version": s.paper_version,
             }
@@ -256,6 +277,9 @@ def summary_stats(df: pd.DataFrame) -> dict[str, dict[str, float]]:
 def render(df: pd.DataFrame) -> str:
     lines = [f"{'id':18s} {'metric':15s} {'simulated':>11s} {'paper':>9s} {'error':>8s}  title"]
     for _, r in df.iterrows():
+        if r.get("refused"):
+            lines.append(f"{r['id']:18s} {r['metric']:15s} {'REFUSED':>11s} {r['paper']:9.4g} {'':>8s}  {r['title']}: {r['refused']}")
+            continue
         lines.append(f"{r['id']:18s} {r['metric']:15s} {r['simulated']:11.4g} {r['paper']:9.4g} {r['error_pct']:+7.1f}%  {r['title']}")
     lines.append("")
     for name, st in summary_stats(df).items():

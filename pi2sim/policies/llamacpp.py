@@ -26,14 +26,14 @@ import numpy as np
 from ..access import pagecache
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Faults, Flash, PrefillPlan
-from ..errors import InputError
+from ..errors import ConfigurationRefused, InputError
 from ..memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
 from ..schema import spec_field
 from . import register
 from .base import AccessSummary, Policy
 
 
-class EngineRefused(InputError):
+class EngineRefused(ConfigurationRefused):
     """The simulated engine would fail to start (out of memory, allocation limits)."""
 
 

@@ -153,19 +153,27 @@ def sparse_resident(s: "ModelBytes", context_tokens: int, prompt_tokens: int) ->
     }
 
 
-def budget_from(memory_gb: float | None, ffn_offload: float | None, fixed: float, ffn_bytes: float, app_usable: float, device_name: str) -> tuple[float, float]:
+def budget_from(
+    memory_gb: float | None, ffn_offload: float | None, fixed: float, ffn_bytes: float, app_usable: float, device_name: str,
+    resident_ffn: float = 0.0,
+) -> tuple[float, float]:
     """(budget bytes, bytes available for FFN weights in DRAM) for a memory condition.
 
-    ``memory_gb``: everything the app may use; ``ffn_offload``: the FFN share kept in flash, so
-    the budget is the fixed part plus the rest of the FFN. Either way the budget may not exceed
-    what the phone lets one app use.
+    ``memory_gb``: everything the app may use; ``ffn_offload``: the share F of the FFN's bytes
+    kept in flash, so the budget is the non-FFN fixed part plus (1 - F) of the FFN. ``ffn_bytes``
+    is the whole FFN as the engine stores it; ``resident_ffn`` is the part of it that ``fixed``
+    already holds whatever F is (PowerInfer-2's quantization scales, v3 §7.2.3): it counts inside
+    the (1 - F) share, not on top of it. This is the reading that admits the paper's Ace 2
+    condition (75% of Mixtral's FFN in flash within 11 GB, calibration-2.md T23) and leaves T6's
+    breakdown (a --memory-gb point) as it was. Either way the budget may not exceed what the
+    phone lets one app use.
     """
     if memory_gb is not None:
         budget = memory_gb * GB
         where = "--memory-gb"
     else:
         share = 0.5 if ffn_offload is None else ffn_offload
-        budget = fixed + (1.0 - share) * ffn_bytes
+        budget = fixed - resident_ffn + (1.0 - share) * ffn_bytes
         where = "--ffn-offload"
     if budget > app_usable * (1 + 1e-9):
         raise ConfigurationRefused(
@@ -178,6 +186,6 @@ def budget_from(memory_gb: float | None, ffn_offload: float | None, fixed: float
         raise ConfigurationRefused(
             None,
             where,
-            f"at least {fixed / GB:.2f} GB: the model's resident part alone (weights other than the FFN, predictors, scales, KV cache, runtime) needs that even with every FFN weight in flash",
+            f"at least {fixed / GB:.2f} GB (a smaller --ffn-offload): the model's resident part alone (weights other than the FFN, predictors, scales, KV cache, runtime) needs that even with every FFN weight in flash",
         )
     return budget, max(0.0, avail)

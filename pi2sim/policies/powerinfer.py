@@ -43,6 +43,8 @@ class PowerInfer(PowerInfer2):
             compute_threads=options.compute_threads, compute_cores=options.compute_cores,
             predictor_recall=options.predictor_recall, predictor_precision=options.predictor_precision,
             io_core="prime0" if options.compute_cores == "auto" else options.compute_cores.split(",")[0],
+            # the port has no planner: its threads are the same in memory and offloaded (T11a.1)
+            io_thread="always",
         )
         super().__init__(ctx, full)
         self.user_opt = options

@@ -66,6 +66,10 @@ class PowerInfer2Options:
     )
     compute_cores: str = spec_field(default="auto", help="'auto' (fastest cores other than the I/O core) or core ids / cluster names")
     io_core: str = spec_field(default="prime0", help="core of the I/O thread (PI2: the big core gives the best 4 KB reads, Table 1)")
+    io_thread: Literal["auto", "always"] = spec_field(
+        default="auto",
+        help="auto: an I/O thread only when part of the FFN is in flash (in memory its core computes too); always: keep it idle in memory as well",
+    )
     cluster_neurons: int = spec_field(default=32, lo=1, hi=8192, help="neurons per cluster of the CPU pipeline")
     hot_fraction: float = spec_field(default=0.5, lo=0.0, hi=1.0, help="share of the neuron cache given to the hot region (cpu decode)")
     npu_row_share: float = spec_field(
@@ -129,18 +133,27 @@ class PowerInfer2(Policy):
         super().__init__(ctx, options)
         d = ctx.device
         o = options
-        self.io_core = d.core(o.io_core)
-        if o.pipeline == "sync":  # no I/O thread: every thread computes and reads for itself
-            cores = pick_cores(d, o.compute_cores, o.sync_threads)
-        else:
-            cores = pick_cores(d, o.compute_cores, o.compute_threads, exclude=(o.io_core,))
-        self.pool = CpuPool(cores, "dynamic", d.cpu.sparse_efficiency, d.cpu.barrier_s)
-        # a decode-time NPU call: submit the graph, then the CPU waits for its result in the layer
-        self.npu_call_s = d.npu.invocation_s + d.npu.sync_s
         a = ctx.model.architecture
         self.layout = bundle_layout(ctx.quant, a.hidden, a.matrices_per_neuron, o.bundle, d.storage.read_unit_bytes)
         self.sizes = ctx.sizes
         self._mem: MemoryPlan | None = None
+        self.io_core = d.core(o.io_core)
+        self.memory()
+        # With the whole FFN in DRAM nothing is read during decoding, so there is no I/O thread to
+        # keep: its core computes too (PI2's offline planner picks the threads per configuration,
+        # v3 §5; an in-memory run that idles the X4 would be 25% slower, calibration-2.md T18)
+        self.io_thread = o.io_thread == "always" or self.cache_neurons < self.sizes.ffn_neurons_total()
+        if o.pipeline == "sync":  # no I/O thread: every thread computes and reads for itself
+            cores = pick_cores(d, o.compute_cores, o.sync_threads)
+        elif self.io_thread:
+            cores = pick_cores(d, o.compute_cores, o.compute_threads, exclude=(o.io_core,))
+        elif o.compute_cores == "auto":
+            cores = pick_cores(d, "auto", o.compute_threads + 1)
+        else:  # the user's own cores, as given
+            cores = pick_cores(d, o.compute_cores, o.compute_threads)
+        self.pool = CpuPool(cores, "dynamic", d.cpu.sparse_efficiency, d.cpu.barrier_s)
+        # a decode-time NPU call: submit the graph, then the CPU waits for its result in the layer
+        self.npu_call_s = d.npu.invocation_s + d.npu.sync_s
 
     # ------------------------------------------------------------------ memory
     def cached_neuron_bytes(self) -> float:
@@ -156,7 +169,11 @@ class PowerInfer2(Policy):
             comps["ffn_scales"] = s.ffn_scales()
         fixed = sum(comps.values())
         ffn_cacheable = s.ffn_neurons_total() * self.cached_neuron_bytes()
-        budget, avail = budget_from(ctx.memory_gb, ctx.ffn_offload, fixed, ffn_cacheable, ctx.device.dram.app_usable_bytes, ctx.device.name)
+        scales = comps.get("ffn_scales", 0.0)
+        # --ffn-offload F: F of the FFN's bytes (weights and scales) in flash; the resident scales
+        # are part of the (1 - F) in DRAM (memory.budget_from)
+        budget, avail = budget_from(ctx.memory_gb, ctx.ffn_offload, fixed, ffn_cacheable + scales, ctx.device.dram.app_usable_bytes,
+                                    ctx.device.name, resident_ffn=scales)
         cache = min(avail, ffn_cacheable)
         n = int(cache // self.cached_neuron_bytes())
         plan = MemoryPlan(budget=budget, components=comps, neuron_cache=n * self.cached_neuron_bytes())

@@ -23,9 +23,13 @@ The generator (``GENERATOR_VERSION`` below) is a Gaussian copula over time:
   choice reuses one of the previous pair with probability ``q``. ``a`` and ``q`` are solved in
   closed form from the Mixtral paper's Table 5 repetition rates (first choice; any overlap of the
   pair), interpolated between the published layers. Inside an expert each neuron follows the
-  process above, advanced once per routing of that expert (assumption: an expert's activity
-  pattern continues from its previous use, so the reuse target holds along each expert's own
-  stream of tokens, which `trace stats` reports as expert_window_k).
+  process above in *token* time: an expert routed again after d tokens finds its latent moved d
+  AR(1) steps. What a neuron responds to is the token's hidden state, and the hidden states of
+  tokens d apart are as alike whether or not the router picked this expert in between; so the
+  reuse target holds along the token stream, and an expert's own stream of routed tokens
+  (`trace stats`: expert_window_k) sees less of it. (Generator 3 advanced an expert's latent
+  once per routing, as if its pattern paused while it was not routed: small caches then hit far
+  more than the phone's memory curve allows, calibration-2.md T14.)
 
 Why not rank-remap the real SmolLM2 trace (traces.md §7)? The bundled trace keeps three levels,
 not magnitudes, so per-neuron frequencies cannot be set freely; and tiling 1,536 real neurons onto
@@ -51,7 +55,7 @@ from ..errors import InputError
 from ..schema import spec_field
 from .format import PHASE_DECODE, PHASE_PROMPT, ActivationLevel, TraceMeta, TraceWriter
 
-GENERATOR_VERSION = 3  # 3: neuron-to-frequency assignment fixed per model; calibration (with mu) in provenance
+GENERATOR_VERSION = 4  # 4: MoE experts' latents follow the token stream; 3: neuron-to-frequency assignment fixed per model
 
 
 # ----------------------------------------------------------------------------- normal helpers
@@ -493,6 +497,7 @@ def generate(
     G = float(rng.standard_normal())
     g = rng.standard_normal(n_layers)
     prev_route: list[np.ndarray | None] = [None] * n_layers
+    last_used = np.full((n_layers, E), -1, np.int64)  # token of each expert's last routing (MoE)
     lidx = np.arange(n_layers)[:, None]
     total = P + decode_tokens
     levels = (
@@ -547,8 +552,16 @@ def generate(
                         prev_route[l] = _route(rng, prev_route[l], a, qq, E, top_k)
                         routes[l] = prev_route[l]
                     buf_exp[j] = routes
-                    # one AR(1) step per routing of each routed expert (see module docstring)
-                    zi = rho32 * z[lidx, routes] + s_rho * rng.standard_normal((n_layers, K, n_neurons), dtype=np.float32)
+                    # the latent of every expert follows the token stream (see module docstring):
+                    # an expert routed again after a gap of d tokens has moved d AR(1) steps,
+                    # drawn at once (rho^d, exact for the stationary process)
+                    t_now = start + j
+                    gap = (t_now - last_used[lidx, routes]).astype(np.float64)  # [L, K]
+                    a_gap = np.power(rho, gap)
+                    last_used[lidx, routes] = t_now
+                    a32 = a_gap.astype(np.float32)[:, :, None]
+                    s32 = np.sqrt(np.maximum(0.0, 1.0 - a_gap * a_gap)).astype(np.float32)[:, :, None]
+                    zi = a32 * z[lidx, routes] + s32 * rng.standard_normal((n_layers, K, n_neurons), dtype=np.float32)
                     z[lidx, routes] = zi
                     x = s1 * zi + sb * h[:, None, None]
                     c = np.zeros((n_layers, K, n_neurons), np.uint8)

@@ -173,7 +173,9 @@ def budget_from(
         where = "--memory-gb"
     else:
         share = 0.5 if ffn_offload is None else ffn_offload
-        budget = fixed - resident_ffn + (1.0 - share) * ffn_bytes
+        # a share so high that (1 - F) of the FFN is less than its resident part leaves no neuron
+        # cache, but the resident part stays (--ffn-offload 1: every neuron in flash)
+        budget = max(fixed, fixed - resident_ffn + (1.0 - share) * ffn_bytes)
         where = "--ffn-offload"
     if budget > app_usable * (1 + 1e-9):
         raise ConfigurationRefused(
@@ -186,6 +188,6 @@ def budget_from(
         raise ConfigurationRefused(
             None,
             where,
-            f"at least {fixed / GB:.2f} GB (a smaller --ffn-offload): the model's resident part alone (weights other than the FFN, predictors, scales, KV cache, runtime) needs that even with every FFN weight in flash",
+            f"at least {fixed / GB:.2f} GB{' (a smaller --ffn-offload)' if where == '--ffn-offload' else ''}: the model's resident part alone (weights other than the FFN, predictors, scales, KV cache, runtime) needs that even with every FFN weight in flash",
         )
     return budget, max(0.0, avail)

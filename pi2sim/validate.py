@@ -5,10 +5,10 @@ microbenchmark ``bench``), which metric, the paper's value and its source. :func
 them, compares, and reports signed errors; runs with the same resolved configuration are shared
 between scenarios (T5, T8 step 5 and T9 are one simulation).
 
-Sets: ``calibration`` (PowerInfer-2's end-to-end points: decode, memory sweep, ablation,
-critical-path split, cache hit/miss, prefill), ``calibration-2`` (the second set, T14-T20 and T23,
-released after the first fit: the memory curve, in-memory speed, the SiLU model, mean TBT, the Ace
-2's Mixtral condition), ``baselines`` (the competing engines: the motivation study, their memory
+Sets: ``calibration`` (PowerInfer-2's end-to-end points: decode, memory sweep and curve, ablation,
+critical-path split, cache hit/miss, prefill, in-memory speed, mean TBT), ``unfitted`` (points
+predicted from mechanisms only: the SiLU model T19, the Ace 2's Mixtral condition T23),
+``baselines`` (the competing engines: the motivation study, their memory
 sweep, the 50%-offload grid and in-memory speed), ``micro`` (hardware microbenchmarks) and ``all``.
 """
 
@@ -29,9 +29,13 @@ from .errors import ConfigurationRefused, InputError
 from .schema import spec_field
 
 SETS = {
-    "calibration": ("decode-50", "memory", "ablation", "split", "cache", "prefill"),
-    # calibration-2.md (T14-T20, T23): released after the first fit, to test what it was not fitted to
-    "calibration-2": ("memory-curve", "in-memory", "silu", "latency", "feasibility"),
+    # every PowerInfer-2 end-to-end point the constants are fitted to (pi2sim calibrate), including
+    # the second set released in calibration-2.md: the memory curve (T14), in-memory speed (T18),
+    # mean TBT (T20)
+    "calibration": ("decode-50", "memory", "memory-curve", "ablation", "split", "cache", "prefill", "in-memory", "latency"),
+    # points nothing is fitted to: predicted from mechanisms only (the SiLU model, T19; the Ace 2's
+    # Mixtral condition, T23)
+    "unfitted": ("silu", "feasibility"),
     "baselines": ("baselines", "baselines-memory", "baselines-50", "baselines-in-memory"),
     "micro": ("micro-ufs", "micro-dram", "micro-prefill"),
 }
@@ -201,8 +205,11 @@ def dram_bench(sc: Scenario, fidelity: str) -> float:
 
 
 def validate(
-    which: str = "calibration", fast: bool = False, fidelity: str | None = None, progress: bool = False, root: Path | None = None, only: str | None = None
+    which: str = "calibration", fast: bool = False, fidelity: str | None = None, progress: bool = False, root: Path | None = None, only: str | None = None,
+    overlay: dict | None = None,
 ) -> list[Outcome]:
+    """Run the scenarios of a set; ``overlay`` (:func:`pi2sim.calibrate.load_overlay`) applies
+    calibrated constants to every run."""
     from .config import config_hash
     from .schema import to_dict
     from .simulation import run
@@ -220,6 +227,10 @@ def validate(
         cfg = run_config(sc, fast)
         if fidelity:
             cfg = replace(cfg, fidelity=fidelity)
+        if overlay is not None:
+            from .calibrate import apply_overlay
+
+            cfg = apply_overlay(cfg, overlay)
         key = config_hash(to_dict(cfg))
         if key not in cache:
             if progress:
@@ -337,15 +348,21 @@ def plot(df: pd.DataFrame, out_dir: Path, sweep: pd.DataFrame | None = None) -> 
         plt.close(fig)
         paths.append(p)
     if sweep is not None and len(sweep):
-        fig, ax = plt.subplots(figsize=(6, 3.8))
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
         ax.plot(sweep["memory_gb"], sweep["decode_tok_s"], "o-", label="pi2sim (PowerInfer-2)")
-        pts = df[df["id"].isin(["T6", "T7"])]
-        mem = {"T6": 7, "T7": 19}
-        ax.scatter([mem[i] for i in pts["id"]], pts["paper"], marker="s", color="k", zorder=3, label="paper (T6, T7)")
+        mem = {"T6": 7.0, "T7": 19.0}
+        mem.update({i: float(i.split(".")[1]) for i in df["id"] if i.startswith("T14.")})
+        pts = df[df["id"].isin(list(mem))]
+        ax.scatter([mem[i] for i in pts["id"]], pts["paper"], marker="s", color="k", zorder=3, label="paper (T6, T14, T7)")
         ax.set_xlabel("memory available to the app (GB)")
         ax.set_ylabel("decode tok/s")
         ax.set_title("TurboSparse-Mixtral-47B on the OnePlus 12")
-        ax.legend()
+        ax.legend(fontsize=8)
+        bx.plot(100 * sweep["cached_share"], 100 * sweep["hit_rate"], "o-", color="#dd8452")
+        bx.set_xlabel("neuron cache, % of the FFN's neurons")
+        bx.set_ylabel("hit rate, % of active neurons")
+        bx.set_title("hit rate vs cached share (same runs)")
+        bx.set_ylim(0, 100)
         fig.tight_layout()
         p = out_dir / "validate-mixtral-memory.png"
         with atomic_open(p) as fh:
@@ -355,12 +372,14 @@ def plot(df: pd.DataFrame, out_dir: Path, sweep: pd.DataFrame | None = None) -> 
     return paths
 
 
-def mixtral_memory_sweep(fast: bool, fidelity: str | None, points=(7, 9, 11, 13, 15, 17, 19)) -> pd.DataFrame:
+def mixtral_memory_sweep(fast: bool, fidelity: str | None, points=(7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19)) -> pd.DataFrame:
     from .simulation import simulate
 
     rows = []
     for gb in points:
         tokens = dict(decode_tokens=FAST_TOKENS, context_stride=4) if fast else dict(decode_tokens=1024)
         r = simulate(model="turbosparse-mixtral-47b", memory_gb=gb, preset="v1", fidelity=fidelity or "layer", **tokens)
-        rows.append({"memory_gb": gb, "decode_tok_s": r.summary["decode_tok_s"], "hit_rate": r.summary["neuron_cache_hit_rate"]})
+        share = r.access.hot_neurons + r.access.cold_capacity
+        rows.append({"memory_gb": gb, "decode_tok_s": r.summary["decode_tok_s"], "hit_rate": r.summary["neuron_cache_hit_rate"],
+                     "cached_share": share / r.policy.sizes.ffn_neurons_total()})
     return pd.DataFrame(rows)

@@ -71,15 +71,15 @@ def test_tiers_agree_when_nothing_contends():
     gives the analytic times exactly. The cluster tier runs every cluster on its own thread, so a
     layer ends when its last cluster does: with one-neuron clusters that tail vanishes and the
     times agree; with PowerInfer-2's 32-neuron clusters on SmolLM2's small layers (~25 clusters
-    over 4 threads of unequal speed) the tail costs up to 3%, all of it counted as "other" (load
-    imbalance), the compute part unchanged."""
+    over 5 threads of unequal speed: in memory the I/O thread's X4 computes too) the tail costs up
+    to 5%, all of it counted as "other" (load imbalance), the compute part unchanged."""
     base = dict(ffn_offload=0.0)
     times = {fid: _run(fid, **base) for fid in TIERS}
     tbt = {fid: r.tokens["tbt_ms"].to_numpy() for fid, r in times.items()}
     np.testing.assert_allclose(tbt["layer"], tbt["analytic"], rtol=1e-6)
     fine = _run("cluster", cluster_neurons=1, **base).tokens["tbt_ms"].to_numpy()
     np.testing.assert_allclose(fine, tbt["analytic"], rtol=3e-3)
-    np.testing.assert_allclose(tbt["cluster"], tbt["analytic"], rtol=0.03)
+    np.testing.assert_allclose(tbt["cluster"], tbt["analytic"], rtol=0.05)
     assert np.all(tbt["cluster"] >= tbt["analytic"] * (1 - 1e-9))  # a tail can only add time
     ms = {fid: r.tokens[["compute_ms", "io_stall_ms"]].to_numpy() for fid, r in times.items()}
     np.testing.assert_allclose(ms["cluster"], ms["analytic"], rtol=5e-3, atol=1e-6)

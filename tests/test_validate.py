@@ -35,17 +35,28 @@ def test_every_scenario_file_loads_with_unique_ids_and_a_known_set():
         assert s.figure in known, s.path
         assert s.paper > 0 and s.source, s.path
     # the sets partition the scenarios
-    assert sum(len(V.load_scenarios(k)) for k in ("calibration", "baselines", "micro")) == len(scs)
+    assert sum(len(V.load_scenarios(k)) for k in V.SETS) == len(scs)
+
+
+# Points the model cannot reach together with the rest, each with the reason (docs/validation.md,
+# "Known gaps"). The guard skips them but checks that they still miss: a change that brings one
+# within bounds must take it off this list, so the guard covers it again.
+KNOWN_CONFLICTS = {
+    "T10": "3.5% misses at 50% offload cannot hold with T4 and the memory curve T14 in this time model: "
+    "the skew that gives 3.5% makes the curve saturate by 16 GB (docs/validation.md)",
+}
 
 
 def test_calibration_guard():
     outcomes = V.validate("calibration", fast=True, fidelity="analytic")
     errors = {o.scenario.id: 100 * o.error for o in outcomes}
-    assert len(errors) >= 19
+    assert len(errors) >= 28
+    for sid in KNOWN_CONFLICTS:
+        assert abs(errors.pop(sid)) > 25.0, f"{sid} is within 25% now: take it off KNOWN_CONFLICTS"
     worst = max(errors, key=lambda k: abs(errors[k]))
     med = statistics.median(abs(e) for e in errors.values())
-    assert med <= 10.0, f"median |error| {med:.1f}% > 10%: {errors}"
-    assert abs(errors[worst]) <= 25.0, f"{worst} is off by {errors[worst]:+.1f}% (> 25%): {errors}"
+    assert med <= 5.0, f"median |error| {med:.1f}% > 5%: {errors}"
+    assert abs(errors[worst]) <= 20.0, f"{worst} is off by {errors[worst]:+.1f}% (> 20%): {errors}"
 
 
 def test_microbenchmarks_within_five_percent():

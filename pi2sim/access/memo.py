@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 MAX_ENTRIES = 4
+MAX_BYTES = 256e6  # per memo: results are bounded by their arrays' size too (a calibration keeps dozens)
 
 
 _ARRAY_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
@@ -71,10 +72,24 @@ def _freeze(obj: Any) -> Any:
     return obj
 
 
+def _nbytes(obj: Any) -> int:
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, tuple):
+        return sum(_nbytes(x) for x in obj)
+    if is_dataclass(obj):
+        return sum(_nbytes(getattr(obj, f.name)) for f in fields(obj))
+    return 0
+
+
 class Memo:
-    def __init__(self, max_entries: int = MAX_ENTRIES):
+    """Least-recently-used results, at most ``max_entries`` of them and ``max_bytes`` of arrays."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: float = MAX_BYTES):
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._store: OrderedDict[str, Any] = OrderedDict()
+        self._sizes: dict[str, int] = {}
         self.hits = 0
         self.misses = 0
 
@@ -88,13 +103,16 @@ class Memo:
         self.misses += 1
         value = _freeze(compute())
         self._store[key] = value
-        while len(self._store) > self.max_entries:
-            self._store.popitem(last=False)
+        self._sizes[key] = _nbytes(value)
+        while len(self._store) > 1 and (len(self._store) > self.max_entries or sum(self._sizes.values()) > self.max_bytes):
+            old, _ = self._store.popitem(last=False)
+            self._sizes.pop(old, None)
         return value
 
     def clear(self) -> None:
         self._store.clear()
+        self._sizes.clear()
 
 
-ACCESS = Memo()  # segmented-cache simulations
-PROFILES = Memo()  # offline neuron profiles and their hottest-first orders
+ACCESS = Memo(max_entries=128)  # cache simulations (counts per token and layer: ~1-4 MB each)
+PROFILES = Memo(max_entries=16, max_bytes=512e6)  # offline neuron profiles, hot masks, alias tables

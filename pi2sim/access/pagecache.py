@@ -196,7 +196,15 @@ def simulate(layout: FileLayout, capacity_blocks: int, experts: np.ndarray | Non
     """Replay the prompt pass and ``n_tokens`` decode tokens over the mapped file.
 
     ``experts`` [T, L, K] selects the expert slices touched by MoE layers (None: dense).
+    Memoised in-process on all of its inputs, like the segmented cache (:mod:`pi2sim.access.memo`).
     """
+    from . import memo
+
+    key = memo.digest("pagecache", repr(layout), capacity_blocks, experts if experts is not None else "dense", n_tokens, replacement)
+    return memo.ACCESS.get(key, lambda: _simulate(layout, capacity_blocks, experts, n_tokens, replacement))
+
+
+def _simulate(layout: FileLayout, capacity_blocks: int, experts: np.ndarray | None, n_tokens: int, replacement: str) -> PageAccess:
     n = layout.n_blocks
     cache = LRUCache(n, capacity_blocks) if replacement == "lru" else TwoListCache(n, capacity_blocks)
     L = len(layout.attention)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
-    from . import compare, plan, regress, run, sweep, trace, validate
+    from . import calibrate, compare, plan, regress, run, sweep, trace, validate
 
-    for module in (run, compare, sweep, plan, validate, regress, trace):
+    for module in (run, compare, sweep, plan, validate, calibrate, regress, trace):
         module.register(sub)

@@ -78,6 +78,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fidelity", choices=("analytic", "layer", "cluster"), default=None, help="timing tier (default layer)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run, policy, device.* or model.* option (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    p.add_argument("--calibration", default=None, metavar="OVERLAY.yaml",
+                   help="apply constants fitted by `pi2sim calibrate --out` (explicit --set values win)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -113,7 +115,12 @@ def config_from_args(args: argparse.Namespace):
         raise InputError(None, key, exc.expected, exc.got) from None
     if plan_opts:
         cfg = apply_values(cfg, plan_opts, source=f"{args.plan}: plan")
-    return apply_sets(cfg, args.set)
+    cfg = apply_sets(cfg, args.set)
+    if getattr(args, "calibration", None):
+        from ..calibrate import apply_overlay, load_overlay
+
+        cfg = apply_overlay(cfg, load_overlay(args.calibration))
+    return cfg
 
 
 def load_plan(path: str) -> tuple[dict, dict]:

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--per-layer", action="store_true", help="also print the per-layer table")
     s.add_argument("--tokens", type=_positive_int, default=1024, help="decode tokens when a synthetic model trace is generated")
     s.add_argument("--seed", type=_nonneg_int, default=0, help="seed when a synthetic model trace is generated")
+    s.add_argument("--hit-curve", action="store_true",
+                   help="also print the hit rate of PowerInfer-2's segmented cache (half hot region, half LRU) against the cached share of the FFN")
     s.set_defaults(func=cmd_stats)
 
     y = tsub.add_parser("synth", help="generate a calibrated synthetic trace for a model")
@@ -170,10 +172,44 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if args.per_layer and st.per_layer is not None:
             print()
             print(st.per_layer.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    curve = None
+    if args.hit_curve:
+        curve = _hit_curve(path, st.model)
+        if args.json:
+            print(json.dumps({"hit_curve": curve}, indent=2, sort_keys=True))
+        else:
+            print("\nhit rate vs cached share of the FFN (segmented cache: half hot region, half LRU; no predictor errors)")
+            print("  " + "  ".join(f"{100 * c['cached_share']:4.0f}%" for c in curve))
+            print("  " + "  ".join(f"{c['hit_rate']:5.3f}" for c in curve))
     if args.out:
         for p in write(st, args.out):
             print(f"wrote {p}", file=sys.stderr)
+        if curve is not None:
+            from ..atomic import write_text
+
+            write_text(Path(f"{args.out}.hit_curve.json"), json.dumps(curve, indent=2) + "\n")
     return 0
+
+
+def _hit_curve(path: Path, model_name: str) -> list[dict]:
+    from ..access.hitcurve import hit_curve
+    from ..access.workload import open_workload
+    from ..specs.model import load_model
+    from ..trace import load
+
+    try:
+        model = load_model(model_name)
+    except InputError:
+        raise InputError(path, "model", "a trace of a bundled model (the curve needs its shape) for --hit-curve", model_name) from None
+    from ..trace.format import PHASE_DECODE
+
+    with load(path) as t:
+        n = int((t.phase == PHASE_DECODE).sum())
+    w = open_workload(path, model, n, 0, None)
+    try:
+        return hit_curve(w)
+    finally:
+        w.trace.close()
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

@@ -10,13 +10,18 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("validate", help="reproduce the paper's evaluation points; print simulated vs paper with errors")
-    v.add_argument("--set", dest="which", default="calibration", choices=("calibration", "calibration-2", "baselines", "micro", "all"), help="which points (default calibration)")
+    v.add_argument("--set", dest="which", default="calibration", choices=("calibration", "unfitted", "baselines", "micro", "all"), help="which points (default calibration)")
     v.add_argument("--only", default=None, metavar="GLOBS", help="only scenario ids matching these comma-separated globs (e.g. 'T8*,T9')")
     v.add_argument("--scenarios", default=None, metavar="DIR", help="scenario tree to run instead of the bundled experiments/paper (your own measurements; use with --set all)")
     v.add_argument("--out", default=None, help="write validate.csv, validate.json and plots here")
     v.add_argument("--fast", action="store_true", help="256 decode tokens instead of 1024 (changes results by < 1%%, see docs/validation.md)")
     v.add_argument("--fidelity", choices=("analytic", "layer", "cluster"), default=None, help="timing tier (default: each scenario's, i.e. layer)")
-    v.add_argument("--fitted", action="store_true", help="list every constant fitted to an end-to-end point, and exit")
+    v.add_argument("--fitted", action="store_true", help="list every constant fitted to an end-to-end point (and the free set's fold-to-fold spread with --cross), and exit")
+    v.add_argument("--cross", action="store_true",
+                   help="leave-one-group-out cross-validation: refit the free constants without each figure's points, predict them; "
+                   "prints the fitted and the predictive error side by side (analytic tier, --fast lengths unless --full)")
+    v.add_argument("--full", action="store_true", help="--cross: full-length runs")
+    v.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", help="apply constants fitted by `pi2sim calibrate --out` to every point")
     v.add_argument("--no-sweep", action="store_true", help="skip the Mixtral memory sweep plot")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=cmd_validate)
@@ -25,11 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .. import validate as V
 
+    if args.cross:
+        return cmd_cross(args)
     if args.fitted:
         rows = V.fitted_constants()
         for r in rows:
             print(f"{r['where']:40s} {r['key']:28s} {r['value']:>14s}  {r['note']}")
-        print(f"\n{len(rows)} fitted constants")
+        print(f"\n{len(rows)} fitted constants; the free set pi2sim calibrate refits (with bounds): pi2sim calibrate --list; "
+              "their fold-to-fold spread: pi2sim validate --cross")
         return 0
     root = None
     if args.scenarios:
@@ -38,7 +46,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         root = Path(args.scenarios)
         if not root.is_dir():
             raise InputError(None, "--scenarios", "a directory of scenario YAML files", args.scenarios)
-    outcomes = V.validate(args.which, fast=args.fast, fidelity=args.fidelity, progress=not args.quiet, only=args.only, root=root)
+    overlay = None
+    if args.calibration:
+        from ..calibrate import load_overlay
+
+        overlay = load_overlay(args.calibration)
+    outcomes = V.validate(args.which, fast=args.fast, fidelity=args.fidelity, progress=not args.quiet, only=args.only, root=root, overlay=overlay)
     df = V.table(outcomes)
     print(V.render(df))
     if args.out:
@@ -54,4 +67,54 @@ def cmd_validate(args: argparse.Namespace) -> int:
             write_text(out / "mixtral-memory-sweep.csv", sweep.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
         for p in V.plot(df, out, sweep):
             print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+def cmd_cross(args: argparse.Namespace) -> int:
+    import statistics
+
+    from .. import calibrate as C
+    from .calibrate import scenarios_for
+
+    root = Path(args.scenarios) if args.scenarios else None
+    which = "fit" if args.which == "calibration" and root is None else args.which
+    scenarios = scenarios_for(which, root, args.only)
+    res = C.cross_validate(scenarios, fast=not args.full, fidelity=args.fidelity or "analytic", progress=not args.quiet)
+    lines = [f"{'group left out':20s} {'id':24s} {'fitted':>8s} {'predicted':>10s}  note"]
+    for r in res.rows:
+        note = f"constant seen only by this group: {r['unidentified']}" if r["unidentified"] else ""
+        lines.append(f"{r['group']:20s} {r['id']:24s} {r['fitted_error_pct']:+7.1f}% {r['predictive_error_pct']:+9.1f}%  {note}")
+    fit_abs = [abs(r["fitted_error_pct"]) for r in res.rows]
+    pred_abs = [abs(r["predictive_error_pct"]) for r in res.rows]
+    lines.append("")
+    lines.append(f"all points   n={len(res.rows)}  fitted median |error| {statistics.median(fit_abs):.1f}% max {max(fit_abs):.1f}%   "
+                 f"predictive median |error| {statistics.median(pred_abs):.1f}% max {max(pred_abs):.1f}%")
+    from .. import validate as V
+
+    for name in ("calibration", "baselines"):
+        sub = [r for r in res.rows if r["group"] in V.SETS[name]]
+        if sub:
+            f_ = [abs(r["fitted_error_pct"]) for r in sub]
+            p_ = [abs(r["predictive_error_pct"]) for r in sub]
+            lines.append(f"{name:12s} n={len(sub)}  fitted median |error| {statistics.median(f_):.1f}% max {max(f_):.1f}%   "
+                         f"predictive median |error| {statistics.median(p_):.1f}% max {max(p_):.1f}%")
+    lines.append("")
+    lines.append(f"{'constant':32s} {'all points':>12s} {'fold min':>12s} {'fold max':>12s} {'spread':>8s}")
+    for c, x in zip(res.full.free, res.full.x):
+        vals = [res.folds[g][c.name] for g in res.folds if c.name in res.folds[g]]
+        if not vals:
+            continue
+        lines.append(f"{c.name:32s} {str(c.as_setting(x)):>12s} {str(c.as_setting(min(vals))):>12s} {str(c.as_setting(max(vals))):>12s} "
+                     f"{100 * res.spreads.get(c.name, 0.0):7.1f}%")
+    print("\n".join(lines))
+    if args.out:
+        import pandas as pd
+
+        from ..atomic import write_text
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "cross.csv", pd.DataFrame(res.rows).to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+        write_text(out / "cross.json", json.dumps({"rows": res.rows, "folds": res.folds, "spreads": res.spreads,
+                                                   "full_fit": res.full.values()}, indent=2, sort_keys=True, default=float) + "\n")
     return 0

@@ -12,7 +12,7 @@
   cores issue to the single UFS queue), plus the kernel's CPU path per fault.
 * **Compute.** Dense matrix-vector work on ``threads`` threads with llama.cpp's static row
   split (the slowest core sets the pace: adding the A520s slows it down, arXiv 2410.03613 §V-C),
-  at ``kernel_efficiency`` of the device's best-kernel rate (fitted to T18: 96% in memory).
+  at ``kernel_efficiency`` of the device's best-kernel rate (fitted to T18: 95% in memory).
   No predictor, no sparsity. Prefill is a CPU GEMM over the prompt.
 """
 
@@ -44,15 +44,16 @@ class LlamaCppOptions:
     threads: int = spec_field(default=6, lo=1, hi=16, help="compute threads (6 is optimal on Snapdragon 8 Gen 3, arXiv 2410.03613 §V-C)")
     cores: str = spec_field(default="auto", help="'auto' (fastest cores) or core ids / cluster names")
     kernel_efficiency: float = spec_field(
-        default=0.96, gt=0.0, hi=1.0,
+        default=0.947, gt=0.0, hi=1.0,
         help="llama.cpp kernel speed relative to the device's best INT4 rate (fitted to T18: 9.3 tok/s in memory on TurboSparse-Mistral-7B, "
-        "~36 GB/s of weights; arXiv 2410.03613's 25 GB/s on another 8 Gen 3 phone is an older build)",
+        "~36 GB/s of weights; arXiv 2410.03613's 25 GB/s on another 8 Gen 3 phone is an older build; bounds: 0.5..1)",
     )
     readahead: float | None = spec_field(
-        default=32 * 1024, unit="bytes", lo=4096, hi=64 * 2**20,
+        default=31 * 1024, unit="bytes", lo=4096, hi=64 * 2**20,
         help="bytes a major fault reads (fitted to T17: llama.cpp, ProSparse-Llama-2-7B, 50% offload, 0.39 tok/s). Below the device's "
         "readahead window because a thrashing mapping reads less around each fault (Linux stops mmap read-around once misses "
-        "outnumber hits, mm/filemap.c MMAP_LOTSAMISS); None: the device's window",
+        "outnumber hits, mm/filemap.c MMAP_LOTSAMISS). Not in pi2sim calibrate's free set: it changes the page-cache simulation, not only timing; "
+        "None: the device's window",
     )
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV (compute buffers, runtime)")
 

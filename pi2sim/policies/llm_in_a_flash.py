@@ -46,7 +46,7 @@ class LLMFlashOptions:
     )
     window_k: int = spec_field(default=5, lo=1, hi=1024, help="cache=window: tokens in the sliding window (LLM in a Flash §4.1: 5 on OPT-6.7B)")
     bundle: bool = spec_field(default=True, help="row-column bundles: one read per neuron (else one per matrix)")
-    read_threads: int = spec_field(default=2, lo=1, hi=32, help="parallel reader threads, issuing from as many cores (fitted to T11b)")
+    read_threads: int = spec_field(default=2, lo=1, hi=32, help="parallel reader threads, issuing from as many cores (fitted to T11b and T15-T17; bounds: 1..4)")
     compute_threads: int = spec_field(default=4, lo=1, hi=16, help="compute threads")
     compute_cores: str = spec_field(default="auto", help="'auto' or core ids / cluster names")
     kernel_efficiency: float = spec_field(default=1.0, gt=0.0, hi=1.0, help="dense kernel speed relative to the device's best INT4 rate")

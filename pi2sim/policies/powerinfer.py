@@ -22,7 +22,7 @@ from .powerinfer2 import PowerInfer2, PowerInfer2Options
 class PowerInferOptions:
     compute_threads: int = spec_field(default=4, lo=1, hi=16, help="CPU compute threads")
     aio_depth: int = spec_field(
-        default=1, lo=1, hi=32, help="asynchronous reads in flight (fitted to T11a: the port's I/O is latency-bound, 81.9% of the time)"
+        default=1, lo=1, hi=32, help="asynchronous reads in flight (fitted to T11a: the port's I/O is latency-bound, 81.9% of the time; bounds: 1..4)"
     )
     compute_cores: str = spec_field(default="auto", help="'auto' or core ids / cluster names")
     predictor_recall: float = spec_field(default=1.0, gt=0.0, hi=1.0, help="share of active neurons predicted (assumption)")

@@ -35,7 +35,7 @@ from ..access import memo, segmented
 from ..access.workload import Workload, hottest_first, neuron_frequencies
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Flash, NeuronPipeline, PrefillPlan
-from ..errors import InputError
+from ..errors import ConfigurationRefused, InputError
 from ..memory import MemoryPlan, budget_from, sparse_resident
 from ..schema import spec_field
 from ..specs.quant import bundle_layout
@@ -138,11 +138,10 @@ class PowerInfer2(Policy):
         self.sizes = ctx.sizes
         self._mem: MemoryPlan | None = None
         self.io_core = d.core(o.io_core)
-        self.memory()
         # With the whole FFN in DRAM nothing is read during decoding, so there is no I/O thread to
         # keep: its core computes too (PI2's offline planner picks the threads per configuration,
         # v3 §5; an in-memory run that idles the X4 would be 25% slower, calibration-2.md T18)
-        self.io_thread = o.io_thread == "always" or self.cache_neurons < self.sizes.ffn_neurons_total()
+        self.io_thread = o.io_thread == "always" or not self._ffn_fits()
         if o.pipeline == "sync":  # no I/O thread: every thread computes and reads for itself
             cores = pick_cores(d, o.compute_cores, o.sync_threads)
         elif self.io_thread:
@@ -156,6 +155,15 @@ class PowerInfer2(Policy):
         self.npu_call_s = d.npu.invocation_s + d.npu.sync_s
 
     # ------------------------------------------------------------------ memory
+    def _ffn_fits(self) -> bool:
+        """Whether the neuron cache holds every FFN neuron (False too when the configuration does
+        not fit at all: memory() refuses it when the run starts, as for every policy)."""
+        try:
+            self.memory()
+        except ConfigurationRefused:
+            return False
+        return self.cache_neurons >= self.sizes.ffn_neurons_total()
+
     def cached_neuron_bytes(self) -> float:
         s = self.sizes
         return s.neuron_weight_bytes() + (s.neuron_scale_bytes() if self.opt.scale_placement == "in_bundle" else 0.0)

@@ -1,0 +1,445 @@
+"""Fit the declared free constants to measured scenarios, and measure how well the fit predicts.
+
+**The loss.** Residuals are ``log(simulated / measured)``; the fit minimises a robust
+(soft-L1) loss of them at a 10% scale, so a point the model structurally misses moves the
+constants no more than a point off by 10% would, times its error.
+
+**The free set.** A constant is free when its YAML comment (device files) or its option help
+(policies) says ``fitted to <scenario>`` *and* declares ``bounds: LO..HI`` (with units where the
+value has them, e.g. ``bounds: 60 us..200 us``). Constants fitted once to a microbenchmark in
+closed form (the UFS and NPU rates of T13) carry no bounds: they are set by the hardware
+measurement, not by end-to-end points. Integer options (reader threads, I/O depth) are searched
+exhaustively over their bounds; real ones by :func:`scipy.optimize.least_squares` in log space
+(relative error, symmetric: a point twice too fast weighs as much as one twice too slow), from
+their current values.
+
+**Speed.** Every evaluation reruns every scenario, but the constants in the free set leave the
+access model's inputs unchanged (which neurons are active, cached, read), so after the first
+evaluation every run takes its access result from the in-process memo
+(:mod:`pi2sim.access.memo`) and only the timing tier runs. Fits use the analytic tier and
+``validate --fast`` lengths by default; both agree with the event tiers and full length within
+about 1% on the paper's points (docs/fidelity.md, docs/validation.md).
+
+**The overlay.** :func:`write_overlay` stores the fitted values with their provenance (scenario
+ids, per-point residuals before and after, pi2sim version, device file hash, a config hash);
+``pi2sim run --calibration overlay.yaml`` applies it (:func:`apply_overlay`).
+
+**Cross-validation.** :func:`cross_validate` leaves out one group of points (a figure of the
+paper) at a time, refits on the rest and predicts the group: the predictive error is what a
+user should expect on a configuration the constants were not fitted to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import __version__, resources, units, yamlio
+from .errors import ConfigurationRefused, InputError
+
+_BOUNDS = re.compile(r"bounds:\s*([^\s.][^;)]*?)\s*\.\.\s*([^;)\s][^;)]*?)\s*(?:[;)]|$)")
+REFUSED_RESIDUAL = math.log(10.0)  # a refused point counts as ten times off
+# Robust loss: errors up to ~10% count quadratically, larger ones linearly, so a few points the
+# model cannot reach (a baseline port's structural miss) do not drag every constant towards them.
+LOSS, LOSS_SCALE = "soft_l1", 0.1
+
+
+@dataclass(frozen=True)
+class FreeConstant:
+    """One constant the fit may move: where it lives, its value and bounds in SI units."""
+
+    scope: str  # "device" or "policy:<name>"
+    key: str  # dotted YAML key path (device) or option name (policy)
+    value: float
+    lo: float
+    hi: float
+    unit: str  # the unit the file writes it in ('' for a plain number)
+    integer: bool
+    where: str  # file:line or "policy <name>"
+    note: str
+
+    @property
+    def name(self) -> str:
+        return self.key if self.scope == "device" else f"{self.scope.split(':', 1)[1]}.{self.key}"
+
+    def as_setting(self, x: float) -> Any:
+        """The value as the file or option takes it (a unit string where the file has one)."""
+        if self.integer:
+            return int(round(x))
+        if not self.unit:
+            return float(f"{x:.6g}")
+        return f"{x / _unit_factor(self.unit):.6g} {self.unit}"
+
+
+def _unit_factor(unit: str) -> float:
+    for table in units.KINDS.values():
+        if unit in table:
+            return table[unit]
+    raise KeyError(unit)
+
+
+def _split_quantity(text: str) -> tuple[float, str]:
+    """``"105 us"`` -> (1.05e-4, "us"); ``"0.34"`` -> (0.34, "")."""
+    m = re.match(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(\S*)\s*$", str(text))
+    if not m:
+        raise ValueError(text)
+    number, unit = float(m.group(1)), m.group(2)
+    return (number * _unit_factor(unit) if unit else number), unit
+
+
+def parse_bounds(comment: str) -> tuple[float, float] | None:
+    m = _BOUNDS.search(comment)
+    if not m:
+        return None
+    lo, _ = _split_quantity(m.group(1))
+    hi, _ = _split_quantity(m.group(2))
+    return lo, hi
+
+
+def free_constants(device: str = "oneplus12", policies_: tuple[str, ...] | None = None) -> list[FreeConstant]:
+    """The free set: the device file's and the policies' constants marked ``fitted to`` with
+    ``bounds:`` (see module docstring)."""
+    from . import policies
+    from .schema import describe_fields, field_spec
+    from .specs.provenance import fitted
+
+    path = resources.resolve("devices", device, what="--device")
+    out: list[FreeConstant] = []
+    for item in fitted(path):
+        b = parse_bounds(item.comment)
+        if b is None:
+            continue
+        value, unit = _split_quantity(item.value)
+        if not b[0] <= value <= b[1]:
+            raise InputError(path, item.key, f"a value inside its declared bounds {item.comment[item.comment.find('bounds'):]}", item.value)
+        out.append(FreeConstant("device", item.key, value, b[0], b[1], unit, False, f"{path.name}:{item.line}", item.comment))
+    names = policies_ if policies_ is not None else tuple(policies.names())
+    for name in names:
+        cls = policies.get(name)
+        for key, kind, default, help_ in describe_fields(cls.Options):
+            if "fitted to" not in help_:
+                continue
+            b = parse_bounds(help_)
+            if b is None:
+                continue
+            raw = getattr(cls.Options(), key)
+            fld = {f.name: f for f in dataclasses.fields(cls.Options)}[key]
+            integer = fld.type in (int, "int")
+            kind = field_spec(fld).unit
+            unit = "" if kind in (None, "fraction") else next(u for u, fac in units.KINDS[kind].items() if fac == 1.0 and u)
+            out.append(FreeConstant(f"policy:{name}", key, float(raw), b[0], b[1], unit, integer, f"policy {name}", help_))
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def settings(free: list[FreeConstant], x: list[float]) -> dict[str, dict[str, Any]]:
+    """{"device": {key: value}, "policy": {name: {option: value}}} for values ``x``."""
+    dev: dict[str, Any] = {}
+    pol: dict[str, dict[str, Any]] = {}
+    for c, v in zip(free, x):
+        if c.scope == "device":
+            dev[c.key] = c.as_setting(v)
+        else:
+            pol.setdefault(c.scope.split(":", 1)[1], {})[c.key] = c.as_setting(v)
+    return {"device": dev, "policy": pol}
+
+
+def apply_settings(cfg, values: dict[str, dict[str, Any]], device_name: str):
+    """A RunConfig with calibrated values applied: device values when the run is on that device,
+    policy options for runs of that policy that do not set the option themselves."""
+    from .specs.device import load_device
+
+    dev_over = dict(cfg.device_overrides)
+    if values.get("device") and load_device(cfg.device).name == device_name:
+        for k, v in values["device"].items():
+            dev_over.setdefault(k, v)
+    options = dict(cfg.options)
+    for k, v in (values.get("policy") or {}).get(cfg.policy, {}).items():
+        options.setdefault(k, v)
+    return replace(cfg, device_overrides=dev_over, options=options)
+
+
+@dataclass
+class Evaluation:
+    residuals: list[float]  # log(simulated / measured) per scenario; refused: REFUSED_RESIDUAL
+    simulated: list[float]
+
+
+class Evaluator:
+    """Runs a fixed list of scenarios for given constant values (memoised on the values)."""
+
+    def __init__(self, scenarios, free: list[FreeConstant], device: str, fast: bool = True, fidelity: str = "analytic"):
+        from .validate import run_config
+
+        from .specs.device import load_device
+
+        self.scenarios = [s for s in scenarios if s.kind == "run"]
+        self.free = free
+        self.device = load_device(device).name  # runs on this device (by name or path) get its constants
+        self.configs = [replace(run_config(s, fast), fidelity=fidelity) for s in self.scenarios]
+        self._cache: dict[tuple, Evaluation] = {}
+        self.calls = 0
+
+    def __call__(self, x) -> Evaluation:
+        from .config import config_hash
+        from .schema import to_dict
+        from .simulation import run
+        from .validate import _metric
+
+        key = tuple(round(float(v), 12) for v in x)
+        if key in self._cache:
+            return self._cache[key]
+        self.calls += 1
+        values = settings(self.free, list(x))
+        runs: dict[str, Any] = {}
+        res, sim = [], []
+        for sc, cfg in zip(self.scenarios, self.configs):
+            c = apply_settings(cfg, values, self.device)
+            h = config_hash(to_dict(c))
+            if h not in runs:
+                try:
+                    runs[h] = run(c)
+                except ConfigurationRefused:
+                    runs[h] = None
+            r = runs[h]
+            if r is None:
+                res.append(REFUSED_RESIDUAL)
+                sim.append(math.nan)
+                continue
+            v = float(_metric(r.summary, r.memory, sc.metric))
+            sim.append(v)
+            res.append(math.log(max(v, 1e-12) / sc.paper))
+        out = Evaluation(res, sim)
+        self._cache[key] = out
+        return out
+
+
+@dataclass
+class Fit:
+    free: list[FreeConstant]
+    x: list[float]
+    start: list[float]
+    before: Evaluation
+    after: Evaluation
+    scenario_ids: list[str]
+    evaluations: int
+    message: str
+
+    def values(self) -> dict[str, float]:
+        return {c.name: v for c, v in zip(self.free, self.x)}
+
+
+def require_scipy() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is None:
+        raise InputError(None, "pi2sim calibrate", "scipy for the least-squares fit: pip install 'pi2sim[calibrate]'")
+
+
+def _fit_continuous(ev: Evaluator, free: list[FreeConstant], x0: list[float], fixed: dict[int, float], max_evals: int):
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    idx = [i for i, c in enumerate(free) if i not in fixed]
+
+    def full(z):
+        x = list(x0)
+        for i, v in fixed.items():
+            x[i] = v
+        for j, i in enumerate(idx):
+            x[i] = math.exp(z[j])
+        return x
+
+    if not idx:
+        x = full([])
+        return x, ev(x), "nothing continuous to fit"
+    lo = np.log([free[i].lo for i in idx])
+    hi = np.log([free[i].hi for i in idx])
+    z0 = np.clip(np.log([x0[i] for i in idx]), lo, hi)
+    sol = least_squares(lambda z: np.asarray(ev(full(z)).residuals), z0, bounds=(lo, hi), method="trf", diff_step=1e-3,
+                        x_scale=1.0, max_nfev=max_evals, xtol=1e-4, ftol=1e-6, loss=LOSS, f_scale=LOSS_SCALE)
+    x = full(sol.x)
+    return x, ev(x), sol.message
+
+
+def fit(scenarios, device: str = "oneplus12", free: list[FreeConstant] | None = None, fast: bool = True, fidelity: str = "analytic",
+        max_evals: int = 60, start: list[float] | None = None, progress: bool = False) -> Fit:
+    """Least-squares fit of the free constants to the scenarios (see module docstring)."""
+    require_scipy()
+    free = free if free is not None else free_constants(device)
+    scenarios = [s for s in scenarios if s.kind == "run"]
+    if not scenarios:
+        raise InputError(None, "--scenarios", "at least one scenario of kind: run to fit to")
+    if not free:
+        raise InputError(None, "free constants", "at least one constant marked 'fitted to' with 'bounds: LO..HI' in the device file or a policy")
+    # only the constants some scenario can see: a policy's options matter only to its runs
+    used_policies = {(s.run or {}).get("policy", "powerinfer2") for s in scenarios}
+    free = [c for c in free if c.scope == "device" or c.scope.split(":", 1)[1] in used_policies]
+    ev = Evaluator(scenarios, free, device, fast, fidelity)
+    x0 = list(start) if start is not None else [c.value for c in free]
+    before = ev(x0)
+    ints = [i for i, c in enumerate(free) if c.integer]
+    fixed = {i: float(round(x0[i])) for i in ints}
+    x, e, msg = _fit_continuous(ev, free, x0, fixed, max_evals)
+    # integers: coordinate search over each one's bounds with the rest held, then refit the reals
+    changed = False
+    for i in ints:
+        best = (_cost(e), fixed[i])
+        for v in range(int(free[i].lo), int(free[i].hi) + 1):
+            trial = list(x)
+            trial[i] = float(v)
+            c = _cost(ev(trial))
+            if c < best[0] - 1e-12:
+                best = (c, float(v))
+        if best[1] != fixed[i]:
+            fixed[i] = best[1]
+            x[i] = best[1]
+            changed = True
+        if progress:
+            import sys
+
+            print(f"[calibrate] {free[i].name} = {int(fixed[i])} ({ev.calls} evaluations)", file=sys.stderr, flush=True)
+    if changed:
+        x, e, msg = _fit_continuous(ev, free, x, fixed, max_evals)
+    return Fit(free, x, x0, before, e, [s.id for s in ev.scenarios], ev.calls, str(msg))
+
+
+def _cost(e: Evaluation) -> float:
+    """The robust loss least_squares minimises (soft_l1 at scale LOSS_SCALE)."""
+    c = LOSS_SCALE
+    return sum(2 * c * c * (math.sqrt(1 + (r / c) ** 2) - 1) for r in e.residuals)
+
+
+# ----------------------------------------------------------------------------- overlay
+
+
+def overlay_dict(f: Fit, device: str, scenario_source: str) -> dict:
+    from .specs.device import load_device
+
+    dev = load_device(device)
+    values = settings(f.free, f.x)
+    body = json.dumps(values, sort_keys=True, default=str)
+    return {
+        "calibration": {
+            "pi2sim_version": __version__,
+            "device": dev.name,
+            "device_file_sha256": hashlib.sha256(Path(dev.path).read_bytes()).hexdigest()[:16],
+            "scenarios": scenario_source,
+            "points": len(f.scenario_ids),
+            "config_hash": hashlib.sha256(body.encode()).hexdigest()[:16],
+            "optimizer": f"scipy.optimize.least_squares (trf, log space, {LOSS} loss at {LOSS_SCALE:g}); integers searched over their bounds; {f.evaluations} evaluations: {f.message}",
+            "median_abs_error_pct_before": round(100 * _median_abs(f.before.residuals), 3),
+            "median_abs_error_pct_after": round(100 * _median_abs(f.after.residuals), 3),
+            "residuals_pct": {sid: {"before": _pct(b), "after": _pct(a)} for sid, b, a in zip(f.scenario_ids, f.before.residuals, f.after.residuals)},
+            "constants": {c.name: {"start": c.as_setting(s), "bounds": [c.as_setting(c.lo), c.as_setting(c.hi)], "declared_in": c.where}
+                          for c, s in zip(f.free, f.start)},
+        },
+        "device": values["device"],
+        "policy": values["policy"],
+    }
+
+
+def _pct(r: float) -> float:
+    return round(100 * (math.exp(r) - 1), 3)
+
+
+def _median_abs(res: list[float]) -> float:
+    return statistics.median(abs(math.exp(r) - 1) for r in res) if res else 0.0
+
+
+def write_overlay(path: str | Path, data: dict) -> None:
+    import yaml
+
+    from .atomic import write_text
+
+    header = "# pi2sim calibration overlay: fitted constants with their provenance (pi2sim calibrate).\n# Apply with: pi2sim run --calibration THIS_FILE\n"
+    write_text(Path(path), header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def load_overlay(path: str | Path) -> dict:
+    """Read and check an overlay (one-line errors for anything malformed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(None, "--calibration", "an overlay YAML written by pi2sim calibrate", str(path))
+    data = yamlio.load(p)
+    if not isinstance(data, dict) or "calibration" not in data:
+        raise InputError(p, None, "a calibration overlay (keys calibration, device, policy)")
+    for k in data:
+        if k not in ("calibration", "device", "policy"):
+            raise InputError(p, k, "unknown key (an overlay has calibration, device and policy)")
+    dev = data.get("device") or {}
+    pol = data.get("policy") or {}
+    if not isinstance(dev, dict) or not all(isinstance(k, str) for k in dev):
+        raise InputError(p, "device", "a mapping of device YAML key paths to values")
+    if not isinstance(pol, dict) or not all(isinstance(v, dict) for v in pol.values()):
+        raise InputError(p, "policy", "a mapping of policy names to their option values")
+    cal = data["calibration"]
+    if not isinstance(cal, dict) or not isinstance(cal.get("device"), str):
+        raise InputError(p, "calibration.device", "the name of the device the constants were fitted on")
+    return {"device_name": cal["device"], "device": dev, "policy": pol, "path": str(p)}
+
+
+def apply_overlay(cfg, overlay: dict):
+    """Apply an overlay to a RunConfig (explicit --set values win)."""
+    from . import policies
+
+    for name, opts in overlay["policy"].items():
+        if name not in policies.names():
+            raise InputError(overlay["path"], f"policy.{name}", f"a policy ({', '.join(policies.names())})")
+    return apply_settings(cfg, overlay, overlay["device_name"])
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+
+@dataclass
+class CrossResult:
+    groups: list[str]
+    rows: list[dict]  # per scenario: id, group, fitted error %, predictive error %
+    folds: dict[str, dict[str, float]]  # group left out -> constant -> value
+    full: Fit
+    spreads: dict[str, float] = field(default_factory=dict)  # constant -> (max - min) / median across folds
+
+
+def cross_validate(scenarios, device: str = "oneplus12", fast: bool = True, fidelity: str = "analytic", max_evals: int = 40,
+                   progress: bool = False) -> CrossResult:
+    """Leave one group (a figure of the paper) out at a time: refit on the rest, predict it."""
+    scenarios = [s for s in scenarios if s.kind == "run"]
+    full = fit(scenarios, device, fast=fast, fidelity=fidelity, max_evals=max_evals, progress=False)
+    fitted_err = {sid: math.exp(r) - 1 for sid, r in zip(full.scenario_ids, full.after.residuals)}
+    groups = sorted({s.figure for s in scenarios})
+    rows, folds = [], {}
+    for g in groups:
+        train = [s for s in scenarios if s.figure != g]
+        test = [s for s in scenarios if s.figure == g]
+        if not train:
+            continue
+        f = fit(train, device, free=list(full.free), fast=fast, fidelity=fidelity, max_evals=max_evals)
+        folds[g] = f.values()
+        # constants no training point sees (a policy only the held-out group runs) cannot be
+        # predicted: they keep the value declared in the file, which was fitted with this group
+        unseen = [c.name for c in full.free if c.name not in folds[g]]
+        pred = Evaluator(test, f.free, device, fast, fidelity)(f.x)
+        for s, r in zip(test, pred.residuals):
+            rows.append({"id": s.id, "group": g, "fitted_error_pct": 100 * fitted_err.get(s.id, math.nan),
+                         "predictive_error_pct": 100 * (math.exp(r) - 1), "unidentified": ",".join(unseen)})
+        if progress:
+            import sys
+
+            print(f"[cross] left out {g}: " + ", ".join(f"{k}={v:.4g}" for k, v in f.values().items()), file=sys.stderr, flush=True)
+    spreads = {}
+    for c in full.free:
+        vals = [folds[g][c.name] for g in folds if c.name in folds[g]]
+        if vals:
+            med = statistics.median(vals)
+            spreads[c.name] = (max(vals) - min(vals)) / med if med else math.inf
+    return CrossResult(groups, rows, folds, full, spreads)

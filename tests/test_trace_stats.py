@@ -137,3 +137,21 @@ def test_render_and_write(bundled_stats, tmp_path):
 
     df = pd.read_csv(tmp_path / "out.csv")
     assert set(df.columns) == {"level", "layer", "metric", "value"} and len(df) > 100
+
+
+def test_hit_curve_rises_with_the_cached_share(tmp_path):
+    """`trace stats --hit-curve`: the segmented cache's hit rate against the cached share of the
+    FFN is non-decreasing, near the share itself for a tiny cache and 1 when everything fits."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "pi2sim", "trace", "stats", "bamboo-7b", "--tokens", "64", "--hit-curve", "--json"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    text = p.stdout
+    curve = json.loads(text[text.rindex('{\n  "hit_curve"'):])["hit_curve"]
+    hits = [c["hit_rate"] for c in curve]
+    assert all(b >= a - 1e-9 for a, b in zip(hits, hits[1:])), hits
+    assert hits[0] < 0.3 and hits[-1] > 0.99

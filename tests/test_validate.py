@@ -137,3 +137,16 @@ def test_own_scenario_tree(tmp_path):
     assert "MY.ufs" in out.stdout and "other" in out.stdout and "+7.6%" in out.stdout
     missing = _run("validate", "--scenarios", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "--scenarios" in missing.stderr
+
+
+def test_a_refused_configuration_is_a_failed_point_not_an_abort(tmp_path):
+    """A published configuration the model cannot fit is reported (REFUSED, infinite error)."""
+    sc = {"id": "X1", "title": "Mixtral in 5 GB", "source": "test", "paper_version": "v1", "figure": "mine", "kind": "run",
+          "run": {"model": "turbosparse-mixtral-47b", "memory_gb": 5, "decode_tokens": 8, "options": {"preset": "v1"}},
+          "metric": "decode_tok_s", "paper": 1.0}
+    (tmp_path / "x1.yaml").write_text(yaml.safe_dump(sc))
+    (out,) = V.validate("all", root=tmp_path, fidelity="analytic")
+    assert out.refused and "--memory-gb" in out.refused and out.error == float("inf")
+    df = V.table([out])
+    assert "REFUSED" in V.render(df)
+    assert V.summary_stats(df)["other"]["max_abs_error_pct"] == float("inf")

@@ -46,7 +46,7 @@ class LlamaCppOptions:
     kernel_efficiency: float = spec_field(
         default=0.947, gt=0.0, hi=1.0,
         help="llama.cpp kernel speed relative to the device's best INT4 rate (fitted to T18: 9.3 tok/s in memory on TurboSparse-Mistral-7B, "
-        "~36 GB/s of weights; arXiv 2410.03613's 25 GB/s on another 8 Gen 3 phone is an older build; bounds: 0.5..1)",
+        "~36 GB/s of weights; arXiv 2410.03613 measured 25 GB/s with another build on another 8 Gen 3 phone; bounds: 0.5..1)",
     )
     readahead: float | None = spec_field(
         default=31 * 1024, unit="bytes", lo=4096, hi=64 * 2**20,

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave-one-group-out cross-validation: refit the free constants without each figure's points, predict them; "
                    "prints the fitted and the predictive error side by side (analytic tier, --fast lengths unless --full)")
     v.add_argument("--full", action="store_true", help="--cross: full-length runs")
+    v.add_argument("--record", action="store_true",
+                   help=f"--cross: record the spreads in experiments/paper/{CROSS_RECORD}, where --fitted reads them")
     v.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", help="apply constants fitted by `pi2sim calibrate --out` to every point")
     v.add_argument("--no-sweep", action="store_true", help="skip the Mixtral memory sweep plot")
     v.add_argument("--quiet", action="store_true")
@@ -36,8 +38,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         rows = V.fitted_constants()
         for r in rows:
             print(f"{r['where']:40s} {r['key']:28s} {r['value']:>14s}  {r['note']}")
-        print(f"\n{len(rows)} fitted constants; the free set pi2sim calibrate refits (with bounds): pi2sim calibrate --list; "
-              "their fold-to-fold spread: pi2sim validate --cross")
+        print(f"\n{len(rows)} fitted constants")
+        print(render_free_set())
         return 0
     root = None
     if args.scenarios:
@@ -68,6 +70,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for p in V.plot(df, out, sweep):
             print(f"wrote {p}", file=sys.stderr)
     return 0
+
+
+CROSS_RECORD = "cross-validation.json"  # experiments/paper/<this>: the last `validate --cross --record`
+
+
+def render_free_set() -> str:
+    """The free set with each constant's fold-to-fold spread, from the recorded cross-validation
+    (marked stale where the constant's value has changed since it was recorded)."""
+    from .. import calibrate as C
+    from .. import resources
+
+    path = resources.data_dir("experiments") / "paper" / CROSS_RECORD
+    rec = json.loads(path.read_text()) if path.is_file() else {}
+    lines = ["", "free set (pi2sim calibrate refits these; spread: (max - min) / median over the folds of the last pi2sim validate --cross --record)"]
+    for c in C.free_constants("oneplus12"):
+        spread = rec.get("spreads", {}).get(c.name)
+        at = rec.get("values", {}).get(c.name)
+        if spread is None:
+            note = "not recorded"
+        elif at is None or abs(at - c.value) > 1e-6 * max(1.0, abs(c.value)):
+            note = f"stale (recorded at {at}): rerun pi2sim validate --cross --record"
+        else:
+            note = f"spread {100 * spread:.1f}%"
+        lines.append(f"  {c.name:32s} {str(c.as_setting(c.value)):>12s}  bounds {c.as_setting(c.lo)}..{c.as_setting(c.hi)}  {note}")
+    return "\n".join(lines)
 
 
 def cmd_cross(args: argparse.Namespace) -> int:
@@ -107,6 +134,13 @@ def cmd_cross(args: argparse.Namespace) -> int:
         lines.append(f"{c.name:32s} {str(c.as_setting(x)):>12s} {str(c.as_setting(min(vals))):>12s} {str(c.as_setting(max(vals))):>12s} "
                      f"{100 * res.spreads.get(c.name, 0.0):7.1f}%")
     print("\n".join(lines))
+    if args.record:
+        from .. import resources
+        from ..atomic import write_text
+
+        rec = {"pi2sim_version": __import__("pi2sim").__version__, "spreads": res.spreads,
+               "values": {c.name: c.value for c in res.full.free}, "fitted_at_all_points": res.full.values(), "folds": res.folds}
+        write_text(resources.data_dir("experiments") / "paper" / CROSS_RECORD, json.dumps(rec, indent=2, sort_keys=True) + "\n")
     if args.out:
         import pandas as pd
 

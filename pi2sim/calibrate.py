@@ -94,12 +94,18 @@ def _split_quantity(text: str) -> tuple[float, str]:
     return (number * _unit_factor(unit) if unit else number), unit
 
 
-def parse_bounds(comment: str) -> tuple[float, float] | None:
+def parse_bounds(comment: str, where: str | Path | None = None, key: str | None = None) -> tuple[float, float] | None:
+    """``(lo, hi)`` in SI units from a ``bounds: LO..HI`` note, None when there is none."""
     m = _BOUNDS.search(comment)
     if not m:
         return None
-    lo, _ = _split_quantity(m.group(1))
-    hi, _ = _split_quantity(m.group(2))
+    try:
+        lo, _ = _split_quantity(m.group(1))
+        hi, _ = _split_quantity(m.group(2))
+    except (ValueError, KeyError):
+        raise InputError(where, key, "bounds: LO..HI with two numbers (in the value's units, e.g. 60 us..200 us)", m.group(0)) from None
+    if not lo < hi:
+        raise InputError(where, key, "bounds: LO..HI with LO below HI", m.group(0))
     return lo, hi
 
 
@@ -113,7 +119,7 @@ def free_constants(device: str = "oneplus12", policies_: tuple[str, ...] | None 
     path = resources.resolve("devices", device, what="--device")
     out: list[FreeConstant] = []
     for item in fitted(path):
-        b = parse_bounds(item.comment)
+        b = parse_bounds(item.comment, path, item.key)
         if b is None:
             continue
         value, unit = _split_quantity(item.value)
@@ -126,7 +132,7 @@ def free_constants(device: str = "oneplus12", policies_: tuple[str, ...] | None 
         for key, kind, default, help_ in describe_fields(cls.Options):
             if "fitted to" not in help_:
                 continue
-            b = parse_bounds(help_)
+            b = parse_bounds(help_, f"policy {name}", key)
             if b is None:
                 continue
             raw = getattr(cls.Options(), key)
@@ -178,9 +184,8 @@ class Evaluator:
     """Runs a fixed list of scenarios for given constant values (memoised on the values)."""
 
     def __init__(self, scenarios, free: list[FreeConstant], device: str, fast: bool = True, fidelity: str = "analytic"):
-        from .validate import run_config
-
         from .specs.device import load_device
+        from .validate import run_config
 
         self.scenarios = [s for s in scenarios if s.kind == "run"]
         self.free = free

@@ -138,3 +138,12 @@ def test_cross_validation_predicts_held_out_groups(tmp_path):
     assert all(abs(r["fitted_error_pct"]) < 1.0 for r in res.rows)
     assert all(math.isfinite(r["predictive_error_pct"]) for r in res.rows)
     assert set(res.spreads) >= {"cpu.sparse_efficiency"}
+
+
+def test_malformed_bounds_in_a_device_file_is_one_line_exit_2(tmp_path):
+    device = _phone(tmp_path)
+    text = device.read_text().replace("bounds: 0.2..0.6", "bounds: low..high", 1)
+    device.write_text(text)
+    p = _run("calibrate", "--device", str(device), "--list")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "cpu.sparse_efficiency" in p.stderr and "bounds" in p.stderr, p.stderr

@@ -165,22 +165,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
             levels = [t.meta.level_index(lv) for lv in args.level]
         st = compute(t, levels=levels)
     ref = None if args.no_reference else _reference_for(st.model, args.reference)
+    curve = _hit_curve(path, st.model) if args.hit_curve else None
     if args.json:
-        print(json.dumps(st.to_json(), indent=2, sort_keys=True))
+        doc = st.to_json()
+        if curve is not None:
+            doc["hit_curve"] = curve
+        print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         print(render(st, ref))
         if args.per_layer and st.per_layer is not None:
             print()
             print(st.per_layer.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    curve = None
-    if args.hit_curve:
-        curve = _hit_curve(path, st.model)
-        if args.json:
-            print(json.dumps({"hit_curve": curve}, indent=2, sort_keys=True))
-        else:
-            print("\nhit rate vs cached share of the FFN (segmented cache: half hot region, half LRU; no predictor errors)")
-            print("  " + "  ".join(f"{100 * c['cached_share']:4.0f}%" for c in curve))
-            print("  " + "  ".join(f"{c['hit_rate']:5.3f}" for c in curve))
+    if curve is not None and not args.json:
+        print("\nhit rate vs cached share of the FFN (segmented cache: half hot region, half LRU; no predictor errors)")
+        print("  " + "  ".join(f"{100 * c['cached_share']:4.0f}%" for c in curve))
+        print("  " + "  ".join(f"{c['hit_rate']:5.3f}" for c in curve))
     if args.out:
         for p in write(st, args.out):
             print(f"wrote {p}", file=sys.stderr)

@@ -147,3 +147,55 @@ def test_malformed_bounds_in_a_device_file_is_one_line_exit_2(tmp_path):
     p = _run("calibrate", "--device", str(device), "--list")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "cpu.sparse_efficiency" in p.stderr and "bounds" in p.stderr, p.stderr
+
+
+def _tree(tmp_path: Path) -> tuple[Path, Path]:
+    device = _phone(tmp_path)
+    tree = tmp_path / "scenarios"
+    tree.mkdir()
+    for i, (sid, kw) in enumerate(POINTS[:3]):
+        r = simulate(device=str(device), model="bamboo-7b", prompt_tokens=16, decode_tokens=24, fidelity="analytic",
+                     device_overrides=TRUE, **kw)
+        sc = _scenario(sid, kw, r.summary["decode_tok_s"], str(device))
+        sc["figure"] = f"g{i}"
+        (tree / f"{sid}.yaml").write_text(yaml.safe_dump(sc))
+    return device, tree
+
+
+def test_cli_calibrate_writes_an_overlay_that_run_applies(tmp_path):
+    device, tree = _tree(tmp_path)
+    out = tmp_path / "cal.yaml"
+    p = _run("calibrate", "--device", str(device), "--scenarios", str(tree), "--free", "cpu.sparse_efficiency,storage.latency,npu.sync",
+             "--full", "--out", str(out), "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "fitted 3 constants to 3 points" in p.stdout
+    data = yaml.safe_load(out.read_text())
+    assert data["calibration"]["device"] == "myphone" and set(data["calibration"]["residuals_pct"]) == {"inmem", "bundle", "hybrid"}
+    p = _run("run", "--device", str(device), "--model", "bamboo-7b", "--decode-tokens", "4", "--fidelity", "analytic",
+             "--calibration", str(out), "--quiet")
+    assert p.returncode == 0, p.stderr
+
+
+def test_cli_validate_cross_on_own_scenarios(tmp_path):
+    device, tree = _tree(tmp_path)
+    p = _run("validate", "--cross", "--scenarios", str(tree), "--set", "all", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "predictive" in p.stdout and "cpu.sparse_efficiency" in p.stdout
+
+
+@pytest.mark.parametrize("args, key", [
+    (["calibrate", "--free", "nope"], "--free"),
+    (["calibrate", "--scenarios", "/nonexistent-dir"], "--scenarios"),
+    (["calibrate", "--max-evals", "0"], "--max-evals"),
+    (["calibrate", "--device", "nope"], "--device"),
+])
+def test_cli_calibrate_bad_input_is_one_line_exit_2(args, key):
+    p = _run(*args)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and key in p.stderr, p.stderr
+
+
+def test_cli_calibrate_list():
+    p = _run("calibrate", "--list")
+    assert p.returncode == 0
+    assert {"cpu.sparse_efficiency", "storage.latency", "npu.sync"} <= {line.split()[0] for line in p.stdout.splitlines() if line.strip()}

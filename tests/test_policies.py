@@ -193,3 +193,15 @@ def test_ablation_chain_is_monotone():
     speeds = table["decode_tok_s"].to_numpy(dtype=float)
     assert list(table["step"]) == ["baseline", "+bundle", "+cache", "+pipeline", "+xpu"]
     assert np.all(np.diff(speeds) > 0), speeds
+
+
+def test_llm_in_a_flash_window_counts_an_experts_own_routings():
+    """On an MoE model a window of k counts each expert's routings: k * experts / top_k tokens."""
+    from pi2sim import simulation
+
+    cfg = simulation.RunConfig(model="turbosparse-mixtral-47b", policy="llm-in-a-flash", memory_gb=12, options={"preset": "paper"})
+    _, pol, _ = simulation.build(cfg)
+    assert pol.window_tokens() == 5 * 8 // 2
+    cfg = simulation.RunConfig(model="turbosparse-mistral-7b", policy="llm-in-a-flash", options={"preset": "paper"})
+    _, pol, _ = simulation.build(cfg)
+    assert pol.window_tokens() == 5

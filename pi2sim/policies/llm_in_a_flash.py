@@ -7,10 +7,11 @@
   across tokens that keeps neurons by recency in all the memory it is given, so the port speeds
   up about threefold from 8 to 18 GB on Mixtral (calibration-2.md T15). ``cache: window`` is the
   Apple paper's sliding window (the union of the neurons predicted in the last ``window_k``
-  tokens, within the buffer): the window, not the memory, then decides what stays, and on a
-  mixture-of-experts model a window counted in tokens also drops the neurons of every expert
-  the router did not pick in the last ``window_k`` tokens (top-2 of 8: each expert serves about
-  a quarter of the tokens), which is why it is not the default.
+  tokens, within the buffer): the window, not the memory, then decides what stays, which is why
+  it is not the default. On a mixture-of-experts model the window counts each expert's own
+  routings (``window_k * experts / top_k`` tokens on average: top-2 of 8 routes each expert about
+  a quarter of the tokens), so an expert's neurons are not dropped merely because the router did
+  not pick it for a few tokens.
 * **Reads:** predicted neurons missing from the buffer are read whole (row-column bundles: one
   request per neuron; without bundles one per matrix) by ``read_threads`` parallel readers,
   which all issue to the single UFS queue. No neuron-cluster pipelining: a layer reads, then
@@ -110,8 +111,18 @@ class LLMInAFlash(Policy):
         fits = self.capacity >= self.sizes.ffn_neurons_total()
         return segmented.simulate(
             workload, freqs, none_hot, self.capacity, recall=o.predictor_recall, precision=o.predictor_precision,
-            seed=self.ctx.seed, warm="profile", window=o.window_k if (o.cache == "window" and not fits) else None,
+            seed=self.ctx.seed, warm="profile", window=self.window_tokens() if (o.cache == "window" and not fits) else None,
         )
+
+    def window_tokens(self) -> int:
+        """The window in tokens. On a mixture-of-experts model it counts each expert's own routed
+        tokens: an expert serves top_k / experts of the tokens, so k of its routings span
+        k * experts / top_k tokens on average, and an expert's neurons are not dropped merely
+        because the router did not pick it for a few tokens."""
+        a = self.ctx.model.architecture
+        if not a.is_moe:
+            return self.opt.window_k
+        return int(round(self.opt.window_k * a.experts / a.top_k))
 
     def access_summary(self, acc: segmented.NeuronAccess) -> AccessSummary:
         T = max(1, acc.tp.shape[0])

@@ -393,13 +393,21 @@ def load_overlay(path: str | Path) -> dict:
     return {"device_name": cal["device"], "device": dev, "policy": pol, "path": str(p)}
 
 
-def apply_overlay(cfg, overlay: dict):
-    """Apply an overlay to a RunConfig (explicit --set values win)."""
+def apply_overlay(cfg, overlay: dict, strict: bool = True):
+    """Apply an overlay to a RunConfig (explicit --set values win). ``strict``: a run on another
+    device than the one the constants were fitted on is refused rather than silently left
+    uncalibrated (validate passes False: its points on other phones keep their own constants)."""
     from . import policies
+    from .specs.device import load_device
 
     for name, opts in overlay["policy"].items():
         if name not in policies.names():
             raise InputError(overlay["path"], f"policy.{name}", f"a policy ({', '.join(policies.names())})")
+    if strict and overlay["device"]:
+        run_device = load_device(cfg.device).name
+        if run_device != overlay["device_name"]:
+            raise InputError(overlay["path"], "calibration.device",
+                             f"the device of the run ({run_device}): these constants were fitted on another phone", overlay["device_name"])
     return apply_settings(cfg, overlay, overlay["device_name"])
 
 

@@ -230,7 +230,7 @@ def validate(
         if overlay is not None:
             from .calibrate import apply_overlay
 
-            cfg = apply_overlay(cfg, overlay)
+            cfg = apply_overlay(cfg, overlay, strict=False)
         key = config_hash(to_dict(cfg))
         if key not in cache:
             if progress:

@@ -199,3 +199,13 @@ def test_cli_calibrate_list():
     p = _run("calibrate", "--list")
     assert p.returncode == 0
     assert {"cpu.sparse_efficiency", "storage.latency", "npu.sync"} <= {line.split()[0] for line in p.stdout.splitlines() if line.strip()}
+
+
+def test_run_refuses_an_overlay_fitted_on_another_phone(tmp_path):
+    free = [c for c in C.free_constants("oneplus12") if c.name == "storage.latency"]
+    ev = C.Evaluation([0.0], [1.0])
+    fit = C.Fit(free, [1.1e-4], [c.value for c in free], ev, ev, ["X"], 1, "test")
+    path = tmp_path / "cal.yaml"
+    C.write_overlay(path, C.overlay_dict(fit, "oneplus12", "test"))
+    p = _run("run", "--device", "oneplus_ace2", "--decode-tokens", "2", "--fidelity", "analytic", "--calibration", str(path), "--quiet")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "oneplus_ace2" in p.stderr, p.stderr

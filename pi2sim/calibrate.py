@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, resources, units, yamlio
-from .errors import ConfigurationRefused, InputError
+from .errors import InputError
 
 _BOUNDS = re.compile(r"bounds:\s*([^\s.][^;)]*?)\s*\.\.\s*([^;)\s][^;)]*?)\s*(?:[;)]|$)")
 REFUSED_RESIDUAL = math.log(10.0)  # a refused point counts as ten times off
@@ -109,7 +109,7 @@ def parse_bounds(comment: str, where: str | Path | None = None, key: str | None 
     return lo, hi
 
 
-def free_constants(device: str = "oneplus12", policies_: tuple[str, ...] | None = None) -> list[FreeConstant]:
+def free_constants(device: str = "oneplus12") -> list[FreeConstant]:
     """The free set: the device file's and the policies' constants marked ``fitted to`` with
     ``bounds:`` (see module docstring)."""
     from . import policies
@@ -126,8 +126,7 @@ def free_constants(device: str = "oneplus12", policies_: tuple[str, ...] | None 
         if not b[0] <= value <= b[1]:
             raise InputError(path, item.key, f"a value inside its declared bounds {item.comment[item.comment.find('bounds'):]}", item.value)
         out.append(FreeConstant("device", item.key, value, b[0], b[1], unit, False, f"{path.name}:{item.line}", item.comment))
-    names = policies_ if policies_ is not None else tuple(policies.names())
-    for name in names:
+    for name in policies.names():
         cls = policies.get(name)
         for key, kind, default, help_ in describe_fields(cls.Options):
             if "fitted to" not in help_:
@@ -185,44 +184,25 @@ class Evaluator:
 
     def __init__(self, scenarios, free: list[FreeConstant], device: str, fast: bool = True, fidelity: str = "analytic"):
         from .specs.device import load_device
-        from .validate import run_config
 
         self.scenarios = [s for s in scenarios if s.kind == "run"]
         self.free = free
         self.device = load_device(device).name  # runs on this device (by name or path) get its constants
-        self.configs = [replace(run_config(s, fast), fidelity=fidelity) for s in self.scenarios]
+        self.fast, self.fidelity = fast, fidelity
         self._cache: dict[tuple, Evaluation] = {}
         self.calls = 0
 
     def __call__(self, x) -> Evaluation:
-        from .config import config_hash
-        from .schema import to_dict
-        from .simulation import run
-        from .validate import _metric
+        from .validate import run_scenarios
 
         key = tuple(round(float(v), 12) for v in x)
         if key in self._cache:
             return self._cache[key]
         self.calls += 1
         values = settings(self.free, list(x))
-        runs: dict[str, Any] = {}
-        res, sim = [], []
-        for sc, cfg in zip(self.scenarios, self.configs):
-            c = apply_settings(cfg, values, self.device)
-            h = config_hash(to_dict(c))
-            if h not in runs:
-                try:
-                    runs[h] = run(c)
-                except ConfigurationRefused:
-                    runs[h] = None
-            r = runs[h]
-            if r is None:
-                res.append(REFUSED_RESIDUAL)
-                sim.append(math.nan)
-                continue
-            v = float(_metric(r.summary, r.memory, sc.metric))
-            sim.append(v)
-            res.append(math.log(max(v, 1e-12) / sc.paper))
+        outcomes = run_scenarios(self.scenarios, self.fast, self.fidelity, prepare=lambda cfg: apply_settings(cfg, values, self.device))
+        res = [REFUSED_RESIDUAL if o.refused is not None else math.log(max(o.simulated, 1e-12) / o.scenario.paper) for o in outcomes]
+        sim = [o.simulated for o in outcomes]
         out = Evaluation(res, sim)
         self._cache[key] = out
         return out
@@ -342,8 +322,8 @@ def overlay_dict(f: Fit, device: str, scenario_source: str) -> dict:
             "points": len(f.scenario_ids),
             "config_hash": hashlib.sha256(body.encode()).hexdigest()[:16],
             "optimizer": f"scipy.optimize.least_squares (trf, log space, {LOSS} loss at {LOSS_SCALE:g}); integers searched over their bounds; {f.evaluations} evaluations: {f.message}",
-            "median_abs_error_pct_before": round(100 * _median_abs(f.before.residuals), 3),
-            "median_abs_error_pct_after": round(100 * _median_abs(f.after.residuals), 3),
+            "median_abs_error_pct_before": round(100 * median_abs_error(f.before.residuals), 3),
+            "median_abs_error_pct_after": round(100 * median_abs_error(f.after.residuals), 3),
             "residuals_pct": {sid: {"before": _pct(b), "after": _pct(a)} for sid, b, a in zip(f.scenario_ids, f.before.residuals, f.after.residuals)},
             "constants": {c.name: {"start": c.as_setting(s), "bounds": [c.as_setting(c.lo), c.as_setting(c.hi)], "declared_in": c.where}
                           for c, s in zip(f.free, f.start)},
@@ -357,7 +337,8 @@ def _pct(r: float) -> float:
     return round(100 * (math.exp(r) - 1), 3)
 
 
-def _median_abs(res: list[float]) -> float:
+def median_abs_error(res: list[float]) -> float:
+    """Median |relative error| of log residuals."""
     return statistics.median(abs(math.exp(r) - 1) for r in res) if res else 0.0
 
 

@@ -18,6 +18,7 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -206,15 +207,22 @@ def dram_bench(sc: Scenario, fidelity: str) -> float:
 
 def validate(
     which: str = "calibration", fast: bool = False, fidelity: str | None = None, progress: bool = False, root: Path | None = None, only: str | None = None,
-    overlay: dict | None = None,
+    prepare: Callable[[RunConfig], RunConfig] | None = None,
 ) -> list[Outcome]:
-    """Run the scenarios of a set; ``overlay`` (:func:`pi2sim.calibrate.load_overlay`) applies
-    calibrated constants to every run."""
+    """Run the scenarios of a set (see :func:`run_scenarios`)."""
+    return run_scenarios(load_scenarios(which, root, only), fast, fidelity, progress, prepare)
+
+
+def run_scenarios(
+    scenarios: list[Scenario], fast: bool = False, fidelity: str | None = None, progress: bool = False,
+    prepare: Callable[[RunConfig], RunConfig] | None = None,
+) -> list[Outcome]:
+    """Simulate every scenario once per distinct resolved configuration. ``prepare`` changes each
+    run's configuration before it runs (calibrated constants: :func:`pi2sim.calibrate.apply_overlay`)."""
     from .config import config_hash
     from .schema import to_dict
     from .simulation import run
 
-    scenarios = load_scenarios(which, root, only)
     cache: dict[str, Any] = {}
     out = []
     for sc in scenarios:
@@ -227,10 +235,8 @@ def validate(
         cfg = run_config(sc, fast)
         if fidelity:
             cfg = replace(cfg, fidelity=fidelity)
-        if overlay is not None:
-            from .calibrate import apply_overlay
-
-            cfg = apply_overlay(cfg, overlay, strict=False)
+        if prepare is not None:
+            cfg = prepare(cfg)
         key = config_hash(to_dict(cfg))
         if key not in cache:
             if progress:

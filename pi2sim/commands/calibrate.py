@@ -72,7 +72,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"\n{'id':24s} {'before':>8s} {'after':>8s}")
     for sid, b, a in zip(f.scenario_ids, f.before.residuals, f.after.residuals):
         print(f"{sid:24s} {100 * (math.exp(b) - 1):+7.1f}% {100 * (math.exp(a) - 1):+7.1f}%")
-    print(f"\nmedian |error| {100 * C._median_abs(f.before.residuals):.1f}% -> {100 * C._median_abs(f.after.residuals):.1f}%")
+    print(f"\nmedian |error| {100 * C.median_abs_error(f.before.residuals):.1f}% -> {100 * C.median_abs_error(f.after.residuals):.1f}%")
     if args.out:
         C.write_overlay(args.out, C.overlay_dict(f, args.device, str(root) if root else f"bundled experiments/paper ({args.which})"))
         print(f"wrote {args.out}", file=sys.stderr)

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--out", default=None, help="write validate.csv, validate.json and plots here")
     v.add_argument("--fast", action="store_true", help="256 decode tokens instead of 1024 (changes results by < 1%%, see docs/validation.md)")
     v.add_argument("--fidelity", choices=("analytic", "layer", "cluster"), default=None, help="timing tier (default: each scenario's, i.e. layer)")
-    v.add_argument("--fitted", action="store_true", help="list every constant fitted to an end-to-end point (and the free set's fold-to-fold spread with --cross), and exit")
+    v.add_argument("--fitted", action="store_true", help="list every constant fitted to an end-to-end point, and the free set with the fold-to-fold spread --cross --record stored; exit")
     v.add_argument("--cross", action="store_true",
                    help="leave-one-group-out cross-validation: refit the free constants without each figure's points, predict them; "
                    "prints the fitted and the predictive error side by side (analytic tier, --fast lengths unless --full)")
@@ -48,12 +48,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         root = Path(args.scenarios)
         if not root.is_dir():
             raise InputError(None, "--scenarios", "a directory of scenario YAML files", args.scenarios)
-    overlay = None
+    prepare = None
     if args.calibration:
-        from ..calibrate import load_overlay
+        from ..calibrate import apply_overlay, load_overlay
 
         overlay = load_overlay(args.calibration)
-    outcomes = V.validate(args.which, fast=args.fast, fidelity=args.fidelity, progress=not args.quiet, only=args.only, root=root, overlay=overlay)
+
+        def prepare(cfg):  # points on other phones keep their own constants
+            return apply_overlay(cfg, overlay, strict=False)
+    outcomes = V.validate(args.which, fast=args.fast, fidelity=args.fidelity, progress=not args.quiet, only=args.only, root=root, prepare=prepare)
     df = V.table(outcomes)
     print(V.render(df))
     if args.out:
@@ -111,20 +114,19 @@ def cmd_cross(args: argparse.Namespace) -> int:
     for r in res.rows:
         note = f"constant seen only by this group: {r['unidentified']}" if r["unidentified"] else ""
         lines.append(f"{r['group']:20s} {r['id']:24s} {r['fitted_error_pct']:+7.1f}% {r['predictive_error_pct']:+9.1f}%  {note}")
-    fit_abs = [abs(r["fitted_error_pct"]) for r in res.rows]
-    pred_abs = [abs(r["predictive_error_pct"]) for r in res.rows]
-    lines.append("")
-    lines.append(f"all points   n={len(res.rows)}  fitted median |error| {statistics.median(fit_abs):.1f}% max {max(fit_abs):.1f}%   "
-                 f"predictive median |error| {statistics.median(pred_abs):.1f}% max {max(pred_abs):.1f}%")
     from .. import validate as V
 
+    def stats(label: str, rows: list[dict]) -> str:
+        f_ = [abs(r["fitted_error_pct"]) for r in rows]
+        p_ = [abs(r["predictive_error_pct"]) for r in rows]
+        return (f"{label:12s} n={len(rows)}  fitted median |error| {statistics.median(f_):.1f}% max {max(f_):.1f}%   "
+                f"predictive median |error| {statistics.median(p_):.1f}% max {max(p_):.1f}%")
+
+    lines += ["", stats("all points", res.rows)]
     for name in ("calibration", "baselines"):
         sub = [r for r in res.rows if r["group"] in V.SETS[name]]
         if sub:
-            f_ = [abs(r["fitted_error_pct"]) for r in sub]
-            p_ = [abs(r["predictive_error_pct"]) for r in sub]
-            lines.append(f"{name:12s} n={len(sub)}  fitted median |error| {statistics.median(f_):.1f}% max {max(f_):.1f}%   "
-                         f"predictive median |error| {statistics.median(p_):.1f}% max {max(p_):.1f}%")
+            lines.append(stats(name, sub))
     lines.append("")
     lines.append(f"{'constant':32s} {'all points':>12s} {'fold min':>12s} {'fold max':>12s} {'spread':>8s}")
     for c, x in zip(res.full.free, res.full.x):
@@ -138,7 +140,9 @@ def cmd_cross(args: argparse.Namespace) -> int:
         from .. import resources
         from ..atomic import write_text
 
-        rec = {"pi2sim_version": __import__("pi2sim").__version__, "spreads": res.spreads,
+        from .. import __version__
+
+        rec = {"pi2sim_version": __version__, "spreads": res.spreads,
                "values": {c.name: c.value for c in res.full.free}, "fitted_at_all_points": res.full.values(), "folds": res.folds}
         write_text(resources.data_dir("experiments") / "paper" / CROSS_RECORD, json.dumps(rec, indent=2, sort_keys=True) + "\n")
     if args.out:

@@ -45,7 +45,7 @@ def test_deterministic_by_seed(tmp_path):
 # noise spreads the observed frequencies), so it gets a wider one-sided band. A routing rate of one
 # layer over 1,023 token pairs has a standard deviation of ~0.016, so single-layer rates get 3 sigma;
 # means over 32 layers are ~6x tighter.
-TOL = {"sparsity": 0.01, "hot80": 0.06, "window": 0.03, "tokens_active_cv": 0.06, "layer_count_corr": 0.08}
+TOL = {"share_below_1": 0.03, "sparsity": 0.01, "hot80": 0.06, "window": 0.03, "tokens_active_cv": 0.06, "layer_count_corr": 0.08}
 
 
 def _tol(key):
@@ -70,6 +70,8 @@ def _check_targets(name, tokens):
         tol = _tol(key)
         if key == "hot80":
             ok = target - tol <= got <= target + 0.02
+        elif key == "share_below_1":  # dead neurons, plus live ones that fired on under 1% of tokens
+            ok = target - 0.005 <= got <= target + tol
         else:
             ok = abs(got - target) <= tol
         if not ok:
@@ -130,9 +132,44 @@ def test_layer_sparsity_shape_keeps_mean():
     assert s[0] > s[16] and s[-1] > s[16]
 
 
+def test_live_share_makes_dead_neurons_and_keeps_the_targets(tmp_path):
+    """A profile with live_share s: the lowest-ranked 1 - s of every FFN never fires, and the
+    sparsity and hot@80 (counted over all neurons) still hold."""
+    import dataclasses
+
+    m = load_model("bamboo-7b")
+    prof, pfile = synth.load_profile("bamboo-7b")
+    prof = dataclasses.replace(prof, live_share=0.6, hot80=[0.2])
+    out = tmp_path / "live.pi2t"
+    synth.generate(out, m.name, 2, 4096, 1, 1, prof, pfile, 600, 0, prompt_tokens=4, progress=False)
+    with f.load(out) as t:
+        active = (t.codes()[4:] > 0).reshape(600, 2, -1)  # decode tokens, [T, L, N]
+        st = compute(t)
+    fired = active.any(axis=0)
+    assert 0.4 <= 1 - fired.mean() <= 0.47  # the 40% dead, plus rare live neurons not drawn in 600 tokens
+    assert 1 - active.mean() == pytest.approx(prof.sparsity.mean, abs=0.01)
+    assert measured(st, "hot80", "nonzero") == pytest.approx(0.2, abs=0.03)
+    # the profiler's frequencies (what a planner sees) put exactly the dead neurons at zero
+    cal = t.meta.provenance["calibration"]
+    freqs = synth.population_frequencies(cal, m.name, 2, 4096, 1)
+    assert (freqs[0] == 0).mean() == pytest.approx(0.4, abs=1e-3)
+    assert not (active & (freqs[0, :, 0] == 0)[None]).any()
+
+
+def test_live_share_one_is_the_plain_generator():
+    q1 = synth.rank_quantiles(1000, 1.0)
+    assert np.array_equal(q1, synth._quantiles(1000))
+    q = synth.rank_quantiles(1000, 0.75)
+    assert np.isneginf(q[:250]).all() and np.array_equal(q[250:], synth._quantiles(750))
+    assert np.isinf(synth.thresholds_of(0.0, 1.0, q)[:250]).all()
+
+
 @pytest.mark.parametrize(
     "patch,key",
     [
+        ("live_share: 0.2", "hot80"),  # hot@80 0.22 cannot hold when only 20% of neurons fire
+        ("live_share: 1.5", "live_share"),
+        ("live_share: 0.16", "live_share"),  # at 85% sparsity, barely more live neurons than active
         ("hot80:\n  - 0.95", "hot80[0]"),
         ("intensity_cv: -1", "intensity_cv"),
         ("sparsity:\n  mean: 1.5", "sparsity.mean"),

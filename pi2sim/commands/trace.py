@@ -253,6 +253,9 @@ def profile_targets(profile) -> list[tuple[str, str, float, str]]:
             rows.append(("sparsity", n, s, f"sparsity at level {n}"))
     for n, h in zip(names, profile.hot80):
         rows.append(("hot80", n, h, f"hot@80 ({n})"))
+    if profile.live_share < 1.0:
+        # dead neurons never fire; live ones rarer than 1% read as dead too on a finite trace
+        rows.append(("share_below_1", names[0], 1.0 - profile.live_share, "neurons active <1% of tokens (dead share)"))
     k = profile.reuse.window
     key = f"expert_window_{k}" if profile.moe else f"window_{k}"
     rows.append((key, names[0], profile.reuse.target, f"windowed reuse k={k}" + (" (within expert)" if profile.moe else "")))

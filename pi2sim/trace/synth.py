@@ -110,6 +110,27 @@ def _quantiles(n: int) -> np.ndarray:
     return _phi_inv((np.arange(n) + 0.5) / n)
 
 
+def dead_count(n: int, live_share: float) -> int:
+    """Neurons of one FFN that never fire when only ``live_share`` of them are live."""
+    return int(round(n * (1.0 - live_share)))
+
+
+def rank_quantiles(n: int, live_share: float = 1.0) -> np.ndarray:
+    """Quantile of each frequency rank, ascending: the ``dead_count`` lowest ranks get -inf (they
+    never fire), the live ones the evenly spaced quantiles of the live population."""
+    d = dead_count(n, live_share)
+    if d == 0:
+        return _quantiles(n)
+    return np.concatenate([np.full(d, -np.inf), _quantiles(n - d)])
+
+
+def thresholds_of(mu, sigma, q: np.ndarray) -> np.ndarray:
+    """Activation thresholds -(mu + sigma q), +inf where q is -inf (a dead neuron)."""
+    with np.errstate(invalid="ignore"):
+        tau = -(mu + sigma * np.where(np.isfinite(q), q, 0.0))
+    return np.where(np.isfinite(q), tau, np.inf)
+
+
 def _bisect(fn, lo: float, hi: float, target: float, increasing: bool, iters: int = 40) -> float:
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
@@ -170,6 +191,12 @@ class SynthProfile:
     levels: list[float] | None = spec_field(default=None, help="magnitude kind: replay sparsity levels, ascending")
     sparsity: SparsityProfile = spec_field(default_factory=SparsityProfile)
     hot80: list[float] = spec_field(help="hot@80 target (one per level for magnitude profiles)")
+    live_share: float = spec_field(
+        default=1.0,
+        gt=0.05,
+        hi=1.0,
+        help="share of each FFN's neurons that fire at all in this domain; the rest never do (zero kind only)",
+    )
     reuse: ReuseProfile = spec_field(help="temporal reuse target")
     intensity_cv: float = spec_field(lo=0.0, hi=2.0, help="CV of the number of active neurons per token (per layer)")
     intensity_layer_corr: float = spec_field(lo=0.0, hi=1.0, help="correlation of per-token active counts between layers")
@@ -178,6 +205,8 @@ class SynthProfile:
 
     def validate(self, source) -> None:
         if self.activation == "magnitude":
+            if self.live_share != 1.0:
+                raise InputError(source, "live_share", "1 for a magnitude profile (a SiLU neuron is never exactly silent)", self.live_share)
             if not self.levels or sorted(self.levels) != list(self.levels) or len(set(self.levels)) != len(self.levels):
                 raise InputError(source, "levels", "an ascending list of distinct sparsity levels", self.levels)
             if any(not 0 < s < 1 for s in self.levels) or len(self.levels) > 15:
@@ -194,6 +223,14 @@ class SynthProfile:
         for i, h in enumerate(self.hot80):
             if not 0.05 < h < 0.8:
                 raise InputError(source, f"hot80[{i}]", "a share between 0.05 and 0.8 (0.8 means no skew)", h)
+        if self.activation == "zero":
+            active = 1.0 - float(self.sparsity.layer_min if self.sparsity.layer_min is not None else self.sparsity.mean)
+            if active / self.live_share >= 0.95:
+                raise InputError(source, "live_share", f"a live share well above the active share ({active:.3f})", self.live_share)
+            if not self.hot80[0] < 0.8 * self.live_share:
+                raise InputError(
+                    source, "hot80[0]", f"below 0.8 x live_share ({0.8 * self.live_share:.3f}): hot@80 counts all neurons", self.hot80[0]
+                )
 
 
 def profile_path(name: str) -> Path:
@@ -351,9 +388,11 @@ class Calibration:
     rho: float
     mu: np.ndarray  # [levels, L]
     router: list[tuple[float, float]] | None  # per layer (a, q)
+    live_share: float = 1.0  # mu and sigma describe the live neurons' frequencies
 
     def to_json(self) -> dict:
         return {
+            "live_share": self.live_share,
             "layer_sparsity": [round(float(x), 6) for x in self.sparsity],
             "sigma": [[float(x) for x in row] for row in self.sigma],
             "mu": [[float(x) for x in row] for row in self.mu],
@@ -365,7 +404,8 @@ class Calibration:
 
 
 def calibrate(profile: SynthProfile, n_layers: int, n_neurons: int, n_experts: int, seed: int) -> Calibration:
-    q = _quantiles(n_neurons)
+    live = profile.live_share
+    q_live = _quantiles(n_neurons - dead_count(n_neurons, live))
     if profile.activation == "zero":
         sp = layer_sparsities(profile.sparsity, n_layers)
         per_level = [sp]
@@ -377,14 +417,17 @@ def calibrate(profile: SynthProfile, n_layers: int, n_neurons: int, n_experts: i
     solved: dict[tuple[float, float], float] = {}
     for j, (lsp, h) in enumerate(zip(per_level, profile.hot80)):
         for l, s_l in enumerate(lsp):
+            # the live neurons carry all the activity: their mean rate is active / live, and the
+            # hottest neurons are all live, so hot@80 over the live ones is hot@80 / live
+            a_live = (1.0 - float(s_l)) / live
             key = (round(float(s_l), 9), h)
             if key not in solved:
-                solved[key] = solve_sigma(1.0 - float(s_l), h, q)
+                solved[key] = solve_sigma(a_live, h / live, q_live)
             sigma[j, l] = solved[key]
-            mu[j, l] = mu_for(1.0 - float(s_l), sigma[j, l])
+            mu[j, l] = mu_for(a_live, sigma[j, l])
     # intensity and reuse are calibrated on the layer closest to the mean sparsity, densest level
     l_ref = int(np.argmin(np.abs(sp - sp.mean())))
-    tau = -(mu[0, l_ref] + sigma[0, l_ref] * q)
+    tau = thresholds_of(mu[0, l_ref], sigma[0, l_ref], rank_quantiles(n_neurons, live))
     beta = solve_beta(tau, profile.intensity_cv)
     sample = tau[np.random.default_rng(seed).permutation(n_neurons)[: min(n_neurons, 4096)]]
     rho = solve_rho(sample, beta, profile.reuse.window, profile.reuse.target, seed)
@@ -395,7 +438,9 @@ def calibrate(profile: SynthProfile, n_layers: int, n_neurons: int, n_experts: i
         fr = _interp_layers(profile.moe.first_repeat, n_layers)
         po = _interp_layers(profile.moe.pair_overlap, n_layers)
         router = [router_params(float(a), float(b), n_experts) for a, b in zip(fr, po)]
-    return Calibration(sparsity=sp, sigma=sigma, beta=beta, gamma=profile.intensity_layer_corr, rho=rho, mu=mu, router=router)
+    return Calibration(
+        sparsity=sp, sigma=sigma, beta=beta, gamma=profile.intensity_layer_corr, rho=rho, mu=mu, router=router, live_share=live
+    )
 
 
 # ----------------------------------------------------------------------------- generation
@@ -404,11 +449,11 @@ def calibrate(profile: SynthProfile, n_layers: int, n_neurons: int, n_experts: i
 MODEL_SEED = 20240610  # fixed: calibration samples and the neuron-to-frequency assignment are part of the model
 
 
-def neuron_quantiles(model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
+def neuron_quantiles(model_name: str, n_layers: int, n_experts: int, n_neurons: int, live_share: float = 1.0) -> np.ndarray:
     """Which frequency quantile each neuron gets, [L, E, N]: a property of the (synthetic) model,
     fixed by its name, so every trace of a model shares its hot neurons (as offline profiling
-    on other text would find them)."""
-    return _quantiles(n_neurons)[neuron_permutation(model_name, n_layers, n_experts, n_neurons)]
+    on other text would find them). Dead neurons get -inf."""
+    return rank_quantiles(n_neurons, live_share)[neuron_permutation(model_name, n_layers, n_experts, n_neurons)]
 
 
 def neuron_permutation(model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
@@ -420,8 +465,8 @@ def neuron_permutation(model_name: str, n_layers: int, n_experts: int, n_neurons
 
 def thresholds(cal: "Calibration", model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
     """Activation thresholds on the latent, [level, L, E, N], nested across levels."""
-    qn = neuron_quantiles(model_name, n_layers, n_experts, n_neurons)
-    tau = np.stack([-(cal.mu[j][:, None, None] + cal.sigma[j][:, None, None] * qn) for j in range(cal.mu.shape[0])])
+    qn = neuron_quantiles(model_name, n_layers, n_experts, n_neurons, cal.live_share)
+    tau = np.stack([thresholds_of(cal.mu[j][:, None, None], cal.sigma[j][:, None, None], qn) for j in range(cal.mu.shape[0])])
     for j in range(1, tau.shape[0]):
         tau[j] = np.maximum(tau[j], tau[j - 1])
     return tau
@@ -437,8 +482,8 @@ def population_frequencies(calibration: dict, model_name: str, n_layers: int, n_
     sigma = np.asarray(calibration["sigma"], dtype=np.float64)
     # thresholds() element by element, but on the N distinct quantiles of each layer, then placed
     # by each expert's permutation: the same numbers, E times less work (Mixtral: 8x)
-    q = _quantiles(n_neurons)
-    tau = np.stack([-(mu[j][:, None] + sigma[j][:, None] * q[None, :]) for j in range(mu.shape[0])])  # [level, L, N]
+    q = rank_quantiles(n_neurons, float(calibration.get("live_share", 1.0)))
+    tau = np.stack([thresholds_of(mu[j][:, None], sigma[j][:, None], q[None, :]) for j in range(mu.shape[0])])  # [level, L, N]
     for j in range(1, tau.shape[0]):
         tau[j] = np.maximum(tau[j], tau[j - 1])
     f = _phi_cdf(-tau).astype(np.float32)

@@ -13,6 +13,12 @@ exhaustively over their bounds; real ones by :func:`scipy.optimize.least_squares
 (relative error, symmetric: a point twice too fast weighs as much as one twice too slow), from
 their current values.
 
+**Stages.** The phone's constants (device file) and the reference engine's (PowerInfer-2) are
+fitted to PowerInfer-2's points; then each baseline engine's own constants to that engine's
+points, with the phone's held (:func:`stages`). A joint fit let the baselines' structural misses
+pull the phone's constants: the LLM in a Flash port's Mixtral points (a guessed read path and
+cache, +200-300%) moved ``cpu.sparse_efficiency`` by 11% and PowerInfer-2's T1 and T7 with it.
+
 **Speed.** Every evaluation reruns every scenario, but the constants in the free set leave the
 access model's inputs unchanged (which neurons are active, cached, read), so after the first
 evaluation every run takes its access result from the in-process memo
@@ -256,9 +262,36 @@ def _fit_continuous(ev: Evaluator, free: list[FreeConstant], x0: list[float], fi
     return x, ev(x), sol.message
 
 
+REFERENCE_POLICY = "powerinfer2"
+
+
+def stages(scenarios, free: list[FreeConstant]) -> list[tuple[list, list[FreeConstant]]]:
+    """The fit's stages: (scenarios, constants) pairs, fitted in order.
+
+    The phone's constants (the device file's) and the reference engine's are fitted first, to the
+    reference engine's points alone; then each other engine's own constants to its own points,
+    with the phone's held. A baseline is a port whose mechanisms are partly guesses (docs/
+    validation.md, known gaps): its structural misses must not move what the phone is. Without
+    reference points (your own phone measured with llama.cpp only) the device constants are
+    fitted together with the engines' in one stage."""
+    def policy_of(sc):
+        return (sc.run or {}).get("policy", REFERENCE_POLICY)
+
+    ref = [sc for sc in scenarios if policy_of(sc) == REFERENCE_POLICY]
+    if not ref:
+        return [(list(scenarios), list(free))]
+    out = [(ref, [c for c in free if c.scope in ("device", f"policy:{REFERENCE_POLICY}")])]
+    for name in sorted({policy_of(sc) for sc in scenarios} - {REFERENCE_POLICY}):
+        own = [c for c in free if c.scope == f"policy:{name}"]
+        if own:
+            out.append(([sc for sc in scenarios if policy_of(sc) == name], own))
+    return out
+
+
 def fit(scenarios, device: str = "oneplus12", free: list[FreeConstant] | None = None, fast: bool = True, fidelity: str = "analytic",
         max_evals: int = 60, start: list[float] | None = None, progress: bool = False) -> Fit:
-    """Least-squares fit of the free constants to the scenarios (see module docstring)."""
+    """Least-squares fit of the free constants to the scenarios, stage by stage (:func:`stages`;
+    see the module docstring)."""
     require_scipy()
     free = free if free is not None else free_constants(device)
     scenarios = [s for s in scenarios if s.kind == "run"]
@@ -267,15 +300,32 @@ def fit(scenarios, device: str = "oneplus12", free: list[FreeConstant] | None = 
     if not free:
         raise InputError(None, "free constants", "at least one constant marked 'fitted to' with 'bounds: LO..HI' in the device file or a policy")
     # only the constants some scenario can see: a policy's options matter only to its runs
-    used_policies = {(s.run or {}).get("policy", "powerinfer2") for s in scenarios}
+    used_policies = {(s.run or {}).get("policy", REFERENCE_POLICY) for s in scenarios}
     free = [c for c in free if c.scope == "device" or c.scope.split(":", 1)[1] in used_policies]
-    ev = Evaluator(scenarios, free, device, fast, fidelity)
+    everything = Evaluator(scenarios, free, device, fast, fidelity)
     x0 = list(start) if start is not None else [c.value for c in free]
-    before = ev(x0)
-    ints = [i for i, c in enumerate(free) if c.integer]
-    fixed = {i: float(round(x0[i])) for i in ints}
+    x = list(x0)
+    before = everything(x0)
+    calls, messages = 0, []
+    for stage_scenarios, stage_free in stages(scenarios, free):
+        idx = [free.index(c) for c in stage_free]
+        ev = Evaluator(stage_scenarios, free, device, fast, fidelity)
+        hold = {i: x[i] for i in range(len(free)) if i not in idx}  # earlier stages' results, later stages' starts
+        x, msg = _fit_stage(ev, free, x, hold, max_evals, progress)
+        calls += ev.calls
+        messages.append(msg)
+    after = everything(x)
+    return Fit(free, x, x0, before, after, [s.id for s in everything.scenarios], calls + everything.calls, "; ".join(dict.fromkeys(messages)))
+
+
+def _fit_stage(ev: Evaluator, free: list[FreeConstant], x0: list[float], hold: dict[int, float], max_evals: int,
+               progress: bool) -> tuple[list[float], str]:
+    """Fit the constants not in ``hold`` to ``ev``'s scenarios: reals by least squares, integers by
+    coordinate search over their bounds (then the reals again if an integer moved)."""
+    ints = [i for i, c in enumerate(free) if c.integer and i not in hold]
+    fixed = dict(hold)
+    fixed.update({i: float(round(x0[i])) for i in ints})
     x, e, msg = _fit_continuous(ev, free, x0, fixed, max_evals)
-    # integers: coordinate search over each one's bounds with the rest held, then refit the reals
     changed = False
     for i in ints:
         best = (_cost(e), fixed[i])
@@ -295,7 +345,7 @@ def fit(scenarios, device: str = "oneplus12", free: list[FreeConstant] | None = 
             print(f"[calibrate] {free[i].name} = {int(fixed[i])} ({ev.calls} evaluations)", file=sys.stderr, flush=True)
     if changed:
         x, e, msg = _fit_continuous(ev, free, x, fixed, max_evals)
-    return Fit(free, x, x0, before, e, [s.id for s in ev.scenarios], ev.calls, str(msg))
+    return x, str(msg)
 
 
 def _cost(e: Evaluation) -> float:

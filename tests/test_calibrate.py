@@ -89,6 +89,24 @@ def test_calibrate_recovers_perturbed_constants(tmp_path):
     assert max(abs(r) for r in f.before.residuals) > 0.05  # the start was really off
 
 
+def test_stages_fit_the_phone_on_the_reference_engine_only():
+    """The device constants see PowerInfer-2's points only; each baseline's own constants its own
+    points; without any PowerInfer-2 point everything is one stage."""
+    scenarios = [s for s in V.load_scenarios("calibration") + V.load_scenarios("baselines") if s.kind == "run"]
+    free = C.free_constants()
+    stages = C.stages(scenarios, free)
+    first_points, first_free = stages[0]
+    assert {(s.run or {}).get("policy", "powerinfer2") for s in first_points} == {"powerinfer2"}
+    assert {c.scope for c in first_free} <= {"device", "policy:powerinfer2"} and any(c.scope == "device" for c in first_free)
+    for points, consts in stages[1:]:
+        (policy,) = {(s.run or {}).get("policy") for s in points}
+        assert {c.scope for c in consts} == {f"policy:{policy}"}
+    assert sum(len(p) for p, _ in stages) <= len(scenarios)
+    baselines_only = [s for s in scenarios if (s.run or {}).get("policy", "powerinfer2") == "llamacpp"]
+    ((points, consts),) = C.stages(baselines_only, free)
+    assert points == baselines_only and any(c.scope == "device" for c in consts)
+
+
 def test_overlay_round_trip_and_run_calibration(tmp_path):
     free = [c for c in C.free_constants("oneplus12") if c.name in ("cpu.sparse_efficiency", "storage.latency")]
     ev = C.Evaluation([0.0], [1.0])

@@ -4,7 +4,7 @@
 
 * ``cpu``: llama.cpp / ExecuTorch-style CPU decoding, threads with a static row split, at
   ``kernel_efficiency`` of the device's best INT4 rate (1.0: ExecuTorch with KleidiAI, which
-  reaches the DRAM limit; 0.947: llama.cpp's Q4_0 kernels, fitted to T18). Prefill is a CPU GEMM.
+  reaches the DRAM limit; 0.951: llama.cpp's Q4_0 kernels, fitted to T18). Prefill is a CPU GEMM.
 * ``npu``: QNN / Genie-style. Static graphs: a prompt-processor graph of ``graph_tokens`` tokens
   per call and a token-generator graph (batch 1); per-channel quantization; unless the two graphs
   share weights (``weights_shared``) the weights are held twice, as QNN context binaries do.
@@ -39,7 +39,7 @@ class DenseOptions:
     backend: Literal["cpu", "npu", "gpu"] = spec_field(default="cpu", help="cpu (llama.cpp/ExecuTorch), npu (QNN/Genie), gpu (MLC-LLM)")
     threads: int = spec_field(default=6, lo=1, hi=16, help="CPU threads (cpu backend; also CPU-side work of the others)")
     cores: str = spec_field(default="auto", help="'auto' or core ids / cluster names")
-    kernel_efficiency: float = spec_field(default=1.0, gt=0.0, hi=1.0, help="CPU kernel speed relative to the device's best INT4 rate (llama.cpp: 0.947)")
+    kernel_efficiency: float = spec_field(default=1.0, gt=0.0, hi=1.0, help="CPU kernel speed relative to the device's best INT4 rate (llama.cpp: 0.951)")
     weights_shared: bool = spec_field(default=False, help="npu: prefill and decode graphs share one copy of the weights")
     large_buffers: bool = spec_field(default=True, help="gpu: cl_qcom_large_buffer available (no 1 GB per-allocation cap)")
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
@@ -51,7 +51,7 @@ class Dense(Policy):
     summary = "dense in-memory engines: CPU (llama.cpp/ExecuTorch), NPU (QNN), GPU (MLC-LLM); refuses models that do not fit"
     Options = DenseOptions
     presets = {
-        "llama.cpp": {"backend": "cpu", "kernel_efficiency": 0.947, "threads": 6},
+        "llama.cpp": {"backend": "cpu", "kernel_efficiency": 0.951, "threads": 6},
         "executorch": {"backend": "cpu", "kernel_efficiency": 1.0, "threads": 6},
         "qnn": {"backend": "npu"},
         "mlc": {"backend": "gpu"},

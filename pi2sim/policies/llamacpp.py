@@ -44,7 +44,7 @@ class LlamaCppOptions:
     threads: int = spec_field(default=6, lo=1, hi=16, help="compute threads (6 is optimal on Snapdragon 8 Gen 3, arXiv 2410.03613 §V-C)")
     cores: str = spec_field(default="auto", help="'auto' (fastest cores) or core ids / cluster names")
     kernel_efficiency: float = spec_field(
-        default=0.947, gt=0.0, hi=1.0,
+        default=0.951, gt=0.0, hi=1.0,
         help="llama.cpp kernel speed relative to the device's best INT4 rate (fitted to T18: 9.3 tok/s in memory on TurboSparse-Mistral-7B, "
         "~36 GB/s of weights; arXiv 2410.03613 measured 25 GB/s with another build on another 8 Gen 3 phone; bounds: 0.5..1)",
     )

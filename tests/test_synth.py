@@ -45,7 +45,7 @@ def test_deterministic_by_seed(tmp_path):
 # noise spreads the observed frequencies), so it gets a wider one-sided band. A routing rate of one
 # layer over 1,023 token pairs has a standard deviation of ~0.016, so single-layer rates get 3 sigma;
 # means over 32 layers are ~6x tighter.
-TOL = {"share_below_1": 0.03, "sparsity": 0.01, "hot80": 0.06, "window": 0.03, "tokens_active_cv": 0.06, "layer_count_corr": 0.08}
+TOL = {"share_below_1": 0.05, "sparsity": 0.01, "hot80": 0.06, "window": 0.03, "tokens_active_cv": 0.06, "layer_count_corr": 0.08}
 
 
 def _tol(key):
@@ -70,7 +70,7 @@ def _check_targets(name, tokens):
         tol = _tol(key)
         if key == "hot80":
             ok = target - tol <= got <= target + 0.02
-        elif key == "share_below_1":  # dead neurons, plus live ones that fired on under 1% of tokens
+        elif key == "share_below_1":  # dead neurons, plus live ones rarer than 1% (Mixtral: ~3% of the live)
             ok = target - 0.005 <= got <= target + tol
         else:
             ok = abs(got - target) <= tol

@@ -66,7 +66,7 @@ print(json.dumps({{"wall_s": wall, "decode_tok_s_sim": r.summary["decode_tok_s"]
 def synth_speed(model: str, tokens: int, cache: Path) -> dict:
     code = f"""
 import json, time
-from pi2sim.commands.trace import model_trace_path
+from pi2sim.trace.locate import model_trace_path
 from pi2sim.specs.model import load_model
 t0 = time.perf_counter(); model_trace_path(load_model({model!r}), {tokens}, 7, progress=False); wall = time.perf_counter() - t0
 print(json.dumps({{"wall_s": wall}}))
@@ -78,7 +78,7 @@ def prepare_traces(models: list[str], token_counts: list[int]) -> None:
     """Generate (or find in the cache) the synthetic trace of every model and token count."""
     code = f"""
 import json
-from pi2sim.commands.trace import model_trace_path
+from pi2sim.trace.locate import model_trace_path
 from pi2sim.specs.model import load_model
 for m in {models!r}:
     for n in {token_counts!r}:

@@ -5,9 +5,9 @@ read from flash) and a timing engine (SimPy resources for cores, NPU, UFS and DR
 reports explain where the time and the memory went.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
-__all__ = ["simulate", "run", "sweep", "SimResult", "RunConfig"]
+__all__ = ["RunConfig", "SimResult", "__version__", "run", "simulate", "sweep"]
 
 
 def __getattr__(name: str):
@@ -17,7 +17,7 @@ def __getattr__(name: str):
 
         return getattr(simulation, name)
     if name == "sweep":
-        from .sweeps import sweep
+        from .workflows.sweeps import sweep
 
         return sweep
     if name == "RunConfig":

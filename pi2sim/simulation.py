@@ -22,16 +22,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__, policies
+from . import policies
 from .config import RUN_KEYS, RunConfig, config_hash
 from .engine import analytic
 from .engine.analytic import Components
 from .engine.result import TimingResult
-from .memory import MemoryPlan, ModelBytes
+from .policies.memory import MemoryPlan, ModelBytes
 from .policies.base import AccessSummary, Policy, RunContext
 from .specs.device import DeviceSpec, load_device
 from .specs.model import ModelSpec, load_model
 from .specs.quant import get_format
+from .version import __version__
 
 
 @dataclass
@@ -85,13 +86,13 @@ def build(cfg: RunConfig) -> tuple[RunContext, Policy, str | None]:
 def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | None = None) -> SimResult:
     """Simulate one configuration. ``recorder`` (a :class:`~pi2sim.engine.recorder.Recorder`)
     collects a timeline; it needs an event tier (``layer`` or ``cluster``). ``check`` asserts the
-    invariants of :mod:`pi2sim.checks` (default: ``PI2SIM_CHECK=1`` in the environment)."""
-    from . import checks
+    invariants of :mod:`pi2sim.engine.invariants` (default: ``PI2SIM_CHECK=1`` in the environment)."""
+    from .engine import invariants as checks
 
     check = checks.enabled(check)
     from .access.workload import open_workload
-    from .commands.trace import model_trace_path
     from .report.summary import summarize
+    from .trace.locate import model_trace_path
 
     if recorder is not None and cfg.fidelity == "analytic":
         from .errors import InputError
@@ -104,7 +105,7 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
     trace_info: dict[str, Any] = {}
     if pol.uses_trace:
         if cfg.trace:
-            from .commands.trace import trace_path_for
+            from .trace.locate import trace_path_for
 
             tpath = trace_path_for(cfg.trace)
         else:

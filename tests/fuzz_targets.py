@@ -232,7 +232,7 @@ GRID_BASE = {
 
 
 def grid_yaml(case) -> str:
-    from pi2sim.sweeps import load_grid
+    from pi2sim.workflows.sweeps import load_grid
 
     name, text, path, nonsense = case
 

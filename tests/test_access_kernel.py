@@ -15,7 +15,7 @@ import pytest
 from pi2sim.access import kernel as K
 from pi2sim.access import segmented, segmented_reference
 from pi2sim.access.workload import neuron_frequencies, open_workload
-from pi2sim.commands.trace import model_trace_path
+from pi2sim.trace.locate import model_trace_path
 from pi2sim.config import RunConfig, apply_values
 from pi2sim.simulation import build
 

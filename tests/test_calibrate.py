@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pi2sim import calibrate as C
+from pi2sim.workflows import calibrate as C
 from pi2sim import simulate
-from pi2sim import validate as V
+from pi2sim.workflows import validate as V
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi2sim import checks
-from pi2sim.checks import INVARIANTS, InvariantViolation
+from pi2sim.engine import invariants as checks
+from pi2sim.engine.invariants import INVARIANTS, InvariantViolation
 from pi2sim.config import RunConfig, apply_values
 from pi2sim.engine import analytic, cluster, des
 from pi2sim.engine import pipeline_kernel as PK

@@ -11,7 +11,7 @@ import yaml
 pytest.importorskip("optuna")
 
 from pi2sim.config import RunConfig, apply_values  # noqa: E402
-from pi2sim.planner import plan  # noqa: E402
+from pi2sim.workflows.planner import plan  # noqa: E402
 
 BASE = {"model": "bamboo-7b", "ffn_offload": 0.5, "decode_tokens": 8, "fidelity": "analytic"}
 

@@ -12,7 +12,7 @@ import pytest
 import pi2sim.simulation as S
 from pi2sim import policies
 from pi2sim.errors import InputError
-from pi2sim.memory import GB
+from pi2sim.policies.memory import GB
 from pi2sim.schema import describe_fields, spec_field
 from pi2sim.trace import format as f
 
@@ -186,7 +186,7 @@ def test_compare_command(tmp_path):
 
 
 def test_ablation_chain_is_monotone():
-    from pi2sim.compare import ablation
+    from pi2sim.workflows.compare import ablation
     from pi2sim.config import RunConfig
 
     table, _ = ablation(RunConfig(model="bamboo-7b", decode_tokens=8, fidelity="analytic"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pi2sim import regress as R
+from pi2sim.workflows import regress as R
 
 
 def _cli(*args):

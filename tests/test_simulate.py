@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import pi2sim.simulation as S
-from pi2sim.memory import GB
+from pi2sim.policies.memory import GB
 
 REQUIRED_KEYS = {
     "decode_tok_s", "prefill_tok_s", "ttft_ms", "tbt_ms", "peak_memory_gb", "memory_breakdown_gb",

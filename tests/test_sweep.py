@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pi2sim.errors import InputError
-from pi2sim.sweeps import Journal, parse_grid, run_grid, write_table
+from pi2sim.workflows.sweeps import Journal, parse_grid, run_grid, write_table
 
 BASE = {"model": "smollm2-135m", "decode_tokens": 6, "fidelity": "analytic"}
 FACTORS = {"memory_gb": [0.4, 0.6], "policy": ["powerinfer2", "llamacpp"], "device": ["oneplus12", "oneplus_ace2"]}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pi2sim import validate as V
+from pi2sim.workflows import validate as V
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def scenarios_for(which: str, root: Path | None, only: str | None):
-    from .. import validate as V
+    from ..workflows import validate as V
 
     if root is not None:
         return V.load_scenarios("all", root, only)
@@ -42,7 +42,7 @@ def scenarios_for(which: str, root: Path | None, only: str | None):
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .. import calibrate as C
+    from ..workflows import calibrate as C
     from ..errors import InputError
 
     if args.max_evals < 1:

@@ -67,7 +67,7 @@ def _write(df, out: str, stem: str) -> list[Path]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..compare import run_policies, split_sets
+    from ..workflows.compare import run_policies, split_sets
 
     specs = [s.strip() for s in args.policies.split(",") if s.strip()]
     run_sets, per = split_sets(args.set, specs)
@@ -122,7 +122,7 @@ def plot_compare(table, path: Path, title: str) -> Path:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from ..compare import ablation
+    from ..workflows.compare import ablation
 
     base = _base(args, args.set)
     table, _ = ablation(base, progress=not args.quiet)

@@ -32,7 +32,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     from ..atomic import write_text
     from ..errors import InputError
-    from ..planner import plan, runner_ups
+    from ..workflows.planner import plan, runner_ups
     from .run import config_from_args
 
     if args.max_cores is not None and args.max_cores < 2:

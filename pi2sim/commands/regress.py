@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
-    from .. import regress as R
+    from ..workflows import regress as R
     from ..config import parse_value
     from ..errors import InputError
 

@@ -117,7 +117,7 @@ def config_from_args(args: argparse.Namespace):
         cfg = apply_values(cfg, plan_opts, source=f"{args.plan}: plan")
     cfg = apply_sets(cfg, args.set)
     if getattr(args, "calibration", None):
-        from ..calibrate import apply_overlay, load_overlay
+        from ..workflows.calibrate import apply_overlay, load_overlay
 
         cfg = apply_overlay(cfg, load_overlay(args.calibration))
     return cfg

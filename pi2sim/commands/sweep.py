@@ -60,7 +60,7 @@ def dask_executor(address: str | None, workers: int):
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..sweeps import load_grid, require_parquet, run_grid, write_table
+    from ..workflows.sweeps import load_grid, require_parquet, run_grid, write_table
 
     if args.jobs < 1:
         raise InputError(None, "--jobs", "a positive number of workers", args.jobs)

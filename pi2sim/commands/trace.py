@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import resources
 from ..errors import InputError
+from ..trace.locate import trace_path_for
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,38 +82,6 @@ def _nonneg_int(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return v
-
-
-def trace_path_for(arg: str, tokens: int = 1024, seed: int = 0) -> Path:
-    """A trace argument: an existing file, a bundled trace name, or a model name."""
-    p = Path(arg)
-    if p.is_file():
-        return p
-    bundled = resources.data_dir("traces") / f"{arg.removesuffix('.pi2t')}.pi2t"
-    if bundled.is_file():
-        return bundled
-    if "/" in arg or arg.endswith(".pi2t"):
-        raise InputError(arg, None, "cannot read trace: the file does not exist")
-    from ..specs.model import load_model
-
-    model = load_model(arg)
-    return model_trace_path(model, tokens, seed)
-
-
-def model_trace_path(model, decode_tokens: int, seed: int = 0, progress: bool = True) -> Path:
-    """The trace a model replays: its bundled trace, or its (cached) synthetic one."""
-    src = model.sparsity.trace
-    if src == "synthetic":
-        from ..trace.synth import synthesize_cached
-
-        return synthesize_cached(model, decode_tokens, seed=seed, progress=progress)
-    p = Path(src)
-    if p.is_file():
-        return p
-    bundled = resources.data_dir("traces") / f"{src.removesuffix('.pi2t')}.pi2t"
-    if bundled.is_file():
-        return bundled
-    raise InputError(model.path, "sparsity.trace", "'synthetic', a bundled trace name or an existing trace file", src)
 
 
 def cmd_record(args: argparse.Namespace) -> int:

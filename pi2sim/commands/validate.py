@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .. import validate as V
+    from ..workflows import validate as V
 
     if args.cross:
         return cmd_cross(args)
@@ -50,7 +50,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise InputError(None, "--scenarios", "a directory of scenario YAML files", args.scenarios)
     prepare = None
     if args.calibration:
-        from ..calibrate import apply_overlay, load_overlay
+        from ..workflows.calibrate import apply_overlay, load_overlay
 
         overlay = load_overlay(args.calibration)
 
@@ -81,7 +81,7 @@ CROSS_RECORD = "cross-validation.json"  # experiments/paper/<this>: the last `va
 def render_free_set() -> str:
     """The free set with each constant's fold-to-fold spread, from the recorded cross-validation
     (marked stale where the constant's value has changed since it was recorded)."""
-    from .. import calibrate as C
+    from ..workflows import calibrate as C
     from .. import resources
 
     path = resources.data_dir("experiments") / "paper" / CROSS_RECORD
@@ -103,7 +103,7 @@ def render_free_set() -> str:
 def cmd_cross(args: argparse.Namespace) -> int:
     import statistics
 
-    from .. import calibrate as C
+    from ..workflows import calibrate as C
     from .calibrate import scenarios_for
 
     root = Path(args.scenarios) if args.scenarios else None
@@ -114,7 +114,7 @@ def cmd_cross(args: argparse.Namespace) -> int:
     for r in res.rows:
         note = f"constant seen only by this group: {r['unidentified']}" if r["unidentified"] else ""
         lines.append(f"{r['group']:20s} {r['id']:24s} {r['fitted_error_pct']:+7.1f}% {r['predictive_error_pct']:+9.1f}%  {note}")
-    from .. import validate as V
+    from ..workflows import validate as V
 
     def stats(label: str, rows: list[dict]) -> str:
         f_ = [abs(r["fitted_error_pct"]) for r in rows]
@@ -140,7 +140,7 @@ def cmd_cross(args: argparse.Namespace) -> int:
         from .. import resources
         from ..atomic import write_text
 
-        from .. import __version__
+        from ..version import __version__
 
         rec = {"pi2sim_version": __version__, "spreads": res.spreads,
                "values": {c.name: c.value for c in res.full.free}, "fitted_at_all_points": res.full.values(), "folds": res.folds}

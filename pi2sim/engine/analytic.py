@@ -292,7 +292,7 @@ def compose(plan: DecodePlan, layer_times: list[StageTime], token_times: list[St
     ``check``: every stage takes a non-negative time (the clock never goes back)."""
     T, L = plan.n_tokens, plan.n_layers
     if check:
-        from ..checks import InvariantViolation
+        from .invariants import InvariantViolation
 
         for st, r, per_layer in [(st, r, True) for st, r in zip(plan.layer_stages, layer_times)] + \
                                 [(st, r, False) for st, r in zip(plan.token_stages, token_times)]:

@@ -32,12 +32,12 @@ import numpy as np
 import simpy
 
 from ..specs.device import DeviceSpec
-from .analytic import Components, _pool_class
+from .analytic import Components
 from .compute import sparse_factor
 from .dram import FluidBus
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
 from .plan import value_at as _at
-from ..checks import InvariantViolation
+from .invariants import InvariantViolation
 from .recorder import Recorder
 from .result import TimingResult
 
@@ -499,7 +499,7 @@ class Watchdog:
 def run_decode(device: DeviceSpec, plan: DecodePlan, progress: bool = False,
                recorder: Recorder | None = None, check: bool = False, watchdog: Watchdog | None = None) -> TimingResult:
     """Execute the plan; ``recorder`` (optional) collects the timeline of its token window;
-    ``check`` asserts the invariants that need the clock (:mod:`pi2sim.checks`)."""
+    ``check`` asserts the invariants that need the clock (:mod:`pi2sim.engine.invariants`)."""
     eng = _Engine(device, recorder, check)
     dog = watchdog if watchdog is not None else Watchdog()
     dog.eng = eng

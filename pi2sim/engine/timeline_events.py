@@ -14,6 +14,7 @@ import numpy as np
 
 from . import pipeline_kernel as PK
 from .analytic import Components, StageTime
+from .cluster_kernel import kernel_inputs, run_kernel
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
 from .plan import value_at as _at
 from .recorder import Recorder
@@ -67,8 +68,6 @@ def _dense(rec: Recorder, comp: Components, st, t: int, l: int | None, start: fl
 
 def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[tuple[int, int, float]], shape) -> None:
     """Simulate the window's pipeline stages again with recording on and place their records."""
-    from .cluster import kernel_inputs, run_kernel  # (cluster imports this module when it records)
-
     inp = kernel_inputs(comp, p, shape)
     L = shape[1]
     idx = np.array([t * L + l for t, l, _ in stages], dtype=np.int64)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..engine.analytic import Components
 from ..engine.plan import DecodePlan, PrefillPlan
-from ..memory import MemoryPlan, ModelBytes
+from .memory import MemoryPlan, ModelBytes
 from ..specs.device import DeviceSpec
 from ..specs.model import ModelSpec
 from ..specs.quant import QuantFormat
@@ -98,7 +98,7 @@ class Policy(ABC):
 
     def check(self, access: Any, plan: DecodePlan) -> None:
         """Policy-specific invariants between its access result and its plan (checking mode);
-        raise :class:`pi2sim.checks.InvariantViolation`. Default: nothing beyond the generic checks."""
+        raise :class:`pi2sim.engine.invariants.InvariantViolation`. Default: nothing beyond the generic checks."""
 
     def resolved_options(self) -> dict[str, Any]:
         from ..schema import to_dict

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Flash, PrefillPlan
-from ..memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
+from .memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
 from ..schema import spec_field
 from . import register
 from .base import AccessSummary, Policy

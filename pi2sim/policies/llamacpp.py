@@ -27,7 +27,7 @@ from ..access import pagecache
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Faults, Flash, PrefillPlan
 from ..errors import ConfigurationRefused, InputError
-from ..memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
+from .memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
 from ..schema import spec_field
 from . import register
 from .base import AccessSummary, Policy

@@ -35,7 +35,7 @@ from ..access import segmented
 from ..access.workload import Workload, neuron_frequencies
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Flash, PrefillPlan
-from ..memory import MemoryPlan, budget_from, sparse_resident
+from .memory import MemoryPlan, budget_from, sparse_resident
 from ..schema import spec_field
 from ..specs.quant import bundle_layout
 from . import register

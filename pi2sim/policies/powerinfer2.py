@@ -36,7 +36,7 @@ from ..access.workload import Workload, hottest_first, neuron_frequencies
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Flash, NeuronPipeline, PrefillPlan
 from ..errors import ConfigurationRefused, InputError
-from ..memory import MemoryPlan, budget_from, sparse_resident
+from .memory import MemoryPlan, budget_from, sparse_resident
 from ..schema import spec_field
 from ..specs.quant import bundle_layout
 from . import register
@@ -362,7 +362,7 @@ class PowerInfer2(Policy):
     def check(self, acc: segmented.NeuronAccess, plan: DecodePlan) -> None:
         """computed-once: every predicted active neuron is computed once, by the CPU pipeline (cold
         hit or flash read) or, in hybrid mode, by the NPU's dense hot rows; flash reads are the misses."""
-        from ..checks import _require
+        from ..engine.invariants import _require
 
         pipe = next(st for st in plan.layer_stages if isinstance(st, NeuronPipeline))
         npu = acc.tp_hot if self.opt.decode == "hybrid" else 0

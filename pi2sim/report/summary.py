@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..memory import GB
+from ..policies.memory import GB
 
 
 def _r(x: float, nd: int = 6) -> float:

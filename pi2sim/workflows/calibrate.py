@@ -47,8 +47,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, resources, units, yamlio
-from .errors import InputError
+from .. import resources, units, yamlio
+from ..errors import InputError
+from ..version import __version__
 
 _BOUNDS = re.compile(r"bounds:\s*([^\s.][^;)]*?)\s*\.\.\s*([^;)\s][^;)]*?)\s*(?:[;)]|$)")
 REFUSED_RESIDUAL = math.log(10.0)  # a refused point counts as ten times off
@@ -118,9 +119,9 @@ def parse_bounds(comment: str, where: str | Path | None = None, key: str | None 
 def free_constants(device: str = "oneplus12") -> list[FreeConstant]:
     """The free set: the device file's and the policies' constants marked ``fitted to`` with
     ``bounds:`` (see module docstring)."""
-    from . import policies
-    from .schema import describe_fields, field_spec
-    from .specs.provenance import fitted
+    from .. import policies
+    from ..schema import describe_fields, field_spec
+    from ..specs.provenance import fitted
 
     path = resources.resolve("devices", device, what="--device")
     out: list[FreeConstant] = []
@@ -167,7 +168,7 @@ def settings(free: list[FreeConstant], x: list[float]) -> dict[str, dict[str, An
 def apply_settings(cfg, values: dict[str, dict[str, Any]], device_name: str):
     """A RunConfig with calibrated values applied: device values when the run is on that device,
     policy options for runs of that policy that do not set the option themselves."""
-    from .specs.device import load_device
+    from ..specs.device import load_device
 
     dev_over = dict(cfg.device_overrides)
     if values.get("device") and load_device(cfg.device).name == device_name:
@@ -189,7 +190,7 @@ class Evaluator:
     """Runs a fixed list of scenarios for given constant values (memoised on the values)."""
 
     def __init__(self, scenarios, free: list[FreeConstant], device: str, fast: bool = True, fidelity: str = "analytic"):
-        from .specs.device import load_device
+        from ..specs.device import load_device
 
         self.scenarios = [s for s in scenarios if s.kind == "run"]
         self.free = free
@@ -358,7 +359,7 @@ def _cost(e: Evaluation) -> float:
 
 
 def overlay_dict(f: Fit, device: str, scenario_source: str) -> dict:
-    from .specs.device import load_device
+    from ..specs.device import load_device
 
     dev = load_device(device)
     values = settings(f.free, f.x)
@@ -395,7 +396,7 @@ def median_abs_error(res: list[float]) -> float:
 def write_overlay(path: str | Path, data: dict) -> None:
     import yaml
 
-    from .atomic import write_text
+    from ..atomic import write_text
 
     header = "# pi2sim calibration overlay: fitted constants with their provenance (pi2sim calibrate).\n# Apply with: pi2sim run --calibration THIS_FILE\n"
     write_text(Path(path), header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
@@ -428,8 +429,8 @@ def apply_overlay(cfg, overlay: dict, strict: bool = True):
     """Apply an overlay to a RunConfig (explicit --set values win). ``strict``: a run on another
     device than the one the constants were fitted on is refused rather than silently left
     uncalibrated (validate passes False: its points on other phones keep their own constants)."""
-    from . import policies
-    from .specs.device import load_device
+    from .. import policies
+    from ..specs.device import load_device
 
     for name, opts in overlay["policy"].items():
         if name not in policies.names():

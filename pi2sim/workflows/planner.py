@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from .config import RunConfig
-from .errors import InputError
+from ..config import RunConfig
+from ..errors import InputError
 
 SEARCHED = ("decode", "hot_fraction", "compute_threads", "io_core", "cluster_neurons", "npu_row_share")
 
@@ -114,8 +114,8 @@ def plan(base: RunConfig, trials: int = 40, seed: int = 0, max_cores: int | None
         import optuna
     except ImportError:
         raise InputError(None, "pi2sim plan", "optuna installed (pip install 'pi2sim[plan]')") from None
-    from .simulation import build, run
-    from .specs.device import load_device
+    from ..simulation import build, run
+    from ..specs.device import load_device
 
     if base.policy != "powerinfer2":
         raise InputError(None, "--policy", "powerinfer2 (the planner searches PowerInfer-2's configuration space)", base.policy)

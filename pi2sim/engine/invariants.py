@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .errors import SimulationError
+from ..errors import SimulationError
 
 INVARIANTS: dict[str, str] = {
     "flash-accounting": "flash bytes read = missed neurons x requests per neuron x request bytes, per token and layer",
@@ -75,7 +75,7 @@ def check_access(acc) -> None:
 
 def check_plan(plan, memory) -> None:
     """A decode plan against its memory plan: flash accounting and DRAM held."""
-    from .engine.plan import Faults, Flash, NeuronPipeline
+    from .plan import Faults, Flash, NeuronPipeline
 
     T, L = plan.n_tokens, plan.n_layers
     layer_bytes = np.zeros((T, L))

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ConfigurationRefused
-from .specs.model import ModelSpec
-from .specs.quant import QuantFormat
+from ..errors import ConfigurationRefused
+from ..specs.model import ModelSpec
+from ..specs.quant import QuantFormat
 
 GB = 1e9
 RUNTIME_BYTES = 0.3e9  # PowerInfer-2 v3 §7.2.3 ("runtime 0.3 GB", TurboSparse-Mixtral-47B at 7 GB)

@@ -23,10 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import resources, yamlio
-from .config import RunConfig, apply_values, config_hash
-from .errors import InputError
-from .schema import to_dict
+from .. import resources, yamlio
+from ..config import RunConfig, apply_values, config_hash
+from ..errors import InputError
+from ..schema import to_dict
 
 METRICS = {
     # name: kind ("rel": relative change; "abs": absolute change of a share)
@@ -76,7 +76,7 @@ def load_scenarios(root: Path | None = None) -> list[Scenario]:
 
 
 def _metrics(summary: dict) -> dict[str, float]:
-    from .report.summary import summary_row
+    from ..report.summary import summary_row
 
     row = summary_row(summary)
     return {m: row[m] for m in METRICS}
@@ -91,8 +91,8 @@ def with_changes(sc: Scenario, changes: dict[str, Any]) -> RunConfig:
     policy has it (so ``io_core=eff0`` moves every PowerInfer-2 scenario and nothing else)."""
     from dataclasses import fields
 
-    from . import policies
-    from .config import RUN_KEYS
+    from .. import policies
+    from ..config import RUN_KEYS
 
     own = {f.name for f in fields(policies.get(sc.config.policy).Options)}
     apply = {k: v for k, v in changes.items() if k in RUN_KEYS or k.startswith(("device.", "model.")) or k in own}
@@ -100,7 +100,7 @@ def with_changes(sc: Scenario, changes: dict[str, Any]) -> RunConfig:
 
 
 def run_all(scenarios: list[Scenario], changes: dict[str, Any] | None = None, progress: bool = False) -> dict[str, dict]:
-    from .simulation import run
+    from ..simulation import run
 
     results = {}
     for sc in scenarios:
@@ -166,7 +166,7 @@ def load_golden(root: Path | None = None) -> dict[str, dict]:
 
 
 def write_golden(results: dict[str, dict], root: Path | None = None) -> Path:
-    from .atomic import write_text
+    from ..atomic import write_text
 
     p = golden_path(root)
     text = json.dumps({"about": "pi2sim regress goldens; rewrite with `pi2sim regress --accept`", "scenarios": results}, indent=1, sort_keys=True)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from . import policies
-from .config import RunConfig
-from .errors import InputError
+from .. import policies
+from ..config import RunConfig
+from ..errors import InputError
 
 COLUMNS = [
     "policy", "status", "decode_tok_s", "prefill_tok_s", "ttft_ms", "tbt_p50_ms", "tbt_p99_ms", "peak_memory_gb",
@@ -29,7 +29,7 @@ def parse_policy(spec: str) -> tuple[str, str | None]:
 
 
 def _row(label: str, summary: dict) -> dict:
-    from .report.summary import summary_row
+    from ..report.summary import summary_row
 
     r = summary_row(summary)
     return {
@@ -44,8 +44,8 @@ def _row(label: str, summary: dict) -> dict:
 
 def run_policies(base: RunConfig, specs: list[str], per_policy: dict[str, dict[str, Any]] | None = None, progress: bool = False):
     """Run every policy spec on ``base``; returns (table DataFrame, {label: SimResult})."""
-    from .policies.llamacpp import EngineRefused
-    from .simulation import run
+    from ..policies.llamacpp import EngineRefused
+    from ..simulation import run
 
     per_policy = per_policy or {}
     rows, results = [], {}
@@ -74,7 +74,7 @@ def split_sets(sets: list[str], specs: list[str]) -> tuple[list[str], dict[str, 
     """
     from dataclasses import fields
 
-    from .config import RUN_KEYS, parse_value
+    from ..config import RUN_KEYS, parse_value
 
     run_sets: list[str] = []
     per: dict[str, dict[str, Any]] = {}
@@ -100,7 +100,7 @@ def split_sets(sets: list[str], specs: list[str]) -> tuple[list[str], dict[str, 
 
 def ablation(base: RunConfig, progress: bool = False) -> tuple[pd.DataFrame, dict]:
     """PowerInfer-2's ablation chain (v3 §7.5): each step adds one technique."""
-    from .policies.powerinfer2 import PowerInfer2
+    from ..policies.powerinfer2 import PowerInfer2
 
     specs = [f"powerinfer2@{step}" for step in PowerInfer2.ABLATION]
     table, results = run_policies(base, specs, progress=progress)

@@ -24,10 +24,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from . import resources, schema, yamlio
-from .config import RunConfig
-from .errors import ConfigurationRefused, InputError
-from .schema import spec_field
+from .. import resources, schema, yamlio
+from ..config import RunConfig
+from ..errors import ConfigurationRefused, InputError
+from ..schema import spec_field
 
 SETS = {
     # every PowerInfer-2 end-to-end point the constants are fitted to (pi2sim calibrate), including
@@ -101,7 +101,7 @@ def load_scenarios(which: str = "all", root: Path | None = None, only: str | Non
 
 
 def run_config(sc: Scenario, fast: bool) -> RunConfig:
-    from .config import apply_sets
+    from ..config import apply_sets
 
     r = dict(sc.run or {})
     options = r.pop("options", {}) or {}
@@ -153,10 +153,10 @@ def _metric(summary: dict, memory, metric: str) -> float:
 
 def ufs_bench(sc: Scenario, fidelity: str) -> float:
     """Stream reads through the engine and measure bandwidth (MB/s)."""
-    from . import units
-    from .engine.plan import DecodePlan, Flash
-    from .simulation import execute
-    from .specs.device import load_device
+    from .. import units
+    from ..engine.plan import DecodePlan, Flash
+    from ..simulation import execute
+    from ..specs.device import load_device
 
     b = sc.bench
     dev = load_device(b["device"])
@@ -174,13 +174,13 @@ def ufs_bench(sc: Scenario, fidelity: str) -> float:
 
 def dram_bench(sc: Scenario, fidelity: str) -> float:
     """A 7B matmul streamed by the CPU (all cores), the NPU, or both at once (GB/s)."""
-    from .engine.compute import CpuPool
-    from .engine.plan import Compute, DecodePlan
-    from .memory import ModelBytes
-    from .simulation import execute
-    from .specs.device import load_device
-    from .specs.model import load_model
-    from .specs.quant import INT4
+    from ..engine.compute import CpuPool
+    from ..engine.plan import Compute, DecodePlan
+    from ..policies.memory import ModelBytes
+    from ..simulation import execute
+    from ..specs.device import load_device
+    from ..specs.model import load_model
+    from ..specs.quant import INT4
 
     b = sc.bench
     dev = load_device(b["device"])
@@ -191,7 +191,7 @@ def dram_bench(sc: Scenario, fidelity: str) -> float:
     npu = Compute("npu", "npu", np.array([weights]), "matvec") if "npu" in agents else None
     if cpu and npu:
         # split the matmul so both finish together (the way a balanced CPU+NPU matmul runs)
-        from .engine.analytic import Components
+        from ..engine.analytic import Components
 
         comp = Components(dev)
         rc, rn = comp.dram.pair_rates("cpu", comp.demand(cpu), "npu", comp.demand(npu))
@@ -218,10 +218,10 @@ def run_scenarios(
     prepare: Callable[[RunConfig], RunConfig] | None = None,
 ) -> list[Outcome]:
     """Simulate every scenario once per distinct resolved configuration. ``prepare`` changes each
-    run's configuration before it runs (calibrated constants: :func:`pi2sim.calibrate.apply_overlay`)."""
-    from .config import config_hash
-    from .schema import to_dict
-    from .simulation import run
+    run's configuration before it runs (calibrated constants: :func:`pi2sim.workflows.calibrate.apply_overlay`)."""
+    from ..config import config_hash
+    from ..schema import to_dict
+    from ..simulation import run
 
     cache: dict[str, Any] = {}
     out = []
@@ -306,9 +306,9 @@ def render(df: pd.DataFrame) -> str:
 
 def fitted_constants() -> list[dict[str, str]]:
     """Every constant marked ``fitted to`` in devices, models, profiles and policy option defaults."""
-    from . import policies
-    from .schema import describe_fields
-    from .specs.provenance import fitted
+    from .. import policies
+    from ..schema import describe_fields
+    from ..specs.provenance import fitted
 
     rows = []
     files = sorted(
@@ -332,7 +332,7 @@ def plot(df: pd.DataFrame, out_dir: Path, sweep: pd.DataFrame | None = None) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .atomic import atomic_open
+    from ..atomic import atomic_open
 
     paths = []
     for fig_name, sub in df.groupby("figure", sort=False):
@@ -379,7 +379,7 @@ def plot(df: pd.DataFrame, out_dir: Path, sweep: pd.DataFrame | None = None) -> 
 
 
 def mixtral_memory_sweep(fast: bool, fidelity: str | None, points=(7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19)) -> pd.DataFrame:
-    from .simulation import simulate
+    from ..simulation import simulate
 
     rows = []
     for gb in points:

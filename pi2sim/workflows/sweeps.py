@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import resources, yamlio
-from .config import RunConfig, apply_values, config_hash
-from .errors import InputError
-from .report.summary import summary_row
-from .schema import to_dict
+from .. import resources, yamlio
+from ..config import RunConfig, apply_values, config_hash
+from ..errors import InputError
+from ..report.summary import summary_row
+from ..schema import to_dict
 
 GRID_KEYS = {"base", "factors", "points", "name", "description"}
 
@@ -69,7 +69,7 @@ class Grid:
     def validate(self) -> None:
         """Build every point's specs and policy (device/model overrides, policy options): a typo
         anywhere fails before the first run."""
-        from .simulation import build
+        from ..simulation import build
 
         seen = set()
         points = self.expand()
@@ -191,8 +191,8 @@ METRICS = [
 
 def run_point(cfg: RunConfig) -> dict[str, Any]:
     """Simulate one configuration (in a worker process); a run the engine refuses is a row too."""
-    from .policies.llamacpp import EngineRefused
-    from .simulation import run
+    from ..policies.llamacpp import EngineRefused
+    from ..simulation import run
 
     try:
         r = run(cfg)
@@ -222,7 +222,7 @@ def _cache_get(key: str) -> dict | None:
 
 
 def _cache_put(key: str, row: dict) -> None:
-    from .atomic import write_text
+    from ..atomic import write_text
 
     write_text(_cache_dir() / f"{key}.json", json.dumps(row, sort_keys=True))
 
@@ -383,7 +383,7 @@ def require_parquet(out: Path) -> None:
 
 def write_table(df: pd.DataFrame, out: Path) -> list[Path]:
     """Parquet (if ``out`` ends in .parquet) and CSV beside it, each written atomically."""
-    from .atomic import atomic_open, write_text
+    from ..atomic import atomic_open, write_text
 
     out = Path(out)
     written = []

@@ -1,0 +1,42 @@
+"""Finding the trace a run replays: a file, a bundled trace, or a model's (cached) synthetic one.
+
+The simulation core and the CLI both need this; it lives here, below both (docs/architecture.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import resources
+from ..errors import InputError
+
+
+def trace_path_for(arg: str, tokens: int = 1024, seed: int = 0) -> Path:
+    """A trace argument: an existing file, a bundled trace name, or a model name."""
+    p = Path(arg)
+    if p.is_file():
+        return p
+    bundled = resources.data_dir("traces") / f"{arg.removesuffix('.pi2t')}.pi2t"
+    if bundled.is_file():
+        return bundled
+    if "/" in arg or arg.endswith(".pi2t"):
+        raise InputError(arg, None, "cannot read trace: the file does not exist")
+    from ..specs.model import load_model
+
+    model = load_model(arg)
+    return model_trace_path(model, tokens, seed)
+
+
+def model_trace_path(model, decode_tokens: int, seed: int = 0, progress: bool = True) -> Path:
+    """The trace a model replays: its bundled trace, or its (cached) synthetic one."""
+    src = model.sparsity.trace
+    if src == "synthetic":
+        from .synth import synthesize_cached
+
+        return synthesize_cached(model, decode_tokens, seed=seed, progress=progress)
+    p = Path(src)
+    if p.is_file():
+        return p
+    bundled = resources.data_dir("traces") / f"{src.removesuffix('.pi2t')}.pi2t"
+    if bundled.is_file():
+        return bundled
+    raise InputError(model.path, "sparsity.trace", "'synthetic', a bundled trace name or an existing trace file", src)

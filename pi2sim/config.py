@@ -22,10 +22,11 @@ from typing import Any, Literal
 import yaml
 
 from . import schema
+from .engine import tiers
 from .errors import InputError
 from .schema import spec_field
 
-Fidelity = Literal["analytic", "layer", "cluster"]
+Fidelity = Literal[tiers.NAMES]  # the tier registry's names (pi2sim.engine.tiers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +47,7 @@ class RunConfig:
     quant: Literal["int4", "int8", "fp16"] = spec_field(default="int4", help="weight quantization")
     sparsity: float | None = spec_field(default=None, gt=0.0, hi=0.999, help="replay level of a magnitude (SiLU) trace")
     seed: int = spec_field(default=0, lo=0, hi=2**31 - 1, help="seed (synthetic traces, predictor errors)")
-    fidelity: Fidelity = spec_field(default="layer", help="timing tier: analytic (closed forms), layer (SimPy, clusters grouped per layer) or cluster (every neuron cluster on its thread, compiled event loop)")
+    fidelity: Fidelity = spec_field(default=tiers.DEFAULT, help=f"timing tier: {tiers.describe()}")
     options: dict[str, Any] = field(default_factory=dict)  # policy options as given (typed by the policy)
     device_overrides: dict[str, Any] = field(default_factory=dict)
     model_overrides: dict[str, Any] = field(default_factory=dict)

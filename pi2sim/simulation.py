@@ -24,7 +24,7 @@ import pandas as pd
 
 from . import policies
 from .config import RUN_KEYS, RunConfig, config_hash
-from .engine import analytic
+from .engine import analytic, tiers
 from .engine.analytic import Components
 from .engine.result import TimingResult
 from .policies.memory import MemoryPlan, ModelBytes
@@ -94,10 +94,11 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
     from .report.summary import summarize
     from .trace.locate import model_trace_path
 
-    if recorder is not None and cfg.fidelity == "analytic":
+    if recorder is not None and not tiers.TIERS[cfg.fidelity].events:
         from .errors import InputError
 
-        raise InputError(None, "fidelity", "an event tier (cluster or layer) for a timeline: the analytic tier has no events", "analytic")
+        event_tiers = " or ".join(t.name for t in tiers.TIERS.values() if t.events)
+        raise InputError(None, "fidelity", f"an event tier ({event_tiers}) for a timeline: the {cfg.fidelity} tier has no events", cfg.fidelity)
     ctx, pol, preset = build(cfg)
     mem = pol.memory()
     mem.check()
@@ -144,15 +145,8 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
 
 
 def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False, recorder=None, check: bool = False) -> TimingResult:
-    if fidelity == "analytic":
-        return analytic.run_decode(device, plan, check=check)
-    if fidelity == "cluster":
-        from .engine import cluster
-
-        return cluster.run_decode(device, plan, recorder=recorder, check=check)
-    from .engine import des
-
-    return des.run_decode(device, plan, progress=progress, recorder=recorder, check=check)
+    """Run a decode plan on the named timing tier (:mod:`pi2sim.engine.tiers`)."""
+    return tiers.run_decode(fidelity, device, plan, progress=progress, recorder=recorder, check=check)
 
 
 def _sha_of(path: str | Path) -> str:

@@ -15,8 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pi2sim"
 
 # (layer name, module prefixes); a module belongs to the first layer with a matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    # the tier registry is data (names, module paths) the run configuration lists: it sits with the
+    # infrastructure and imports no pi2sim module (checked below); it loads a tier only to run it
     ("infrastructure", ("pi2sim.errors", "pi2sim.units", "pi2sim.schema", "pi2sim.yamlio", "pi2sim.atomic",
-                        "pi2sim.resources", "pi2sim.config", "pi2sim.version")),
+                        "pi2sim.resources", "pi2sim.config", "pi2sim.version", "pi2sim.engine.tiers")),
     ("specs", ("pi2sim.specs",)),
     ("trace", ("pi2sim.trace",)),
     ("access", ("pi2sim.access",)),
@@ -150,6 +152,10 @@ def test_named_rules(lower, upper):
     bad = [(m, d) for m, deps in GRAPH.items() if m == lower or m.startswith(lower + ".")
            for d in deps if d == upper or d.startswith(upper + ".")]
     assert not bad, bad
+
+
+def test_tier_registry_is_data_only():
+    assert GRAPH["pi2sim.engine.tiers"] == set()
 
 
 def test_the_checker_sees_an_upward_import(tmp_path):

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pi2sim.engine import tiers
+
 from conftest import have, require
 from pi2sim.config import RunConfig, apply_values
 from pi2sim.report.output import summary_json, tokens_csv
@@ -44,7 +46,7 @@ def test_run_outputs_byte_identical_across_processes(tmp_path):
         assert outs[0][name] == outs[1][name], name
 
 
-@pytest.mark.parametrize("fidelity", ["analytic", "layer", "cluster"])
+@pytest.mark.parametrize("fidelity", tiers.NAMES)
 def test_memoised_access_changes_nothing(fidelity, monkeypatch):
     """A second run in one process reuses the access result; a run with the memo off recomputes it.
     All three give the same bytes."""

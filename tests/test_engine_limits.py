@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 import pi2sim.simulation as S
+from pi2sim.engine import tiers
 from pi2sim.specs.device import load_device
 
 FAST_CPU = {f"cpu.clusters.{i}.{k}": "200 GB/s" for i in range(4) for k in ("matvec_int4", "matvec_fp16", "memcpy")}
 FAST_CPU |= {"cpu.sparse_efficiency": 1.0, "cpu.barrier": "0 us"}
 FAST_DRAM = {f"dram.{k}": "9000 GB/s" for k in ("bw_theoretical", "bw_cpu", "bw_npu", "bw_cpu_npu", "bw_gpu")}
-TIERS = ["analytic", "layer", "cluster"]
+TIERS = list(tiers.NAMES)  # every registered tier
 
 
 def _run(fid, **kw):

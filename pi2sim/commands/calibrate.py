@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from ..engine import tiers
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--free", default=None, metavar="NAMES", help="fit only these constants (comma-separated names as listed by --list)")
     c.add_argument("--list", action="store_true", help="list the free constants with their bounds, and exit")
     c.add_argument("--full", action="store_true", help="full-length runs instead of validate --fast lengths (slower)")
-    c.add_argument("--fidelity", choices=("analytic", "layer", "cluster"), default="analytic", help="timing tier (default analytic)")
+    c.add_argument("--fidelity", choices=tiers.NAMES, default="analytic", help="timing tier (default analytic)")
     c.add_argument("--max-evals", type=int, default=60, help="evaluations per least-squares fit (default 60)")
     c.add_argument("--out", default=None, metavar="OVERLAY.yaml", help="write the fitted constants with their provenance here")
     c.add_argument("--quiet", action="store_true")

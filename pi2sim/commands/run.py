@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..engine import tiers
 from ..errors import InputError
 
 
@@ -75,7 +76,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     mem.add_argument("--ffn-offload", type=float, default=None, help="share of FFN weights left in flash (default 0.5)")
     p.add_argument("--prompt-tokens", type=int, default=None, help="prompt length (default 64)")
     p.add_argument("--decode-tokens", type=int, default=None, help="tokens to decode (default 256)")
-    p.add_argument("--fidelity", choices=("analytic", "layer", "cluster"), default=None, help="timing tier (default layer)")
+    p.add_argument("--fidelity", choices=tiers.NAMES, default=None, help="timing tier (default layer)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run, policy, device.* or model.* option (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--calibration", default=None, metavar="OVERLAY.yaml",

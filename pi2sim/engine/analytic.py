@@ -281,7 +281,10 @@ def stage_time(comp: Components, st) -> StageTime:
     raise TypeError(type(st))
 
 
-def run_decode(device: DeviceSpec, plan: DecodePlan, check: bool = False) -> TimingResult:
+def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False, recorder=None, check: bool = False) -> TimingResult:
+    """The analytic tier: every stage's closed form (no events, so no timeline: ``recorder`` must be None)."""
+    if recorder is not None:
+        raise ValueError("the analytic tier has no events to record")
     comp = Components(device)
     return compose(plan, [stage_time(comp, st) for st in plan.layer_stages], [stage_time(comp, st) for st in plan.token_stages], "analytic", check)
 

@@ -97,7 +97,8 @@ def _check(p: NeuronPipeline, inp: KernelInputs, out: np.ndarray, shape: tuple[i
             fail("requests-complete", bad, lambda s: f"{p.name}: {out[s, col]:.0f} requests {what}, the plan lists {planned[s]}")
 
 
-def run_decode(device: DeviceSpec, plan: DecodePlan, recorder: Recorder | None = None, check: bool = False) -> TimingResult:
+def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False, recorder: Recorder | None = None,
+               check: bool = False) -> TimingResult:
     comp = Components(device)
     shape = (plan.n_tokens, plan.n_layers)
     events = 0

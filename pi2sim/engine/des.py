@@ -496,7 +496,7 @@ class Watchdog:
         raise err
 
 
-def run_decode(device: DeviceSpec, plan: DecodePlan, progress: bool = False,
+def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False,
                recorder: Recorder | None = None, check: bool = False, watchdog: Watchdog | None = None) -> TimingResult:
     """Execute the plan; ``recorder`` (optional) collects the timeline of its token window;
     ``check`` asserts the invariants that need the clock (:mod:`pi2sim.engine.invariants`)."""

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import policies
+from .access.segmented import NeuronAccess
 from .config import RUN_KEYS, RunConfig, config_hash
 from .engine import analytic, tiers
 from .engine.analytic import Components
@@ -122,17 +123,17 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
             "tokens_replayed": int(workload.n_tokens),
         }
     _progress(f"access model: {cfg.policy} on {ctx.model.name}, {cfg.decode_tokens} tokens", progress)
-    access = pol.access(workload) if workload is not None else pol.access(None)
+    access = pol.access(workload, mem)
     acc_sum = pol.access_summary(access)
-    plan = pol.decode_plan(access)
+    plan = pol.decode_plan(access, mem)
     if check:
-        if hasattr(access, "tp_hot"):
+        if isinstance(access, NeuronAccess):
             checks.check_access(access)
         checks.check_plan(plan, mem)
         pol.check(access, plan)
     _progress(f"timing ({cfg.fidelity} tier)", progress)
     timing = execute(ctx.device, plan, cfg.fidelity, progress, recorder, check)
-    pre = pol.prefill_plan()
+    pre = pol.prefill_plan(mem, access)
     timing.prefill_s, timing.prefill_split, timing.prefill_busy_s = analytic.run_prefill(ctx.device, pre)
     resolved = resolve(cfg, ctx, pol, preset, trace_info)
     summary, tokens = summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workload)

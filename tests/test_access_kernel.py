@@ -25,7 +25,7 @@ def _setup(model: str, tokens: int, values: dict):
     ctx, pol, _ = build(cfg)
     w = open_workload(model_trace_path(ctx.model, tokens, 0, progress=False), ctx.model, tokens, cfg.prompt_tokens, cfg.sparsity)
     freqs = neuron_frequencies(w)
-    mask, cold = pol.hot_mask(freqs)
+    mask, cold = pol.hot_mask(freqs, pol.memory().cache_units)
     return w, freqs, mask, cold
 
 

@@ -27,7 +27,7 @@ def test_compute_free_is_flash_bound(fid):
     """Compute and DRAM made (practically) free: each layer's FFN takes exactly the time of its
     flash requests, latency + (n - 1) x period, and nothing else costs time."""
     r = _run(fid, ffn_offload=0.9, device_overrides=FAST_CPU | FAST_DRAM)
-    plan = r.policy.decode_plan(r.access)
+    plan = r.policy.decode_plan(r.access, r.memory)
     pipe = [s for s in plan.layer_stages if s.name == "ffn"][0]
     st = load_device("oneplus12").storage
     n = pipe.gate_reqs + pipe.ud_reqs

@@ -28,7 +28,7 @@ def pi2():
     """A checked PowerInfer-2 run of the real SmolLM2 trace, 6 tokens, half the FFN in flash."""
     cfg = apply_values(RunConfig(), {"model": "smollm2-135m", "decode_tokens": 6, "fidelity": "cluster"})
     r = run(cfg, check=True)
-    plan = r.policy.decode_plan(r.access)
+    plan = r.policy.decode_plan(r.access, r.memory)
     return r, plan
 
 

@@ -50,7 +50,7 @@ def test_memory_within_budget_and_neurons_conserved(case):
     np.testing.assert_array_equal(acc.tp + acc.fn, acc.active)
     np.testing.assert_array_equal(acc.tp_hot + acc.tp_cold_hit + acc.tp_miss, acc.tp)
     np.testing.assert_array_equal(acc.fp_hot + acc.fp_cold_hit + acc.fp_miss, acc.fp)
-    plan = r.policy.decode_plan(acc)
+    plan = r.policy.decode_plan(acc, r.memory)
     pipe = [s for s in plan.layer_stages if s.name == "ffn"][0]
     cpu_full = pipe.ud_hit_n + pipe.ud_miss_n  # neurons whose Up/Down the CPU computes
     npu_full = acc.tp_hot if pipe.parallel is not None else 0  # hot rows the NPU computes densely

@@ -76,12 +76,23 @@ class Policy(ABC):
         self.ctx = ctx
         self.opt = options
 
-    @abstractmethod
-    def memory(self) -> MemoryPlan:
-        """Resident components and caches; raises InputError when the model cannot run."""
+    # The interface, in the order a run calls it (pi2sim.simulation.run):
+    #   memory()                       -> MemoryPlan   what is resident; the cache size (cache_units)
+    #   access(workload, memory)       -> access       which weights each token touches, and from where
+    #   access_summary(access)         -> AccessSummary
+    #   decode_plan(access, memory)    -> DecodePlan   the work, stage by stage, per token and layer
+    #   prefill_plan(memory, access)   -> PrefillPlan
+    # Each method takes what it needs as arguments and writes no state another method reads:
+    # memory() is a function of the run context and the options (a policy may cache it), and the
+    # other four are functions of their arguments, so any of them can be called again, or alone
+    # (a planner may call memory() only; a test decode_plan() on a stored access result).
 
     @abstractmethod
-    def access(self, workload) -> Any:
+    def memory(self) -> MemoryPlan:
+        """Resident components and caches; raises ConfigurationRefused when the model cannot run."""
+
+    @abstractmethod
+    def access(self, workload, memory: MemoryPlan) -> Any:
         """Clock-free access model over the replayed tokens (vectorised numpy)."""
 
     @abstractmethod
@@ -89,12 +100,13 @@ class Policy(ABC):
         """Hit rate and cache details for the report."""
 
     @abstractmethod
-    def decode_plan(self, access: Any) -> DecodePlan:
+    def decode_plan(self, access: Any, memory: MemoryPlan) -> DecodePlan:
         """Per-layer / per-token work of decoding."""
 
     @abstractmethod
-    def prefill_plan(self) -> PrefillPlan:
-        """Layer-by-layer work of processing the prompt."""
+    def prefill_plan(self, memory: MemoryPlan, access: Any = None) -> PrefillPlan:
+        """Layer-by-layer work of processing the prompt (``access``: the decode access result, for
+        engines whose prompt pass depends on the cache state, e.g. llama.cpp's page cache)."""
 
     def check(self, access: Any, plan: DecodePlan) -> None:
         """Policy-specific invariants between its access result and its plan (checking mode);

@@ -28,7 +28,7 @@ from .memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
 from ..schema import spec_field
 from . import register
 from .base import AccessSummary, Policy
-from .llamacpp import EngineRefused, _scaled_pool
+from ._common import EngineRefused, scaled_pool
 
 QNN_SPLITS = 4  # assumption: QNN/Genie 7B models ship as 4 context binaries (AI Hub splits Llama-2-7B so)
 MLC_TEMP_BYTES = 278e6  # MLC's temporary buffers for a 7-8B model at default prefill chunk (mlc-llm #2703: "temp 278 MB")
@@ -68,7 +68,7 @@ class Dense(Policy):
         super().__init__(ctx, options)
         d = ctx.device
         cores = pick_cores(d, options.cores, options.threads, what="cores")
-        self.pool = _scaled_pool(CpuPool(cores, "static", d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
+        self.pool = scaled_pool(CpuPool(cores, "static", d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
         self.sizes = ctx.sizes
         self._mem: MemoryPlan | None = None
 
@@ -118,15 +118,14 @@ class Dense(Policy):
     def engine_name(self) -> str:
         return {"cpu": "a CPU engine (llama.cpp --no-mmap / ExecuTorch)", "npu": "QNN", "gpu": "MLC-LLM"}[self.opt.backend]
 
-    def access(self, workload):
-        self.memory()
+    def access(self, workload, memory: MemoryPlan):
         experts = workload.experts() if (workload is not None and self.ctx.model.architecture.is_moe) else None
         return {"experts": experts}
 
     def access_summary(self, acc) -> AccessSummary:
         return AccessSummary(hit_rate=1.0, details={"resident": "all weights"})
 
-    def decode_plan(self, acc) -> DecodePlan:
+    def decode_plan(self, acc, memory: MemoryPlan) -> DecodePlan:
         ctx, s, o = self.ctx, self.sizes, self.opt
         a = ctx.model.architecture
         T, L = ctx.decode_tokens, a.layers
@@ -151,7 +150,7 @@ class Dense(Policy):
         plan.validate()
         return plan
 
-    def prefill_plan(self) -> PrefillPlan:
+    def prefill_plan(self, memory: MemoryPlan, access=None) -> PrefillPlan:
         ctx, s, o = self.ctx, self.sizes, self.opt
         if o.backend == "cpu":
             return cpu_prefill(ctx, self.pool, resident_share=1.0, bundle_bytes=0.0)

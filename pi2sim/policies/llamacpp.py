@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -26,15 +26,12 @@ import numpy as np
 from ..access import pagecache
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Faults, Flash, PrefillPlan
-from ..errors import ConfigurationRefused, InputError
+from ..errors import InputError
 from .memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
 from ..schema import spec_field
 from . import register
+from ._common import EngineRefused, scaled_pool
 from .base import AccessSummary, Policy
-
-
-class EngineRefused(ConfigurationRefused):
-    """The simulated engine would fail to start (out of memory, allocation limits)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,9 +75,10 @@ class LlamaCpp(Policy):
         super().__init__(ctx, options)
         d = ctx.device
         cores = pick_cores(d, options.cores, options.threads, what="cores")
-        self.pool = _scaled_pool(CpuPool(cores, "static", 1.0, d.cpu.barrier_s), options.kernel_efficiency)
+        self.pool = scaled_pool(CpuPool(cores, "static", 1.0, d.cpu.barrier_s), options.kernel_efficiency)
         self.block = options.readahead or d.storage.readahead_bytes or d.storage.page_bytes
         self.sizes = ctx.sizes
+        self.layout = pagecache.layout_for(self.sizes, self.block)  # where each weight's blocks lie in the file
         self._mem: MemoryPlan | None = None
 
     def model_bytes(self) -> float:
@@ -111,25 +109,21 @@ class LlamaCpp(Policy):
         plan = MemoryPlan(budget=budget, components=anon)
         if o.load_mode in ("none", "mlock"):
             plan.components["weights"] = model
-            self.cap_blocks = int(np.ceil(model / self.block)) + 1
+            plan.cache_units = int(np.ceil(model / self.block)) + 1
         else:
             plan.neuron_cache = min(avail, model)  # page cache holding model pages
-            self.cap_blocks = int(plan.neuron_cache // self.block)
+            plan.cache_units = int(plan.neuron_cache // self.block)
             plan.notes.append(f"page cache: {plan.neuron_cache / GB:.2f} GB for a {model / GB:.2f} GB model file ({o.replacement})")
         self._mem = plan
         return plan
 
-    def access(self, workload) -> pagecache.PageAccess:
-        self.memory()
-        layout = pagecache.layout_for(self.sizes, self.block)
-        self.layout = layout
+    def access(self, workload, memory: MemoryPlan) -> pagecache.PageAccess:
+        layout = self.layout
         experts = workload.experts() if (workload is not None and self.ctx.model.architecture.is_moe) else None
         if self.ctx.model.architecture.is_moe and experts is None:
             raise InputError(None, "trace", "a trace with routed experts for an MoE model")
-        cap = min(self.cap_blocks, layout.n_blocks)
-        acc = pagecache.simulate(layout, cap, experts, self.ctx.decode_tokens, self.opt.replacement)
-        self._prefill_faults = acc.prefill_miss
-        return acc
+        cap = min(memory.cache_units, layout.n_blocks)
+        return pagecache.simulate(layout, cap, experts, self.ctx.decode_tokens, self.opt.replacement)
 
     def access_summary(self, acc: pagecache.PageAccess) -> AccessSummary:
         T = max(1, len(acc.head_miss))
@@ -146,7 +140,7 @@ class LlamaCpp(Policy):
             },
         )
 
-    def decode_plan(self, acc: pagecache.PageAccess) -> DecodePlan:
+    def decode_plan(self, acc: pagecache.PageAccess, memory: MemoryPlan) -> DecodePlan:
         ctx, s = self.ctx, self.sizes
         a = ctx.model.architecture
         T, L = acc.attn_miss.shape
@@ -170,7 +164,7 @@ class LlamaCpp(Policy):
         plan.validate()
         return plan
 
-    def prefill_plan(self) -> PrefillPlan:
+    def prefill_plan(self, memory: MemoryPlan, access: pagecache.PageAccess | None = None) -> PrefillPlan:
         ctx, s = self.ctx, self.sizes
         a = ctx.model.architecture
         L, P = a.layers, ctx.prompt_tokens
@@ -181,19 +175,8 @@ class LlamaCpp(Policy):
         load = None
         if self.opt.load_mode == "mmap":
             # the prompt pass faults in what the page cache does not hold, synchronously (no overlap)
-            acc_faults = getattr(self, "_prefill_faults", None)
-            n = acc_faults if acc_faults is not None else max(0, int(np.ceil(self.model_bytes() / self.block)) - self.cap_blocks)
+            # (the page-cache simulation counts them; without it, what the cache cannot hold)
+            n = access.prefill_miss if access is not None else max(0, int(np.ceil(self.model_bytes() / self.block)) - memory.cache_units)
             if n > 0:
                 load = Flash("prefill_faults", np.full(L, n / L), self.block, self.model_bytes(), "mid", self.pool.ids(), qd=self.pool.n, n_issuers=self.pool.n, sequential=True)
         return PrefillPlan(L, P, load, [comp], head, pipelined=False)
-
-
-def _scaled_pool(pool: CpuPool, eff: float) -> CpuPool:
-    """A pool whose cores run at ``eff`` of the device's kernel rates (engine-specific kernels)."""
-    from ..specs.device import Core
-
-    cores = tuple(
-        Core(c.id, replace(c.cluster, matvec_int4_bps=c.cluster.matvec_int4_bps * eff, matvec_fp16_bps=c.cluster.matvec_fp16_bps * eff))
-        for c in pool.cores
-    )
-    return replace(pool, cores=cores)

@@ -40,7 +40,7 @@ from ..schema import spec_field
 from ..specs.quant import bundle_layout
 from . import register
 from .base import AccessSummary, Policy
-from .llamacpp import _scaled_pool
+from ._common import scaled_pool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +82,7 @@ class LLMInAFlash(Policy):
         super().__init__(ctx, options)
         d = ctx.device
         cores = pick_cores(d, options.compute_cores, options.compute_threads)
-        self.pool = _scaled_pool(CpuPool(cores, "dynamic", d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
+        self.pool = scaled_pool(CpuPool(cores, "dynamic", d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
         readers = pick_cores(d, "auto", options.read_threads, what="read_threads")
         self.readers = readers
         a = ctx.model.architecture
@@ -103,22 +103,21 @@ class LLMInAFlash(Policy):
         ffn = s.ffn_neurons_total() * self.neuron_bytes()
         budget, avail = budget_from(ctx.memory_gb, ctx.ffn_offload, fixed, ffn, ctx.device.dram.app_usable_bytes, ctx.device.name)
         n = int(min(avail, ffn) // self.neuron_bytes())
-        self.capacity = n
-        plan = MemoryPlan(budget=budget, components=comps, neuron_cache=n * self.neuron_bytes())
+        plan = MemoryPlan(budget=budget, components=comps, neuron_cache=n * self.neuron_bytes(), cache_units=n)
         plan.notes.append(f"neuron buffer holds {n} of {s.ffn_neurons_total()} FFN neurons ({100 * n / s.ffn_neurons_total():.1f}%)")
         self._mem = plan
         return plan
 
-    def access(self, workload: Workload) -> segmented.NeuronAccess:
-        self.memory()
+    def access(self, workload: Workload, memory: MemoryPlan) -> segmented.NeuronAccess:
         freqs = neuron_frequencies(workload)
         none_hot = np.zeros(freqs.shape, bool)
         o = self.opt
         # the window only governs a buffer smaller than the FFN: with every weight in DRAM there is
         # no flash tier and nothing is dropped
-        fits = self.capacity >= self.sizes.ffn_neurons_total()
+        capacity = memory.cache_units
+        fits = capacity >= self.sizes.ffn_neurons_total()
         return segmented.simulate(
-            workload, freqs, none_hot, self.capacity, recall=o.predictor_recall, precision=o.predictor_precision,
+            workload, freqs, none_hot, capacity, recall=o.predictor_recall, precision=o.predictor_precision,
             seed=self.ctx.seed, warm="profile", window=self.window_tokens() if (o.cache == "window" and not fits) else None,
         )
 
@@ -144,7 +143,7 @@ class LLMInAFlash(Policy):
             },
         )
 
-    def decode_plan(self, acc: segmented.NeuronAccess) -> DecodePlan:
+    def decode_plan(self, acc: segmented.NeuronAccess, memory: MemoryPlan) -> DecodePlan:
         ctx, s, o = self.ctx, self.sizes, self.opt
         a = ctx.model.architecture
         T, L = acc.tp.shape
@@ -182,7 +181,7 @@ class LLMInAFlash(Policy):
         plan.validate()
         return plan
 
-    def prefill_plan(self) -> PrefillPlan:
+    def prefill_plan(self, memory: MemoryPlan, access=None) -> PrefillPlan:
         from .dense import cpu_prefill
 
-        return cpu_prefill(self.ctx, self.pool, resident_share=min(1.0, self.capacity / max(1, self.sizes.ffn_neurons_total())), bundle_bytes=self.layout.bundle_bytes)
+        return cpu_prefill(self.ctx, self.pool, resident_share=min(1.0, memory.cache_units / max(1, self.sizes.ffn_neurons_total())), bundle_bytes=self.layout.bundle_bytes)

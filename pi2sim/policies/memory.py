@@ -121,6 +121,7 @@ class MemoryPlan:
     budget: float
     components: dict[str, float] = field(default_factory=dict)
     neuron_cache: float = 0.0  # bytes of FFN weights cached (hot + cold regions, or page cache)
+    cache_units: int = 0  # what that cache holds, in the policy's unit (neurons; page-cache blocks for llama.cpp)
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -49,12 +49,8 @@ class PowerInfer(PowerInfer2):
         super().__init__(ctx, full)
         self.user_opt = options
 
-    def decode_plan(self, acc):
-        plan = super().decode_plan(acc)
-        for st in plan.layer_stages:
-            if st.name == "ffn":
-                st.io_qd = self.user_opt.aio_depth
-        return plan
+    def io_queue_depth(self) -> int:
+        return self.user_opt.aio_depth
 
     def resolved_options(self):
         from ..schema import to_dict

@@ -162,7 +162,7 @@ class PowerInfer2(Policy):
             self.memory()
         except ConfigurationRefused:
             return False
-        return self.cache_neurons >= self.sizes.ffn_neurons_total()
+        return self.memory().cache_units >= self.sizes.ffn_neurons_total()
 
     def cached_neuron_bytes(self) -> float:
         s = self.sizes
@@ -184,24 +184,22 @@ class PowerInfer2(Policy):
                                     ctx.device.name, resident_ffn=scales)
         cache = min(avail, ffn_cacheable)
         n = int(cache // self.cached_neuron_bytes())
-        plan = MemoryPlan(budget=budget, components=comps, neuron_cache=n * self.cached_neuron_bytes())
+        plan = MemoryPlan(budget=budget, components=comps, neuron_cache=n * self.cached_neuron_bytes(), cache_units=n)
         plan.notes.append(f"neuron cache holds {n} of {s.ffn_neurons_total()} FFN neurons ({100 * n / s.ffn_neurons_total():.1f}%)")
-        self.cache_neurons = n
         self._mem = plan
         return plan
 
     # ------------------------------------------------------------------ access
-    def hot_mask(self, freqs: np.ndarray) -> tuple[np.ndarray, int]:
-        """Hot region (read-only mask [L, E, N]) and cold capacity (neurons) for the chosen decode
-        mode; memoised on the profile and every option it depends on."""
-        self.memory()
+    def hot_mask(self, freqs: np.ndarray, cache_neurons: int) -> tuple[np.ndarray, int]:
+        """Hot region (read-only mask [L, E, N]) and cold capacity (neurons) of a cache of
+        ``cache_neurons`` for the chosen decode mode; memoised on the profile and every option it
+        depends on."""
         o = self.opt
-        key = memo.digest("hot_mask", freqs, self.cache_neurons, o.decode, o.npu_row_share, o.hot_fraction, o.neuron_cache)
-        return memo.PROFILES.get(key, lambda: self._hot_mask(freqs))
+        key = memo.digest("hot_mask", freqs, cache_neurons, o.decode, o.npu_row_share, o.hot_fraction, o.neuron_cache)
+        return memo.PROFILES.get(key, lambda: self._hot_mask(freqs, cache_neurons))
 
-    def _hot_mask(self, freqs: np.ndarray) -> tuple[np.ndarray, int]:
+    def _hot_mask(self, freqs: np.ndarray, total: int) -> tuple[np.ndarray, int]:
         L, E, N = freqs.shape
-        total = self.cache_neurons
         o = self.opt
         if o.decode == "hybrid":
             # the NPU computes the hottest npu_row_share of every (layer, expert) densely: those rows
@@ -227,10 +225,9 @@ class PowerInfer2(Policy):
         cold = 0 if o.neuron_cache in ("static", "none") else max(0, total - hot)
         return mask, cold
 
-    def access(self, workload: Workload) -> segmented.NeuronAccess:
+    def access(self, workload: Workload, memory: MemoryPlan) -> segmented.NeuronAccess:
         freqs = neuron_frequencies(workload)
-        mask, cold = self.hot_mask(freqs)
-        self.hot_mask_ = mask
+        mask, cold = self.hot_mask(freqs, memory.cache_units)
         return segmented.simulate(
             workload,
             freqs,
@@ -262,7 +259,12 @@ class PowerInfer2(Policy):
         )
 
     # ------------------------------------------------------------------ decode
-    def decode_plan(self, acc: segmented.NeuronAccess) -> DecodePlan:
+    def io_queue_depth(self) -> int | None:
+        """Reads the I/O thread keeps in flight (None: the device's queue depth). PowerInfer-2's
+        I/O thread fills the UFS queue; the v1 port overrides this with its AIO depth."""
+        return None
+
+    def decode_plan(self, acc: segmented.NeuronAccess, memory: MemoryPlan) -> DecodePlan:
         ctx, s, o = self.ctx, self.sizes, self.opt
         a = ctx.model.architecture
         T, L = acc.tp.shape
@@ -343,6 +345,7 @@ class PowerInfer2(Policy):
             # a blocked thread reads a whole bundle at once (its 4 KB parts together); rows of
             # separate matrices are read one by one as each matrix is computed
             sync_inflight=len(lay.whole_reads) if lay.bundled else 1,
+            io_qd=self.io_queue_depth(),
         )
         stages.append(pipe)
         # per token: final norm + LM head (NPU in hybrid mode)
@@ -354,8 +357,7 @@ class PowerInfer2(Policy):
         flash_bytes = (gate_reqs * gate_size + ud_reqs * ud_size).sum(axis=1)
         flash_reads = (gate_reqs + ud_reqs).sum(axis=1)
         plan = DecodePlan(T, L, stages, token, flash_bytes=flash_bytes.astype(float), flash_reads=flash_reads.astype(float))
-        mem = self.memory()
-        plan.dram_resident_bytes = mem.fixed + (acc.hot_neurons + acc.cold_size) * self.cached_neuron_bytes()
+        plan.dram_resident_bytes = memory.fixed + (acc.hot_neurons + acc.cold_size) * self.cached_neuron_bytes()
         plan.validate()
         return plan
 
@@ -372,13 +374,12 @@ class PowerInfer2(Policy):
         _require("flash-accounting", pipe.gate_miss_n == acc.tp_miss + acc.fp_miss, "neurons read from flash = cache misses (true and false positives)")
 
     # ------------------------------------------------------------------ prefill
-    def prefill_plan(self) -> PrefillPlan:
+    def prefill_plan(self, memory: MemoryPlan, access=None) -> PrefillPlan:
         ctx, s, o = self.ctx, self.sizes, self.opt
         d = ctx.device
         a = ctx.model.architecture
         L = a.layers
         P = ctx.prompt_tokens
-        self.memory()
         # every layer is computed densely: attention + all experts' FFN weights stream through
         attn_params = a.attention_params_per_layer
         ffn_params_layer = a.ffn_params_per_layer
@@ -400,7 +401,7 @@ class PowerInfer2(Policy):
             head = [Compute("prefill_lm_head", "cpu", np.array([s.lm_head()]), "matvec", self.pool, ctx.quant.compute_dtype)]
         # offloaded FFN weights of each layer stream from flash (the resident share is in the cache)
         ffn_flash_per_layer = a.experts * a.ffn_neurons * self.layout.bundle_bytes
-        resident_share = min(1.0, self.cache_neurons / max(1, s.ffn_neurons_total()))
+        resident_share = min(1.0, memory.cache_units / max(1, s.ffn_neurons_total()))
         off_bytes = ffn_flash_per_layer * (1.0 - resident_share)
         loader = d.core(o.prefill_loader_core)
         load = None

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..access.segmented import NeuronAccess
 from ..policies.memory import GB
 
 
@@ -80,7 +81,7 @@ def summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workl
             "flash_reads": flash_reads,
         }
     )
-    if hasattr(access, "tp"):
+    if isinstance(access, NeuronAccess):  # per-neuron counts (the segmented cache and LLM in a Flash's buffer)
         tp = access.tp.sum(axis=1)
         df["active_neurons"] = access.active.sum(axis=1)
         df["predicted_neurons"] = tp + access.fp.sum(axis=1)

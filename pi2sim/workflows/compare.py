@@ -44,7 +44,7 @@ def _row(label: str, summary: dict) -> dict:
 
 def run_policies(base: RunConfig, specs: list[str], per_policy: dict[str, dict[str, Any]] | None = None, progress: bool = False):
     """Run every policy spec on ``base``; returns (table DataFrame, {label: SimResult})."""
-    from ..policies.llamacpp import EngineRefused
+    from ..policies._common import EngineRefused
     from ..simulation import run
 
     per_policy = per_policy or {}

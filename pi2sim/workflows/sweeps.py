@@ -191,7 +191,7 @@ METRICS = [
 
 def run_point(cfg: RunConfig) -> dict[str, Any]:
     """Simulate one configuration (in a worker process); a run the engine refuses is a row too."""
-    from ..policies.llamacpp import EngineRefused
+    from ..policies._common import EngineRefused
     from ..simulation import run
 
     try:

@@ -26,7 +26,7 @@ from . import policies
 from .access.segmented import NeuronAccess
 from .config import RUN_KEYS, RunConfig, config_hash
 from .engine import analytic, tiers
-from .engine.analytic import Components
+from .engine.components import Components
 from .engine.result import TimingResult
 from .policies.memory import MemoryPlan, ModelBytes
 from .policies.base import AccessSummary, Policy, RunContext

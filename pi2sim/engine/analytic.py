@@ -12,74 +12,13 @@ between those limits (see docs/fidelity.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..specs.device import DeviceSpec
-from .compute import CpuPool, sparse_factor
-from .dram import DramModel
+from .components import Components, StageTime, busy_add, compose, pool_class, reader_busy, zeros_like
+from .compute import sparse_factor
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline, PrefillPlan
 from .result import TimingResult
-from .ufs import UfsModel
-
-
-@dataclass
-class StageTime:
-    total: np.ndarray
-    compute: np.ndarray
-    io: np.ndarray
-    other: np.ndarray
-    busy: dict[str, np.ndarray]  # resource -> busy seconds (same shape)
-    dram: dict[str, np.ndarray]  # agent -> bytes
-
-
-class Components:
-    """Device component models shared by the tiers."""
-
-    def __init__(self, device: DeviceSpec):
-        self.device = device
-        self.ufs = UfsModel(device.storage)
-        self.dram = DramModel(device.dram)
-
-    # --- demands (bytes/s a unit wants to stream)
-    def demand(self, c: Compute):
-        d = self.device
-        if c.unit == "cpu":
-            assert c.pool is not None
-            if c.op == "memcpy":
-                return c.pool.memcpy_rate()
-            r = c.pool.matvec_rate(c.dtype, sparse=c.op == "sparse")
-            if c.op == "sparse" and c.density is not None:
-                r = r * sparse_factor(c.density, d.cpu.sparse_density_exponent, c.pool.sparse_efficiency)
-            return r
-        if c.unit == "npu":
-            return d.npu.matvec_bps
-        return d.gpu.matvec_bps
-
-    def agent(self, c: Compute) -> str:
-        return c.unit
-
-    def gemm_rate(self, c: Compute) -> float:
-        d = self.device
-        if c.unit == "cpu":
-            assert c.pool is not None
-            return c.pool.gemm_rate(c.dtype)
-        if c.unit == "npu":
-            rate = d.npu.gemm_ops * c.gemm_factor
-            return rate / d.npu.fp16_slowdown if c.dtype == "fp16" else rate
-        return d.gpu.gemm_ops
-
-    def barrier(self, c: Compute) -> float:
-        return self.device.cpu.barrier_s if (c.unit == "cpu" and c.barrier) else 0.0
-
-
-def _zeros_like(x) -> np.ndarray:
-    return np.zeros(np.shape(x), dtype=np.float64)
-
-
-def _busy_add(busy: dict, key: str, value) -> None:
-    busy[key] = busy.get(key, 0.0) + value
 
 
 def compute_time(comp: Components, c: Compute) -> StageTime:
@@ -106,9 +45,9 @@ def compute_time(comp: Components, c: Compute) -> StageTime:
         other = np.where(work > 0, comp.barrier(c), 0.0)
         total = t + other
         _account(c, t, work, busy, dram)
-        cat = t if c.category == "compute" else _zeros_like(t)
+        cat = t if c.category == "compute" else zeros_like(t)
         oth = other + (t if c.category != "compute" else 0.0)
-        return StageTime(total, cat, _zeros_like(t), oth, busy, dram)
+        return StageTime(total, cat, zeros_like(t), oth, busy, dram)
     p = c.parallel
     pw = np.asarray(p.work, dtype=np.float64)
     # each side pays its fixed cost (an NPU call's submit and sync) before it streams; meanwhile the
@@ -118,20 +57,20 @@ def compute_time(comp: Components, c: Compute) -> StageTime:
     other = np.where((work > 0) | (pw > 0), max(comp.barrier(c), comp.barrier(p)), 0.0)
     _account(c, ta, work, busy, dram)
     _account(p, tb, pw, busy, dram)
-    return StageTime(span + other, span, _zeros_like(span), other, busy, dram)
+    return StageTime(span + other, span, zeros_like(span), other, busy, dram)
 
 
 def _account(c: Compute, t: np.ndarray, work: np.ndarray, busy: dict, dram: dict) -> None:
     if c.unit == "cpu":
         assert c.pool is not None
         for cid in c.pool.ids():
-            _busy_add(busy, cid, t)
+            busy_add(busy, cid, t)
     else:
-        _busy_add(busy, c.unit, t)
+        busy_add(busy, c.unit, t)
     if c.op not in ("gemm", "cpu_seconds"):
-        _busy_add(dram, c.unit, work * (2.0 if c.op == "memcpy" else 1.0))
+        busy_add(dram, c.unit, work * (2.0 if c.op == "memcpy" else 1.0))
     elif c.bytes_for_gemm is not None:
-        _busy_add(dram, c.unit, np.asarray(c.bytes_for_gemm, dtype=np.float64))
+        busy_add(dram, c.unit, np.asarray(c.bytes_for_gemm, dtype=np.float64))
 
 
 def flash_time(comp: Components, f: Flash) -> StageTime:
@@ -139,11 +78,11 @@ def flash_time(comp: Components, f: Flash) -> StageTime:
     t = comp.ufs.batch_time(n, f.size, f.span, f.issuer_class, f.qd, f.n_issuers, f.sequential)
     busy: dict[str, np.ndarray] = {}
     svc = comp.ufs.service_time(f.size, f.span, f.sequential)
-    _busy_add(busy, "ufs", n * svc)
+    busy_add(busy, "ufs", n * svc)
     for cid in f.issuer_cores:
-        _busy_add(busy, cid, comp.ufs.issuer_busy(n, f.issuer_class) / max(1, len(f.issuer_cores)))
+        busy_add(busy, cid, comp.ufs.issuer_busy(n, f.issuer_class) / max(1, len(f.issuer_cores)))
     dram = {"dma": n * f.size}
-    z = _zeros_like(t)
+    z = zeros_like(t)
     return StageTime(t, z, t, z.copy(), busy, dram)
 
 
@@ -172,7 +111,7 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
         _account(p.parallel, t_npu, npw, busy, dram)
     else:
         eff_rate = np.broadcast_to(comp.dram.solo_rate("cpu", demand), np.shape(work)).astype(np.float64)
-        t_npu = _zeros_like(work)
+        t_npu = zeros_like(work)
     C = work / eff_rate
     per_thread = eff_rate / max(1, pool.n)
     k = p.cluster_neurons
@@ -208,7 +147,7 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
     else:  # sync: compute threads block on their own reads
         svc_g = ufs.service_time(p.gate_req_size, p.span)
         svc_u = ufs.service_time(p.ud_req_size, p.span)
-        cls = _pool_class(pool)
+        cls = pool_class(pool)
         if p.two_phase:  # Gate part, compute, then the Up/Down part: one request in flight per thread
             tg = ufs.batch_time(G, p.gate_req_size, p.span, cls, qd=pool.n, n_issuers=pool.n)
             tu = ufs.batch_time(U, p.ud_req_size, p.span, cls, qd=pool.n, n_issuers=pool.n)
@@ -219,33 +158,17 @@ def pipeline_time(comp: Components, p: NeuronPipeline) -> StageTime:
             tu = 0.0
         T = C + tg + tu
         barriers = np.where(work > 0, 2 * pool.barrier_s, 0.0)
-        _busy_add(busy, "ufs", G * svc_g + U * svc_u)
+        busy_add(busy, "ufs", G * svc_g + U * svc_u)
         for cid in pool.ids():  # a thread blocked on its read is idle; it pays the issue cost only
-            _busy_add(busy, cid, n_req * comp.device.storage.issue_cost.of(cls) / pool.n)
+            busy_add(busy, cid, n_req * comp.device.storage.issue_cost.of(cls) / pool.n)
     T = np.maximum(T, t_npu)
     for cid in pool.ids():
-        _busy_add(busy, cid, C)
-    _busy_add(dram, "cpu", work)
-    _busy_add(dram, "dma", G * p.gate_req_size + U * p.ud_req_size)
+        busy_add(busy, cid, C)
+    busy_add(dram, "cpu", work)
+    busy_add(dram, "dma", G * p.gate_req_size + U * p.ud_req_size)
     compute = np.minimum(T, np.maximum(C, t_npu))
     io = T - compute
     return StageTime(T + barriers, compute, io, barriers, busy, dram)
-
-
-def reader_busy(comp: Components, p: NeuronPipeline, G, U, busy: dict) -> None:
-    """Add the busy time of a pipeline whose reads one I/O thread issues: its core pays every
-    request's issue cost, the UFS device each request's service time (every tier)."""
-    c_issue = comp.device.storage.issue_cost.of(p.io_class)
-    _busy_add(busy, p.io_core, (G + U) * c_issue)
-    _busy_add(busy, "ufs", G * comp.ufs.service_time(p.gate_req_size, p.span) + U * comp.ufs.service_time(p.ud_req_size, p.span))
-
-
-def _pool_class(pool: CpuPool) -> str:
-    classes = [c.core_class for c in pool.cores]
-    for cls in ("little", "mid", "big"):  # the slowest issuer sets the pace of blocking reads
-        if cls in classes:
-            return cls
-    return "mid"
 
 
 def faults_time(comp: Components, f: Faults) -> StageTime:
@@ -256,15 +179,15 @@ def faults_time(comp: Components, f: Faults) -> StageTime:
     work = np.asarray(f.work, dtype=np.float64)
     n = np.asarray(f.faults, dtype=np.float64)
     C = work / rate
-    cls = _pool_class(pool)
+    cls = pool_class(pool)
     t_io = comp.ufs.batch_time(n, f.fault_bytes, f.span, cls, qd=pool.n, n_issuers=pool.n, sequential=f.sequential)
     t_fault_cpu = n * f.fault_cpu_s / max(1, pool.n)
     barrier = np.where(work > 0, pool.barrier_s, 0.0)
     T = C + t_io + t_fault_cpu
     busy: dict[str, np.ndarray] = {}
     for cid in pool.ids():  # blocked waiting for a read is idle time
-        _busy_add(busy, cid, C + t_fault_cpu)
-    _busy_add(busy, "ufs", n * comp.ufs.service_time(f.fault_bytes, f.span, f.sequential))
+        busy_add(busy, cid, C + t_fault_cpu)
+    busy_add(busy, "ufs", n * comp.ufs.service_time(f.fault_bytes, f.span, f.sequential))
     dram = {"cpu": work, "dma": n * f.fault_bytes}
     return StageTime(T + barrier, C, t_io, t_fault_cpu + barrier, busy, dram)
 
@@ -287,55 +210,6 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False, 
         raise ValueError("the analytic tier has no events to record")
     comp = Components(device)
     return compose(plan, [stage_time(comp, st) for st in plan.layer_stages], [stage_time(comp, st) for st in plan.token_stages], "analytic", check)
-
-
-def compose(plan: DecodePlan, layer_times: list[StageTime], token_times: list[StageTime], tier: str, check: bool = False) -> TimingResult:
-    """Token latencies and their breakdown from the time of every stage ([T, L] per layer stage,
-    [T] per token stage): a token runs its layers' stages in order, then its token stages.
-    ``check``: every stage takes a non-negative time (the clock never goes back)."""
-    T, L = plan.n_tokens, plan.n_layers
-    if check:
-        from .invariants import InvariantViolation
-
-        for st, r, per_layer in [(st, r, True) for st, r in zip(plan.layer_stages, layer_times)] + \
-                                [(st, r, False) for st, r in zip(plan.token_stages, token_times)]:
-            tot = np.broadcast_to(np.asarray(r.total, dtype=np.float64), (T, L) if per_layer else (T,))
-            bad = ~(tot >= 0)
-            if bad.any():
-                i = np.argwhere(bad)[0]
-                raise InvariantViolation("monotonic-clock", f"stage {st.name} took {tot[tuple(i)]} s", int(i[0]), int(i[1]) if per_layer else None)
-    token = np.zeros(T)
-    cmp_ = np.zeros(T)
-    io = np.zeros(T)
-    oth = np.zeros(T)
-    stage_s: dict[str, np.ndarray] = {}
-    busy: dict[str, float] = {}
-    dram: dict[str, float] = {}
-
-    def add(st, r: StageTime, per_layer: bool) -> None:
-        def red(x):
-            x = np.broadcast_to(np.asarray(x, dtype=np.float64), (T, L) if per_layer else (T,))
-            return x.sum(axis=1) if per_layer else x
-
-        nonlocal token, cmp_, io, oth
-        tot = red(r.total)
-        token = token + tot
-        cmp_ = cmp_ + red(r.compute)
-        io = io + red(r.io)
-        oth = oth + red(r.other)
-        stage_s[st.name] = stage_s.get(st.name, 0.0) + tot
-        for k, v in r.busy.items():
-            busy[k] = busy.get(k, 0.0) + float(red(v).sum())
-        for k, v in r.dram.items():
-            dram[k] = dram.get(k, 0.0) + float(red(v).sum())
-
-    for st, r in zip(plan.layer_stages, layer_times):
-        add(st, r, True)
-    for st, r in zip(plan.token_stages, token_times):
-        add(st, r, False)
-    res = TimingResult(tier, token, cmp_, io, oth, stage_s, busy, dram)
-    res.check_split()
-    return res
 
 
 def run_prefill(device: DeviceSpec, plan: PrefillPlan) -> tuple[float, dict[str, float], dict[str, float]]:

@@ -22,7 +22,8 @@ import numpy as np
 from .invariants import InvariantViolation
 from ..specs.device import DeviceSpec
 from . import pipeline_kernel as PK
-from .analytic import Components, StageTime, compose, reader_busy, stage_time
+from .analytic import stage_time
+from .components import Components, StageTime, compose, reader_busy
 from .cluster_kernel import KernelInputs, kernel_inputs, run_kernel
 from .plan import DecodePlan, NeuronPipeline
 from .recorder import Recorder

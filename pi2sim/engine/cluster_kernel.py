@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import pipeline_kernel as PK
-from .analytic import Components
+from .components import Components
 from .compute import sparse_factor
 from .plan import NeuronPipeline
 

@@ -112,29 +112,3 @@ def pick_cores(device: DeviceSpec, spec: str, n: int | None, exclude: tuple[str,
     if not chosen:
         raise InputError(None, what, "at least one core", spec)
     return tuple(chosen)
-
-
-@dataclass(frozen=True)
-class NpuModel:
-    device: DeviceSpec
-
-    def matvec_demand(self) -> float:
-        return self.device.npu.matvec_bps
-
-    def gemm_time(self, ops: float, factor: float = 1.0) -> float:
-        return ops / (self.device.npu.gemm_ops * factor)
-
-    def padded_tokens(self, tokens: int) -> int:
-        g = self.device.npu.graph_tokens
-        return -(-tokens // g) * g
-
-
-@dataclass(frozen=True)
-class GpuModel:
-    device: DeviceSpec
-
-    def matvec_demand(self) -> float:
-        return self.device.gpu.matvec_bps
-
-    def gemm_time(self, ops: float) -> float:
-        return ops / self.device.gpu.gemm_ops

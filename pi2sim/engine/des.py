@@ -2,7 +2,7 @@
 
 Resources (one per hardware unit):
 
-* **DRAM**: a :class:`~pi2sim.engine.dram.FluidBus`; every CPU/NPU kernel is a byte stream on it,
+* **DRAM**: a :class:`~pi2sim.engine.fluid_bus.FluidBus`; every CPU/NPU kernel is a byte stream on it,
   so concurrent CPU and NPU work share bandwidth as measured (43.9 / 56 / 59.6 GB/s).
 * **CPU pool**: the compute threads, as one server that takes ready tasks and streams their
   bytes at the pool's rate (dynamic work split; the cluster tier keeps one task per cluster, the
@@ -32,9 +32,9 @@ import numpy as np
 import simpy
 
 from ..specs.device import DeviceSpec
-from .analytic import Components
+from .components import Components
 from .compute import sparse_factor
-from .dram import FluidBus
+from .fluid_bus import FluidBus
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
 from .plan import value_at as _at
 from .invariants import InvariantViolation

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import pipeline_kernel as PK
-from .analytic import Components, StageTime
+from .components import Components, StageTime
 from .cluster_kernel import kernel_inputs, run_kernel
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
 from .plan import value_at as _at

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..engine.analytic import Components
+from ..engine.components import Components
 from ..engine.plan import DecodePlan, PrefillPlan
 from .memory import MemoryPlan, ModelBytes
 from ..specs.device import DeviceSpec

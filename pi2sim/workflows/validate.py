@@ -191,7 +191,7 @@ def dram_bench(sc: Scenario, fidelity: str) -> float:
     npu = Compute("npu", "npu", np.array([weights]), "matvec") if "npu" in agents else None
     if cpu and npu:
         # split the matmul so both finish together (the way a balanced CPU+NPU matmul runs)
-        from ..engine.analytic import Components
+        from ..engine.components import Components
 
         comp = Components(dev)
         rc, rn = comp.dram.pair_rates("cpu", comp.demand(cpu), "npu", comp.demand(npu))

@@ -27,7 +27,7 @@ from .access.segmented import NeuronAccess
 from .config import RUN_KEYS, RunConfig, config_hash
 from .engine import analytic, tiers
 from .engine.components import Components
-from .engine.result import TimingResult
+from .engine.result import PrefillTiming, TimingResult
 from .policies.memory import MemoryPlan, ModelBytes
 from .policies.base import AccessSummary, Policy, RunContext
 from .specs.device import DeviceSpec, load_device
@@ -42,7 +42,8 @@ class SimResult:
     resolved: dict  # fully resolved configuration (what was simulated)
     summary: dict  # headline metrics + breakdowns + resolved config
     tokens: pd.DataFrame  # per decode token
-    timing: TimingResult
+    timing: TimingResult  # decode, on the run's tier
+    prefill: PrefillTiming  # the prompt pass
     memory: MemoryPlan
     access: Any
     access_summary: AccessSummary
@@ -133,16 +134,16 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
         pol.check(access, plan)
     _progress(f"timing ({cfg.fidelity} tier)", progress)
     timing = execute(ctx.device, plan, cfg.fidelity, progress, recorder, check)
-    pre = pol.prefill_plan(mem, access)
-    timing.prefill_s, timing.prefill_split, timing.prefill_busy_s = analytic.run_prefill(ctx.device, pre)
+    prefill = analytic.run_prefill(ctx.device, pol.prefill_plan(mem, access))
     resolved = resolve(cfg, ctx, pol, preset, trace_info)
-    summary, tokens = summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workload)
+    summary, tokens = summarize(cfg=cfg, ctx=ctx, memory=mem, access_summary=acc_sum, access=access, plan=plan, timing=timing,
+                                prefill=prefill, resolved=resolved, workload=workload)
     if check:
         checks.check_timing(timing, plan)
         checks.check_summary(summary, timing)
     if workload is not None:
         workload.trace.close()
-    return SimResult(cfg, resolved, summary, tokens, timing, mem, access, acc_sum, pol, ctx.device, ctx.model)
+    return SimResult(cfg, resolved, summary, tokens, timing, prefill, mem, access, acc_sum, pol, ctx.device, ctx.model)
 
 
 def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False, recorder=None, check: bool = False) -> TimingResult:

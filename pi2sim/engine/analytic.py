@@ -18,7 +18,7 @@ from ..specs.device import DeviceSpec
 from .components import Components, StageTime, busy_add, compose, pool_class, reader_busy, zeros_like
 from .compute import sparse_factor
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline, PrefillPlan
-from .result import TimingResult
+from .result import PrefillTiming, TimingResult
 
 
 def compute_time(comp: Components, c: Compute) -> StageTime:
@@ -212,7 +212,7 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False, 
     return compose(plan, [stage_time(comp, st) for st in plan.layer_stages], [stage_time(comp, st) for st in plan.token_stages], "analytic", check)
 
 
-def run_prefill(device: DeviceSpec, plan: PrefillPlan) -> tuple[float, dict[str, float], dict[str, float]]:
+def run_prefill(device: DeviceSpec, plan: PrefillPlan) -> PrefillTiming:
     """Prefill time, its compute/io/other split, and busy times.
 
     Layer i computes while layer i+1's offloaded weights stream in (``pipelined``): the loader
@@ -249,4 +249,4 @@ def run_prefill(device: DeviceSpec, plan: PrefillPlan) -> tuple[float, dict[str,
         total = load.sum() + compute.sum() + head
         exposed_io = load.sum()
     split = {"compute": float(total - exposed_io), "io": float(exposed_io), "other": 0.0}
-    return float(total), split, busy
+    return PrefillTiming(float(total), split, busy)

@@ -17,12 +17,18 @@ class TimingResult:
     stage_s: dict[str, np.ndarray] = field(default_factory=dict)  # stage name -> [T] seconds
     busy_s: dict[str, float] = field(default_factory=dict)  # resource -> busy seconds during decode
     dram_bytes: dict[str, float] = field(default_factory=dict)  # agent -> bytes moved during decode
-    prefill_s: float = 0.0
-    prefill_split: dict[str, float] = field(default_factory=dict)  # compute / io / other seconds
-    prefill_busy_s: dict[str, float] = field(default_factory=dict)
     events: int = 0  # discrete events processed (event tiers)
 
     def check_split(self, rtol: float = 1e-6) -> None:
         total = self.compute_s + self.io_s + self.other_s
         if not np.allclose(total, self.token_s, rtol=rtol, atol=1e-12):
             raise AssertionError("critical-path split does not add up to the token latency")
+
+
+@dataclass
+class PrefillTiming:
+    """The prompt pass (closed form, every tier: :func:`pi2sim.engine.analytic.run_prefill`)."""
+
+    seconds: float
+    split: dict[str, float]  # compute / io / other seconds
+    busy_s: dict[str, float]  # resource -> busy seconds

@@ -28,11 +28,13 @@ def _pct(x: np.ndarray) -> dict[str, float]:
     }
 
 
-def summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workload) -> tuple[dict, pd.DataFrame]:
+def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill, resolved, workload) -> tuple[dict, pd.DataFrame]:
+    """The run's summary (headline metrics and their breakdowns) and its per-token table."""
+    mem, acc_sum = memory, access_summary
     T = plan.n_tokens
     tok = timing.token_s
     decode_s = float(tok.sum())
-    prefill_s = float(timing.prefill_s)
+    prefill_s = float(prefill.seconds)
     comp_t, io_t, oth_t = float(timing.compute_s.sum()), float(timing.io_s.sum()), float(timing.other_s.sum())
     total = max(decode_s, 1e-30)
     flash_bytes = plan.flash_bytes if plan.flash_bytes is not None else np.zeros(T)
@@ -61,7 +63,7 @@ def summarize(cfg, ctx, pol, mem, acc_sum, access, plan, timing, resolved, workl
         "prefill": {
             "prompt_tokens": ctx.prompt_tokens,
             "time_ms": _r(prefill_s * 1e3),
-            "split_ms": {k: _r(v * 1e3) for k, v in timing.prefill_split.items()},
+            "split_ms": {k: _r(v * 1e3) for k, v in prefill.split.items()},
         },
         "cache": {k: (_r(v) if isinstance(v, float) else v) for k, v in acc_sum.details.items()},
         "decode_tokens": T,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .invariants import InvariantViolation
+from .invariants import InvariantViolation, check_pipeline_outcome
 from ..specs.device import DeviceSpec
 from . import pipeline_kernel as PK
 from .analytic import stage_time
@@ -29,6 +29,7 @@ from .plan import DecodePlan, NeuronPipeline
 from .recorder import Recorder
 from .result import TimingResult
 from .timeline_events import record_window
+from .watchdog import stop
 
 
 def pipeline_time(comp: Components, p: NeuronPipeline, shape: tuple[int, int], check: bool) -> tuple[StageTime, int]:
@@ -63,15 +64,11 @@ def _watchdog(p: NeuronPipeline, out: np.ndarray, L: int) -> None:
     stuck = np.flatnonzero(out[:, PK.STUCK])
     if len(stuck) == 0:
         return
-    from ..errors import SimulationError
-
     s = int(stuck[0])
     why = ("events stopped making progress" if out[s, PK.STUCK] == 1 else
            f"deadlock: no event left with {-out[s, PK.N_TASKS]:.0f} cluster tasks not run")
-    err = SimulationError(f"watchdog: cluster tier, {why} at token {s // L}, layer {s % L}, stage {p.name!r} ({out[s, PK.N_EVENTS]:.0f} events)")
-    err.state = {"token": s // L, "layer": s % L, "stage": p.name, "events": int(out[s, PK.N_EVENTS]),
-                 "tasks_not_run": int(-out[s, PK.N_TASKS]), "simulated_s": float(out[s, PK.BODY])}
-    raise err
+    stop("cluster tier", why, {"token": s // L, "layer": s % L, "stage": p.name, "events": int(out[s, PK.N_EVENTS]),
+                               "tasks_not_run": int(-out[s, PK.N_TASKS]), "simulated_s": float(out[s, PK.BODY])})
 
 
 def _check(p: NeuronPipeline, inp: KernelInputs, out: np.ndarray, shape: tuple[int, int]) -> None:
@@ -83,19 +80,12 @@ def _check(p: NeuronPipeline, inp: KernelInputs, out: np.ndarray, shape: tuple[i
     early = out[:, PK.EARLY] > 1e-12
     if early.any():
         fail("data-before-compute", early, lambda s: f"{p.name}: a loaded cluster's compute started {out[s, PK.EARLY]:.3g} s before its reads completed")
-    for col, want, what in ((PK.CPU_BYTES_G, inp.g_hit + inp.g_miss, "Gate"), (PK.CPU_BYTES_U, inp.u_hit + inp.u_miss, "Up/Down")):
-        bpn = p.gate_bytes_per_neuron if what == "Gate" else p.ud_bytes_per_neuron
-        bad = ~np.isclose(out[:, col], want * bpn, rtol=1e-9, atol=1e-6)
-        if bad.any():
-            fail("work-conserved", bad, lambda s: f"{p.name}: {what} compute streamed {out[s, col]:.0f} bytes, the plan lists {want[s] * bpn:.0f}")
     missing = out[:, PK.N_TASKS] != 0
     if missing.any():
         fail("work-conserved", missing, lambda s: f"{p.name}: {-out[s, PK.N_TASKS]:.0f} cluster tasks never ran")
-    planned = inp.gate_reqs + inp.ud_reqs
-    for col, what in ((PK.ISSUED, "issued"), (PK.COMPLETED, "completed")):
-        bad = out[:, col] != planned
-        if bad.any():
-            fail("requests-complete", bad, lambda s: f"{p.name}: {out[s, col]:.0f} requests {what}, the plan lists {planned[s]}")
+    check_pipeline_outcome(p.name, lambda s: (s // L, s % L), out[:, PK.CPU_BYTES_G], out[:, PK.CPU_BYTES_U],
+                           (inp.g_hit + inp.g_miss) * p.gate_bytes_per_neuron, (inp.u_hit + inp.u_miss) * p.ud_bytes_per_neuron,
+                           out[:, PK.ISSUED], out[:, PK.COMPLETED], inp.gate_reqs + inp.ud_reqs)
 
 
 def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False, recorder: Recorder | None = None,

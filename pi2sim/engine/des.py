@@ -24,7 +24,6 @@ the stage), I/O stall (the rest of the stage), other (barriers and fixed costs).
 from __future__ import annotations
 
 import math
-import os
 import sys
 from collections import deque
 
@@ -37,9 +36,10 @@ from .compute import sparse_factor
 from .fluid_bus import FluidBus
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
 from .plan import value_at as _at
-from .invariants import InvariantViolation
+from .invariants import InvariantViolation, check_pipeline_outcome
 from .recorder import Recorder
 from .result import TimingResult
+from .watchdog import Watchdog
 
 LAYER_GROUPS = 4  # tasks per kind (hit / miss) per layer in the layer tier
 
@@ -251,8 +251,9 @@ class _Engine:
         if parallel_ev is not None:
             yield parallel_ev
         if self.check:
-            self._check_pipeline(p, io, computed, (g_hit + g_miss) * p.gate_bytes_per_neuron, (u_hit + u_miss) * p.ud_bytes_per_neuron,
-                                 int(round(G)) + int(round(U)), t, l)
+            check_pipeline_outcome(p.name, lambda i: (t, l), computed["g"], computed["u"], (g_hit + g_miss) * p.gate_bytes_per_neuron,
+                                   (u_hit + u_miss) * p.ud_bytes_per_neuron, io.issued if io is not None else 0,
+                                   io.completed if io is not None else 0, int(round(G)) + int(round(U)))
         body = env.now - start
         barrier = pool.barrier_s if work_total > 0 else 0.0
         if barrier:
@@ -262,18 +263,6 @@ class _Engine:
             self.add_busy(cid, cpu_busy[0])
         compute = min(body, cpu_busy[0] if parallel_ev is None else max(cpu_busy[0], self._last_parallel(p, t, l)))
         return body + barrier, compute, barrier
-
-    def _check_pipeline(self, p, io, computed: dict, gate_bytes: float, ud_bytes: float, planned_reqs: int, t: int, l: int) -> None:
-        for kind, want in (("g", gate_bytes), ("u", ud_bytes)):
-            if not math.isclose(computed[kind], want, rel_tol=1e-9, abs_tol=1e-6):
-                what = "Gate" if kind == "g" else "Up/Down"
-                raise InvariantViolation("work-conserved", f"{p.name}: {what} compute streamed {computed[kind]:.0f} bytes, the plan lists {want:.0f}", t, l)
-        issued = io.issued if io is not None else 0
-        completed = io.completed if io is not None else 0
-        if issued != completed:
-            raise InvariantViolation("requests-complete", f"{p.name}: {issued} requests issued, {completed} completed", t, l)
-        if issued != planned_reqs:
-            raise InvariantViolation("requests-complete", f"{p.name}: {issued} requests issued, the plan lists {planned_reqs}", t, l)
 
     def _last_parallel(self, p: NeuronPipeline, t: int, l: int) -> float:
         # NPU stream time for the split (the compute bound of the stage when the NPU is slower)
@@ -432,68 +421,6 @@ def _slice_pipeline(p: NeuronPipeline, t: int, l: int) -> NeuronPipeline:
         parallel=None if p.parallel is None else replace(p.parallel, work=one(p.parallel.work)),
         rows_total=one(p.rows_total) if np.ndim(p.rows_total) else p.rows_total,
     )
-
-
-WATCHDOG_EVENTS_AT_ONE_INSTANT = 2_000_000  # events without simulated time advancing: a zero-time loop
-WATCHDOG_STAGE_S = 3600.0  # simulated seconds one stage of one layer may take before the run is declared stuck
-
-
-class Watchdog:
-    """Stops a run whose simulated time stopped advancing (events keep firing at one instant) or
-    whose work stopped draining (one stage running for an hour of simulated time), and writes a
-    state dump so the cause can be found instead of a hang."""
-
-    def __init__(self, events_at_one_instant: int = WATCHDOG_EVENTS_AT_ONE_INSTANT, stage_s: float = WATCHDOG_STAGE_S):
-        self.eng: _Engine | None = None  # attached by run_decode
-        self.events_at_one_instant = events_at_one_instant
-        self.stage_s = stage_s
-        self.where = {"token": None, "layer": None, "stage": None, "since_s": 0.0}
-
-    def enter(self, t: int, l: int | None, stage: str) -> None:
-        self.where = {"token": t, "layer": l, "stage": stage, "since_s": self.eng.env.now}
-
-    def drive(self) -> None:
-        env = self.eng.env
-        same, last = 0, env.now
-        while True:
-            try:
-                env.step()
-            except simpy.core.EmptySchedule:
-                return
-            if env.now == last:
-                same += 1
-                if same > self.events_at_one_instant:
-                    self.fire(f"simulated time stopped advancing ({same} events at t={env.now:.9f} s)")
-            else:
-                same, last = 0, env.now
-                if env.now - self.where["since_s"] > self.stage_s:
-                    self.fire(f"work stopped draining (stage running for {env.now - self.where['since_s']:.0f} simulated s)")
-
-    def state(self) -> dict:
-        env = self.eng.env
-        return {
-            "now_s": env.now,
-            **self.where,
-            "scheduled_events": len(env._queue),
-            "events_processed": self.eng.events,
-            "dram_streams": [{"agent": f.agent, "remaining_bytes": f.remaining, "rate_bps": f.rate} for f in self.eng.bus.flows],
-            "io_free_at_s": self.eng.io_free_at,
-        }
-
-    def fire(self, why: str) -> None:
-        import json
-        import tempfile
-        from pathlib import Path
-
-        from ..atomic import write_text
-        from ..errors import SimulationError
-
-        state = self.state()
-        dump = Path(tempfile.gettempdir()) / f"pi2sim-watchdog-{os.getpid()}.json"
-        write_text(dump, json.dumps({"reason": why, **state}, indent=1, sort_keys=True, default=str) + "\n")
-        err = SimulationError(f"watchdog: {why} at token {state['token']}, layer {state['layer']}, stage {state['stage']!r}; state dump in {dump}")
-        err.state = state
-        raise err
 
 
 def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False,

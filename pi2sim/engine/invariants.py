@@ -116,6 +116,29 @@ def check_plan(plan, memory) -> None:
             _require("dram-budget", plan.dram_resident_bytes <= memory.budget * (1 + 1e-9), f"DRAM held within the budget {memory.budget / 1e9:.3f} GB")
 
 
+def check_pipeline_outcome(stage: str, where, computed_gate, computed_ud, planned_gate, planned_ud, issued, completed, planned_reqs) -> None:
+    """``work-conserved`` and ``requests-complete`` for a neuron-pipeline stage, as both event
+    tiers check them after simulating it: arrays over the stage's simulated (token, layer)
+    instances (one for the layer tier, all for the cluster tier); ``where(i)`` gives instance i's
+    (token, layer)."""
+    def fail(name: str, bad: np.ndarray, detail) -> None:
+        i = int(np.flatnonzero(bad)[0])
+        t, l = where(i)
+        raise InvariantViolation(name, detail(i), t, l)
+
+    for what, got, want in (("Gate", computed_gate, planned_gate), ("Up/Down", computed_ud, planned_ud)):
+        got, want = np.atleast_1d(np.asarray(got, dtype=np.float64)), np.atleast_1d(np.asarray(want, dtype=np.float64))
+        bad = ~np.isclose(got, want, rtol=1e-9, atol=1e-6)
+        if bad.any():
+            fail("work-conserved", bad, lambda i: f"{stage}: {what} compute streamed {got[i]:.0f} bytes, the plan lists {want[i]:.0f}")
+    planned = np.atleast_1d(np.asarray(planned_reqs, dtype=np.float64))
+    for what, got in (("issued", issued), ("completed", completed)):
+        got = np.atleast_1d(np.asarray(got, dtype=np.float64))
+        bad = got != planned
+        if bad.any():
+            fail("requests-complete", bad, lambda i: f"{stage}: {got[i]:.0f} requests {what}, the plan lists {planned[i]:.0f}")
+
+
 def check_timing(timing, plan) -> None:
     T = plan.n_tokens
     tok = np.asarray(timing.token_s)

@@ -37,7 +37,7 @@ from .fluid_bus import FluidBus
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
 from .plan import value_at as _at
 from .invariants import InvariantViolation, check_pipeline_outcome
-from .recorder import Recorder
+from .recorder import Recorder, cpu_track
 from .result import TimingResult
 from .watchdog import Watchdog
 
@@ -67,17 +67,17 @@ class _Engine:
     def _record_bandwidth(self, rates: dict[str, float]) -> None:
         self._bw_agents = getattr(self, "_bw_agents", set()) | set(rates)
         for agent in sorted(self._bw_agents):  # agents seen so far; 0 once they stop streaming
-            self.rec.counter(f"DRAM bandwidth {agent} (GB/s)", self.env.now, round(rates.get(agent, 0.0) / 1e9, 3))
+            self.rec.dram_bandwidth(agent, self.env.now, round(rates.get(agent, 0.0) / 1e9, 3))
 
     def on_cores(self, pool, name: str, start: float, end: float, **args) -> None:
         """A pool kernel: the dynamic work split runs it on every core of the pool at once."""
         if self.rec is not None and self.rec.active:
             for cid in pool.ids():
-                self.rec.slice(f"cpu:{cid}", name, start, end, token=self._t, layer=self._l, **args)
+                self.rec.on_core(cid, name, start, end, token=self._t, layer=self._l, **args)
 
     def on_unit(self, unit: str, name: str, start: float, end: float, **args) -> None:
         if self.rec is not None:
-            self.rec.slice(unit, name, start, end, token=self._t, layer=self._l, **args)
+            self.rec.on_unit(unit, name, start, end, token=self._t, layer=self._l, **args)
 
     # ------------------------------------------------------------------ stages
     def compute(self, c: Compute, t: int, l: int | None):
@@ -146,8 +146,8 @@ class _Engine:
         self.events += 1
         if self.rec is not None:
             for cid in f.issuer_cores:
-                self.rec.slice(f"cpu:{cid}", f"{f.name}: issue {int(n)} reads", self.env.now - dt, self.env.now, token=t, layer=l)
-            self.rec.slice("ufs:batch", f"{f.name}: {int(n)} x {f.size / 1024:g} KiB", self.env.now - dt, self.env.now, token=t, layer=l)
+                self.rec.on_core(cid, f"{f.name}: issue {int(n)} reads", self.env.now - dt, self.env.now, token=t, layer=l)
+            self.rec.ufs_batch(f"{f.name}: {int(n)} x {f.size / 1024:g} KiB", self.env.now - dt, self.env.now, token=t, layer=l)
         return dt, 0.0, 0.0
 
     def faults(self, f: Faults, t: int, l: int):
@@ -195,7 +195,7 @@ class _Engine:
         computed = {"g": 0.0, "u": 0.0}  # bytes the worker computed, by kind (work-conserved check)
         rec = self.rec if self.rec is not None and self.rec.active else None
         if rec is not None and g_hit + g_miss > 0:
-            rec.counter("neuron cache hit rate", env.now, round(g_hit / (g_hit + g_miss), 4))
+            rec.hit_rate(env.now, round(g_hit / (g_hit + g_miss), 4))
         ready: deque = deque()
         urgent: deque = deque()  # Gate compute of loaded clusters: it releases their Up/Down reads
         wake = [env.event()]
@@ -238,7 +238,7 @@ class _Engine:
                 done_tasks[0] += 1
                 if rec is not None and env.now > t0:
                     self.on_cores(pool, label, t0, env.now)
-                    rec.flow_end(flow, f"cpu:{pool.ids()[0]}", t0)
+                    rec.flow_end(flow, cpu_track(pool.ids()[0]), t0)
                 if kind == "g" and follow is not None:
                     i, ur, ubytes, un = follow
                     task = ("u", ubytes, None, f"up/down, loaded ({un} neurons)", None)
@@ -380,7 +380,7 @@ class _IoThread:
         what = "gate" if task[0] == "g" else "up/down"
         e = self.eng
         # the I/O thread's own track; if its core also runs compute threads, a second track on that core
-        core = f"cpu:{self.p.io_core}" + (":io" if self.p.io_core in self.p.pool.ids() else "")
+        core = cpu_track(self.p.io_core, "io" if self.p.io_core in self.p.pool.ids() else None)
         rec.slice(core, f"issue {n} {what} reads", now, now + n * per, token=e._t, layer=e._l)
         track = None
         for i in range(int(n)):
@@ -487,18 +487,18 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False,
                 if rec is not None:
                     l_start = env.now
                     if resident is not None:
-                        rec.counter("DRAM resident (GB)", env.now, round(float(resident[t, l]) / 1e9, 4))
+                        rec.dram_resident(env.now, round(float(resident[t, l]) / 1e9, 4))
                 for st in plan.layer_stages:
                     dt, c, o = yield from run_stage(st, t, l)
                     record(t, st.name, dt, c, o)
                 if rec is not None:
-                    rec.slice("layers", f"layer {l}", l_start, env.now, token=t, layer=l)
+                    rec.layer_span(l, l_start, env.now, token=t, layer=l)
             for st in plan.token_stages:
                 dt, c, o = yield from run_stage(st, t, None)
                 record(t, st.name, dt, c, o)
             tokens_done[0] = t + 1
             if rec is not None:
-                rec.slice("decode", f"token {t}", t_start, env.now, token=t, latency_ms=round((env.now - t_start) * 1e3, 4))
+                rec.token_span(t, t_start, env.now, token=t, latency_ms=round((env.now - t_start) * 1e3, 4))
             if progress and (t + 1) % max(1, T // 10) == 0:
                 print(f"\r[pi2sim] decode {t + 1}/{T} tokens", end="", file=sys.stderr, flush=True)
 

@@ -14,6 +14,24 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+# Track and counter names, defined here only: the tiers record on them through the Recorder's
+# methods, and the report (pi2sim.report.timeline) lays the tracks out by these names.
+CPU_PREFIX = "cpu:"  # one track per CPU core: cpu:<core id> (and cpu:<core id>:io for its I/O thread)
+UFS_SLOT_PREFIX = "ufs:slot"  # one track per UFS queue slot
+UFS_BATCH = "ufs:batch"  # a stage's batch of reads, as one slice
+DECODE = "decode"  # one slice per token
+LAYERS = "layers"  # one slice per layer
+HIT_RATE = "neuron cache hit rate"
+DRAM_RESIDENT = "DRAM resident (GB)"
+
+
+def cpu_track(core_id: str, sub: str | None = None) -> str:
+    return f"{CPU_PREFIX}{core_id}" + (f":{sub}" if sub else "")
+
+
+def dram_bandwidth_counter(agent: str) -> str:
+    return f"DRAM bandwidth {agent} (GB/s)"
+
 
 @dataclass
 class Slice:
@@ -61,6 +79,32 @@ class Recorder:
         if self.active and end_s > start_s:
             self.slices.append(Slice(track, name, start_s, end_s, args))
 
+    # what the tiers record, by name (the track names above live here only)
+    def on_core(self, core_id: str, name: str, start_s: float, end_s: float, **args) -> None:
+        self.slice(cpu_track(core_id), name, start_s, end_s, **args)
+
+    def on_unit(self, unit: str, name: str, start_s: float, end_s: float, **args) -> None:
+        """A slice on a processor other than a CPU core (``npu``, ``gpu``): its track is its name."""
+        self.slice(unit, name, start_s, end_s, **args)
+
+    def ufs_batch(self, name: str, start_s: float, end_s: float, **args) -> None:
+        self.slice(UFS_BATCH, name, start_s, end_s, **args)
+
+    def layer_span(self, index: int, start_s: float, end_s: float, **args) -> None:
+        self.slice(LAYERS, f"layer {index}", start_s, end_s, **args)
+
+    def token_span(self, index: int, start_s: float, end_s: float, **args) -> None:
+        self.slice(DECODE, f"token {index}", start_s, end_s, **args)
+
+    def dram_bandwidth(self, agent: str, t_s: float, gbs: float) -> None:
+        self.counter(dram_bandwidth_counter(agent), t_s, gbs)
+
+    def hit_rate(self, t_s: float, value: float) -> None:
+        self.counter(HIT_RATE, t_s, value)
+
+    def dram_resident(self, t_s: float, gb: float) -> None:
+        self.counter(DRAM_RESIDENT, t_s, gb)
+
     def counter(self, name: str, t_s: float, value: float) -> None:
         if not self.active:
             return
@@ -78,7 +122,7 @@ class Recorder:
             slot = self.slots_used
             self.slots_used += 1
         heapq.heappush(self._slot_free, (done_s, slot))
-        track = f"ufs:slot{slot}"
+        track = f"{UFS_SLOT_PREFIX}{slot}"
         self.slice(track, name, issue_s, done_s, **args)
         return track
 

@@ -17,14 +17,14 @@ from .components import Components, StageTime
 from .cluster_kernel import kernel_inputs, run_kernel
 from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
 from .plan import value_at as _at
-from .recorder import Recorder
+from .recorder import Recorder, cpu_track
 
 TASK_NAMES = {PK.HIT: "cluster, cached", PK.MISS_GATE: "gate, loaded", PK.MISS_UD: "up/down, loaded"}
 
 
 def _pool_slices(rec: Recorder, pool, name: str, start: float, end: float, **args) -> None:
     for cid in pool.ids():
-        rec.slice(f"cpu:{cid}", name, start, end, **args)
+        rec.on_core(cid, name, start, end, **args)
 
 
 def _dense(rec: Recorder, comp: Components, st, t: int, l: int | None, start: float, total: float) -> None:
@@ -40,17 +40,17 @@ def _dense(rec: Recorder, comp: Components, st, t: int, l: int | None, start: fl
                                               np.asarray(pw), comp.demand(st.parallel), comp.agent(st.parallel), st.parallel.fixed_s)
             ta, tb = float(ta), float(tb)
             if pw > 0:
-                rec.slice(st.parallel.unit, st.parallel.name, start, start + tb, **args)
+                rec.on_unit(st.parallel.unit, st.parallel.name, start, start + tb, **args)
         else:
             ta = total - (comp.barrier(st) if w > 0 else 0.0)
         if w > 0:
             if st.unit == "cpu":
                 _pool_slices(rec, st.pool, st.name, start, start + ta, **args)
                 rate = w / ta if ta > 0 else 0.0
-                rec.counter("DRAM bandwidth cpu (GB/s)", start, round(rate / 1e9, 3))
-                rec.counter("DRAM bandwidth cpu (GB/s)", start + ta, 0.0)
+                rec.dram_bandwidth("cpu", start, round(rate / 1e9, 3))
+                rec.dram_bandwidth("cpu", start + ta, 0.0)
             else:
-                rec.slice(st.unit, st.name, start, start + ta, **args)
+                rec.on_unit(st.unit, st.name, start, start + ta, **args)
         b = comp.barrier(st) if w > 0 else 0.0
         if st.unit == "cpu" and b > 0:
             _pool_slices(rec, st.pool, "barrier", start + total - b, start + total, stage=st.name)
@@ -58,8 +58,8 @@ def _dense(rec: Recorder, comp: Components, st, t: int, l: int | None, start: fl
         n = _at(st.requests, t, l)
         if n > 0:
             for cid in st.issuer_cores:
-                rec.slice(f"cpu:{cid}", f"{st.name}: issue {int(n)} reads", start, start + total, **args)
-            rec.slice("ufs:batch", f"{st.name}: {int(n)} x {st.size / 1024:g} KiB", start, start + total, **args)
+                rec.on_core(cid, f"{st.name}: issue {int(n)} reads", start, start + total, **args)
+            rec.ufs_batch(f"{st.name}: {int(n)} x {st.size / 1024:g} KiB", start, start + total, **args)
     elif isinstance(st, Faults):
         _pool_slices(rec, st.pool, f"{st.name} (page faults)", start, start + total, **args)
     elif isinstance(st, NeuronPipeline):
@@ -74,7 +74,7 @@ def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[t
     sub = inp.take(idx)
     out, _, (r_task, r_io, r_req, r_bw, r_count) = run_kernel(sub, record=True)
     starts = np.array([s0 for _, _, s0 in stages])
-    io_track = f"cpu:{p.io_core}" + (":io" if p.io_core in p.pool.ids() else "")
+    io_track = cpu_track(p.io_core, "io" if p.io_core in p.pool.ids() else None)
     cores = p.pool.ids()
     k_of = {0: "gate", 1: "up/down"}
     # requests first (their queue slots are the flows' sources), batch by batch in issue order
@@ -102,7 +102,7 @@ def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[t
         t, l, _ = stages[s]
         rec.begin_token(t)
         kind, n = int(r_task[j, 2]), int(r_task[j, 3])
-        track = f"cpu:{cores[int(r_task[j, 1])]}"
+        track = cpu_track(cores[int(r_task[j, 1])])
         t0 = starts[s] + r_task[j, 4]
         rec.slice(track, f"{TASK_NAMES[kind]} ({n} neurons)", t0, starts[s] + r_task[j, 5], token=t, layer=l, cluster=int(r_task[j, 7]))
         if r_task[j, 6] >= 0:
@@ -111,19 +111,19 @@ def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[t
         s = int(r_bw[j, 0])
         t, l, _ = stages[s]
         rec.begin_token(t)
-        rec.counter("DRAM bandwidth cpu (GB/s)", starts[s] + r_bw[j, 1], round(r_bw[j, 2] / 1e9, 3))
+        rec.dram_bandwidth("cpu", starts[s] + r_bw[j, 1], round(r_bw[j, 2] / 1e9, 3))
         if p.parallel is not None:
-            rec.counter(f"DRAM bandwidth {p.parallel.unit} (GB/s)", starts[s] + r_bw[j, 1], round(r_bw[j, 3] / 1e9, 3))
+            rec.dram_bandwidth(p.parallel.unit, starts[s] + r_bw[j, 1], round(r_bw[j, 3] / 1e9, 3))
     for s, (t, l, s0) in enumerate(stages):
         rec.begin_token(t)
         body = out[s, PK.BODY]
-        rec.counter("DRAM bandwidth cpu (GB/s)", s0 + body, 0.0)
+        rec.dram_bandwidth("cpu", s0 + body, 0.0)
         if p.parallel is not None and out[s, PK.NPU_END] > 0:
-            rec.slice(p.parallel.unit, p.parallel.name, s0, s0 + out[s, PK.NPU_END], token=t, layer=l)
-            rec.counter(f"DRAM bandwidth {p.parallel.unit} (GB/s)", s0 + out[s, PK.NPU_END], 0.0)
+            rec.on_unit(p.parallel.unit, p.parallel.name, s0, s0 + out[s, PK.NPU_END], token=t, layer=l)
+            rec.dram_bandwidth(p.parallel.unit, s0 + out[s, PK.NPU_END], 0.0)
         g = sub.g_hit[s] + sub.g_miss[s]
         if g > 0:
-            rec.counter("neuron cache hit rate", s0, round(float(sub.g_hit[s]) / g, 4))
+            rec.hit_rate(s0, round(float(sub.g_hit[s]) / g, 4))
         if p.pool.barrier_s and (g > 0 or sub.u_hit[s] + sub.u_miss[s] > 0):
             _pool_slices(rec, p.pool, "barrier", s0 + body, s0 + body + p.pool.barrier_s, stage=p.name)
 
@@ -147,7 +147,7 @@ def record_window(comp: Components, plan: DecodePlan, layer_times: list[StageTim
         for l in range(L):
             l_start = now
             if plan.dram_resident_bytes is not None:
-                rec.counter("DRAM resident (GB)", now, round(float(plan.dram_resident_bytes[t, l]) / 1e9, 4))
+                rec.dram_resident(now, round(float(plan.dram_resident_bytes[t, l]) / 1e9, 4))
             for i, st in enumerate(plan.layer_stages):
                 d = total(layer_times[i], t, l)
                 if isinstance(st, NeuronPipeline) and st.mode == "cluster":
@@ -155,11 +155,11 @@ def record_window(comp: Components, plan: DecodePlan, layer_times: list[StageTim
                 else:
                     _dense(rec, comp, st, t, l, now, d)
                 now += d
-            rec.slice("layers", f"layer {l}", l_start, now, token=t, layer=l)
+            rec.layer_span(l, l_start, now, token=t, layer=l)
         for i, st in enumerate(plan.token_stages):
             d = total(token_times[i], t, None)
             _dense(rec, comp, st, t, None, now, d)
             now += d
-        rec.slice("decode", f"token {t}", t_start[t], now, token=t, latency_ms=round((now - t_start[t]) * 1e3, 4))
+        rec.token_span(t, t_start[t], now, token=t, latency_ms=round((now - t_start[t]) * 1e3, 4))
     for i, stages in pipelines.items():
         _pipeline(rec, comp, plan.layer_stages[i], stages, (T, L))

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from ..atomic import write_text
+from ..engine import recorder as R
 from ..engine.recorder import Recorder
 
 PID_PHONE, PID_UFS, PID_DECODE, PID_COUNTERS = 1, 2, 3, 4
@@ -32,24 +33,24 @@ def _us(t_s: float) -> float:
 def _track_ids(rec: Recorder) -> dict[str, tuple[int, int, str]]:
     """track -> (pid, tid, display name), tids in a stable order."""
     tracks = sorted({s.track for s in rec.slices} | {f.src_track for f in rec.complete_flows()})
-    core_rank = {f"cpu:{c}": i for i, c in enumerate(rec.core_order)}
+    core_rank = {R.cpu_track(c): i for i, c in enumerate(rec.core_order)}
     out: dict[str, tuple[int, int, str]] = {}
     for tr in tracks:
-        if tr.startswith("cpu:"):
+        if tr.startswith(R.CPU_PREFIX):
             base = tr.split(":")[1]
-            rank = core_rank.get(f"cpu:{base}", len(core_rank))
+            rank = core_rank.get(R.cpu_track(base), len(core_rank))
             io = tr.endswith(":io")
             out[tr] = (PID_PHONE, 1 + 2 * rank + (1 if io else 0), f"CPU {base}" + (" (I/O thread)" if io else ""))
         elif tr in ("npu", "gpu"):
             out[tr] = (PID_PHONE, 1000 + (tr == "gpu"), tr.upper())
-        elif tr.startswith("ufs:slot"):
-            n = int(tr[len("ufs:slot"):])
+        elif tr.startswith(R.UFS_SLOT_PREFIX):
+            n = int(tr[len(R.UFS_SLOT_PREFIX):])
             out[tr] = (PID_UFS, 1 + n, f"queue slot {n}")
-        elif tr == "ufs:batch":
+        elif tr == R.UFS_BATCH:
             out[tr] = (PID_UFS, 0, "blocking reads")
-        elif tr == "decode":
+        elif tr == R.DECODE:
             out[tr] = (PID_DECODE, 1, "tokens")
-        elif tr == "layers":
+        elif tr == R.LAYERS:
             out[tr] = (PID_DECODE, 2, "layers")
         else:
             out[tr] = (PID_DECODE, 100 + len(out), tr)
@@ -60,7 +61,7 @@ def _in_flight(rec: Recorder) -> list[tuple[float, float]]:
     """UFS requests in flight over time, from the request slices."""
     edges: list[tuple[float, int]] = []
     for s in rec.slices:
-        if s.track.startswith("ufs:slot"):
+        if s.track.startswith(R.UFS_SLOT_PREFIX):
             edges += [(_us(s.start_s), 1), (_us(s.end_s), -1)]
     edges.sort()
     out: list[tuple[float, float]] = []

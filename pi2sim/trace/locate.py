@@ -10,14 +10,21 @@ from .. import resources
 from ..errors import InputError
 
 
-def trace_path_for(arg: str, tokens: int = 1024, seed: int = 0) -> Path:
-    """A trace argument: an existing file, a bundled trace name, or a model name."""
-    p = Path(arg)
+def _file_or_bundled(name: str) -> Path | None:
+    """``name`` as an existing file, else as a trace bundled in ``traces/`` (with or without
+    ``.pi2t``), else None."""
+    p = Path(name)
     if p.is_file():
         return p
-    bundled = resources.data_dir("traces") / f"{arg.removesuffix('.pi2t')}.pi2t"
-    if bundled.is_file():
-        return bundled
+    bundled = resources.data_dir("traces") / f"{name.removesuffix('.pi2t')}.pi2t"
+    return bundled if bundled.is_file() else None
+
+
+def trace_path_for(arg: str, tokens: int = 1024, seed: int = 0) -> Path:
+    """A trace argument: an existing file, a bundled trace name, or a model name."""
+    found = _file_or_bundled(arg)
+    if found is not None:
+        return found
     if "/" in arg or arg.endswith(".pi2t"):
         raise InputError(arg, None, "cannot read trace: the file does not exist")
     from ..specs.model import load_model
@@ -33,10 +40,7 @@ def model_trace_path(model, decode_tokens: int, seed: int = 0, progress: bool = 
         from .synth import synthesize_cached
 
         return synthesize_cached(model, decode_tokens, seed=seed, progress=progress)
-    p = Path(src)
-    if p.is_file():
-        return p
-    bundled = resources.data_dir("traces") / f"{src.removesuffix('.pi2t')}.pi2t"
-    if bundled.is_file():
-        return bundled
+    found = _file_or_bundled(src)
+    if found is not None:
+        return found
     raise InputError(model.path, "sparsity.trace", "'synthetic', a bundled trace name or an existing trace file", src)

@@ -154,6 +154,13 @@ def test_named_rules(lower, upper):
     assert not bad, bad
 
 
+@pytest.mark.parametrize("tier", ["pi2sim.engine.analytic", "pi2sim.engine.des", "pi2sim.engine.cluster", "pi2sim.engine.timeline_events"])
+def test_stage_kinds_do_not_know_the_tiers(tier):
+    """The tiers call the stages' methods; a stage module never imports a tier (docs/architecture.md)."""
+    bad = [m for m, deps in GRAPH.items() if m.startswith("pi2sim.engine.stages") and tier in deps]
+    assert not bad, bad
+
+
 def test_tier_registry_is_data_only():
     assert GRAPH["pi2sim.engine.tiers"] == set()
 

@@ -16,7 +16,8 @@ from pi2sim.engine.invariants import INVARIANTS, InvariantViolation
 from pi2sim.config import RunConfig, apply_values
 from pi2sim.engine import analytic, cluster, des
 from pi2sim.engine import pipeline_kernel as PK
-from pi2sim.engine.plan import NeuronPipeline
+from pi2sim.engine.plan import Compute, Flash, NeuronPipeline
+from pi2sim.engine.stages import neuron_pipeline_des as npdes
 from pi2sim.errors import SimulationError
 from pi2sim.simulation import run
 
@@ -161,7 +162,7 @@ def test_data_before_compute(pi2, monkeypatch):
     def too_early(self, task, flow, n, after_s):  # the bug: compute released at issue time
         self._complete(task, flow, n, self.eng.env.now + after_s)
 
-    monkeypatch.setattr(des._IoThread, "_schedule_completion", too_early)
+    monkeypatch.setattr(npdes._IoThread, "_schedule_completion", too_early)
     with pytest.raises(InvariantViolation) as e:
         _run_des(r, plan)
     _broken(e, "data-before-compute", token=0)
@@ -177,12 +178,12 @@ def test_data_before_compute_cluster_tier(pi2, pure_kernel):
 
 def test_requests_complete(pi2, monkeypatch):
     r, plan = pi2
-    orig = des._IoThread._complete
+    orig = npdes._IoThread._complete
 
     def lose_one(self, task, flow, n, at):  # the bug: a completion counted short
         orig(self, task, flow, n - 1, at)
 
-    monkeypatch.setattr(des._IoThread, "_complete", lose_one)
+    monkeypatch.setattr(npdes._IoThread, "_complete", lose_one)
     with pytest.raises(InvariantViolation) as e:
         _run_des(r, plan)
     _broken(e, "requests-complete", token=0)
@@ -205,7 +206,7 @@ def test_requests_complete_cluster_tier(pi2, pure_kernel):
 
 def test_work_conserved(pi2, monkeypatch):
     r, plan = pi2
-    orig = des._split
+    orig = npdes._split
 
     def lossy(a, b, groups):  # the bug: the last group loses a neuron
         parts = orig(a, b, groups)
@@ -213,7 +214,7 @@ def test_work_conserved(pi2, monkeypatch):
             parts[-1] = (parts[-1][0] - 1, parts[-1][1])
         return parts
 
-    monkeypatch.setattr(des, "_split", lossy)
+    monkeypatch.setattr(npdes, "_split", lossy)
     with pytest.raises(InvariantViolation) as e:
         _run_des(r, plan)
     _broken(e, "work-conserved", token=0, layer=0)
@@ -237,15 +238,13 @@ def test_work_conserved_cluster_tier(pi2, pure_kernel):
 def test_monotonic_clock(pi2, monkeypatch):
     r, plan = pi2
 
-    def backwards(self, f, t, l):  # the bug: a stage reporting a negative duration
-        yield self.env.timeout(0)
+    def backwards(self, eng, t, l):  # the bug: a stage reporting a negative duration
+        yield eng.env.timeout(0)
         return -1e-6, 0.0, 0.0
 
     bad = copy.deepcopy(plan)
-    from pi2sim.engine.plan import Flash
-
     bad.layer_stages.insert(0, Flash("extra", np.ones((plan.n_tokens, plan.n_layers)), 4096, 1e9, "big", ("prime0",)))
-    monkeypatch.setattr(des._Engine, "flash", backwards)
+    monkeypatch.setattr(Flash, "simulate", backwards)
     with pytest.raises(InvariantViolation) as e:
         _run_des(r, bad)
     _broken(e, "monotonic-clock", token=0, layer=0)
@@ -253,18 +252,18 @@ def test_monotonic_clock(pi2, monkeypatch):
 
 def test_monotonic_clock_cluster_and_analytic_tiers(pi2, monkeypatch):
     r, plan = pi2
-    orig = analytic.stage_time
+    orig = Compute.closed_form
+    assert any(isinstance(st, Compute) and st.name == "attention" for st in plan.layer_stages)
 
-    def backwards(comp, st):  # the bug: a closed form gives one stage a negative duration
-        res = orig(comp, st)
+    def backwards(st, comp):  # the bug: a closed form gives one stage a negative duration
+        res = orig(st, comp)
         if st.name == "attention":
             total = np.array(np.broadcast_to(res.total, (plan.n_tokens, plan.n_layers)))
             total[3, 7] = -1e-6
             res = replace(res, total=total)
         return res
 
-    monkeypatch.setattr(analytic, "stage_time", backwards)
-    monkeypatch.setattr(cluster, "stage_time", backwards)
+    monkeypatch.setattr(Compute, "closed_form", backwards)
     for run_tier in (lambda: _run_cluster(r, plan), lambda: analytic.run_decode(r.device, plan, check=True)):
         with pytest.raises(InvariantViolation) as e:
             run_tier()
@@ -318,7 +317,7 @@ def test_violation_is_one_line_exit_3(monkeypatch, capsys):
 def test_watchdog_deadlock_no_events_left(pi2, monkeypatch):
     """Completions that never release their compute: the queue drains, the decoder waits forever."""
     r, plan = pi2
-    monkeypatch.setattr(des._IoThread, "_complete", lambda self, task, flow, n, at: None)
+    monkeypatch.setattr(npdes._IoThread, "_complete", lambda self, task, flow, n, at: None)
     with pytest.raises(SimulationError, match="deadlock") as e:
         des.run_decode(r.device, plan)
     assert "0/6 tokens done" in str(e.value)
@@ -334,7 +333,7 @@ def test_watchdog_time_stops_advancing(pi2, monkeypatch):
         while True:
             yield self.eng.env.timeout(0)
 
-    monkeypatch.setattr(des._IoThread, "run", spin)
+    monkeypatch.setattr(npdes._IoThread, "run", spin)
     dog = des.Watchdog(events_at_one_instant=20_000)
     with pytest.raises(SimulationError, match="simulated time stopped advancing") as e:
         des.run_decode(r.device, plan, watchdog=dog)
@@ -349,15 +348,13 @@ def test_watchdog_work_stops_draining(pi2, monkeypatch):
     """A stage that never finishes in simulated time (e.g. a bandwidth of ~0 from a unit slip)."""
     r, plan = pi2
 
-    def crawl(self, f, t, l):
+    def crawl(self, eng, t, l):
         while True:
-            yield self.env.timeout(1.0)
+            yield eng.env.timeout(1.0)
 
     bad = copy.deepcopy(plan)
-    from pi2sim.engine.plan import Flash
-
     bad.layer_stages.insert(1, Flash("stuck", np.ones((plan.n_tokens, plan.n_layers)), 4096, 1e9, "big", ("prime0",)))
-    monkeypatch.setattr(des._Engine, "flash", crawl)
+    monkeypatch.setattr(Flash, "simulate", crawl)
     dog = des.Watchdog(stage_s=30.0)
     with pytest.raises(SimulationError, match="work stopped draining") as e:
         des.run_decode(r.device, bad, watchdog=dog)

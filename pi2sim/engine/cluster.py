@@ -22,7 +22,6 @@ import numpy as np
 from .invariants import InvariantViolation, check_pipeline_outcome
 from ..specs.device import DeviceSpec
 from . import pipeline_kernel as PK
-from .analytic import stage_time
 from .components import Components, StageTime, compose, reader_busy
 from .cluster_kernel import KernelInputs, kernel_inputs, run_kernel
 from .plan import DecodePlan, NeuronPipeline
@@ -96,14 +95,14 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False, 
 
     def layer_time(st) -> StageTime:
         nonlocal events
-        if isinstance(st, NeuronPipeline) and st.mode == "cluster":
+        if st.per_cluster_events:
             r, n = pipeline_time(comp, st, shape, check)
             events += n
             return r
-        return stage_time(comp, st)
+        return st.closed_form(comp)
 
     layer_times = [layer_time(st) for st in plan.layer_stages]
-    token_times = [stage_time(comp, st) for st in plan.token_stages]
+    token_times = [st.closed_form(comp) for st in plan.token_stages]
     res = compose(plan, layer_times, token_times, "cluster", check=check)
     res.events = events
     if recorder is not None:

@@ -7,6 +7,11 @@ times and DRAM bytes, per token and layer; :func:`compose` sums a plan's stage t
 :class:`~pi2sim.engine.result.TimingResult`. The tiers differ in how they obtain stage times:
 closed forms (:mod:`pi2sim.engine.analytic`), SimPy (:mod:`pi2sim.engine.des`) or the compiled
 event loop (:mod:`pi2sim.engine.cluster`).
+
+The stage kinds (:mod:`pi2sim.engine.stages`) build on this module, so it names them only in
+words: ``c`` is a :class:`~pi2sim.engine.stages.compute.Compute` stage, ``p`` a
+:class:`~pi2sim.engine.stages.neuron_pipeline.NeuronPipeline`, ``plan`` a
+:class:`~pi2sim.engine.plan.DecodePlan`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import numpy as np
 from ..specs.device import DeviceSpec
 from .compute import CpuPool, sparse_factor
 from .dram import DramModel
-from .plan import Compute, DecodePlan, NeuronPipeline
 from .result import TimingResult
 from .ufs import UfsModel
 
@@ -42,7 +46,7 @@ class Components:
         self.dram = DramModel(device.dram)
 
     # --- demands (bytes/s a unit wants to stream)
-    def demand(self, c: Compute):
+    def demand(self, c):
         d = self.device
         if c.unit == "cpu":
             assert c.pool is not None
@@ -56,10 +60,10 @@ class Components:
             return d.npu.matvec_bps
         return d.gpu.matvec_bps
 
-    def agent(self, c: Compute) -> str:
+    def agent(self, c) -> str:
         return c.unit
 
-    def gemm_rate(self, c: Compute) -> float:
+    def gemm_rate(self, c) -> float:
         d = self.device
         if c.unit == "cpu":
             assert c.pool is not None
@@ -69,7 +73,7 @@ class Components:
             return rate / d.npu.fp16_slowdown if c.dtype == "fp16" else rate
         return d.gpu.gemm_ops
 
-    def barrier(self, c: Compute) -> float:
+    def barrier(self, c) -> float:
         return self.device.cpu.barrier_s if (c.unit == "cpu" and c.barrier) else 0.0
 
 
@@ -81,7 +85,7 @@ def busy_add(busy: dict, key: str, value) -> None:
     busy[key] = busy.get(key, 0.0) + value
 
 
-def reader_busy(comp: Components, p: NeuronPipeline, G, U, busy: dict) -> None:
+def reader_busy(comp: Components, p, G, U, busy: dict) -> None:
     """Add the busy time of a pipeline whose reads one I/O thread issues: its core pays every
     request's issue cost, the UFS device each request's service time (every tier)."""
     c_issue = comp.device.storage.issue_cost.of(p.io_class)
@@ -98,7 +102,7 @@ def pool_class(pool: CpuPool) -> str:
     return "mid"
 
 
-def compose(plan: DecodePlan, layer_times: list[StageTime], token_times: list[StageTime], tier: str, check: bool = False) -> TimingResult:
+def compose(plan, layer_times: list[StageTime], token_times: list[StageTime], tier: str, check: bool = False) -> TimingResult:
     """Token latencies and their breakdown from the time of every stage ([T, L] per layer stage,
     [T] per token stage): a token runs its layers' stages in order, then its token stages.
     ``check``: every stage takes a non-negative time (the clock never goes back)."""

@@ -75,37 +75,22 @@ def check_access(acc) -> None:
 
 def check_plan(plan, memory) -> None:
     """A decode plan against its memory plan: flash accounting and DRAM held."""
-    from .plan import Faults, Flash, NeuronPipeline
-
     T, L = plan.n_tokens, plan.n_layers
     layer_bytes = np.zeros((T, L))
     layer_reads = np.zeros((T, L))
     for st in plan.layer_stages:
-        if isinstance(st, NeuronPipeline):
-            g_n = np.broadcast_to(st.gate_miss_n, (T, L))
-            u_n = np.broadcast_to(st.ud_miss_n if st.two_phase else st.gate_miss_n, (T, L))
-            for what, reqs, n in (("Gate", st.gate_reqs, g_n), ("Up/Down", st.ud_reqs, u_n)):
-                reqs = np.broadcast_to(reqs, (T, L)).astype(np.float64)
-                _require("flash-accounting", (n > 0) | (reqs == 0), f"{st.name}: no {what} reads without missed neurons")
-                if (n > 0).any():
-                    per = float(np.median(reqs[n > 0] / n[n > 0]))  # the layout's requests per neuron
-                    _require("flash-accounting", np.isclose(reqs, per * n), f"{st.name}: {what} reads = missed neurons x {per:g} requests per neuron")
-            layer_bytes += np.broadcast_to(st.gate_reqs, (T, L)) * st.gate_req_size + np.broadcast_to(st.ud_reqs, (T, L)) * st.ud_req_size
-            layer_reads += np.broadcast_to(st.gate_reqs, (T, L)) + np.broadcast_to(st.ud_reqs, (T, L))
-        elif isinstance(st, Flash):
-            layer_bytes += np.broadcast_to(st.requests, (T, L)) * st.size
-            layer_reads += np.broadcast_to(st.requests, (T, L))
-        elif isinstance(st, Faults):
-            layer_bytes += np.broadcast_to(st.faults, (T, L)) * st.fault_bytes
-            layer_reads += np.broadcast_to(st.faults, (T, L))
+        for name, ok, detail in st.plan_checks((T, L)):
+            _require(name, ok, detail)
+        b, n = st.flash_traffic((T, L))
+        layer_bytes += b
+        layer_reads += n
     tok_bytes, tok_reads = layer_bytes.sum(axis=1), layer_reads.sum(axis=1)
     for st in plan.token_stages:
-        if isinstance(st, Flash):
-            tok_bytes = tok_bytes + np.broadcast_to(st.requests, (T,)) * st.size
-            tok_reads = tok_reads + np.broadcast_to(st.requests, (T,))
-        elif isinstance(st, Faults):
-            tok_bytes = tok_bytes + np.broadcast_to(st.faults, (T,)) * st.fault_bytes
-            tok_reads = tok_reads + np.broadcast_to(st.faults, (T,))
+        for name, ok, detail in st.plan_checks((T,)):
+            _require(name, ok, detail)
+        b, n = st.flash_traffic((T,))
+        tok_bytes = tok_bytes + b
+        tok_reads = tok_reads + n
     if plan.flash_bytes is not None:
         _require("flash-accounting", np.isclose(plan.flash_bytes, tok_bytes, rtol=1e-9, atol=0.5), "reported flash bytes per token = the sum of the requests the stages issue x their size")
     if plan.flash_reads is not None:

@@ -1,8 +1,8 @@
 """The cluster tier's timeline: the records of a window of decode tokens.
 
-Stages run one after another, so a stage's start is the sum of the durations before it. Dense
-stages become one slice per core of their pool (the work is split dynamically, so every thread
-runs from the stage's start to the end of its kernel), the NPU's part its own slice; the
+Stages run one after another, so a stage's start is the sum of the durations before it. Every
+stage but a cluster pipeline draws its own slices (:meth:`~pi2sim.engine.stages.base.StageKind.draw`:
+a dense kernel one slice per core of its pool, the NPU's part its own slice); the
 neuron-cluster pipelines of the window are simulated again with recording on
 (:mod:`pi2sim.engine.pipeline_kernel`), which gives every cluster task on its thread, every read
 batch on the I/O thread, every request on a UFS queue slot and every change of the DRAM rates.
@@ -15,7 +15,7 @@ import numpy as np
 from . import pipeline_kernel as PK
 from .components import Components, StageTime
 from .cluster_kernel import kernel_inputs, run_kernel
-from .plan import Compute, DecodePlan, Faults, Flash, NeuronPipeline
+from .plan import DecodePlan, NeuronPipeline
 from .plan import value_at as _at
 from .recorder import Recorder, cpu_track
 
@@ -25,45 +25,6 @@ TASK_NAMES = {PK.HIT: "cluster, cached", PK.MISS_GATE: "gate, loaded", PK.MISS_U
 def _pool_slices(rec: Recorder, pool, name: str, start: float, end: float, **args) -> None:
     for cid in pool.ids():
         rec.on_core(cid, name, start, end, **args)
-
-
-def _dense(rec: Recorder, comp: Components, st, t: int, l: int | None, start: float, total: float) -> None:
-    """A stage that is not a cluster pipeline: its slices on the units it occupies."""
-    args = {"token": t, "layer": l}
-    if isinstance(st, Compute):
-        w = _at(st.work, t, l)
-        pw = _at(st.parallel.work, t, l) if st.parallel is not None else 0.0
-        if w <= 0 and pw <= 0:
-            return
-        if st.parallel is not None:
-            ta, tb = comp.dram.staggered_time(np.asarray(w), comp.demand(st), comp.agent(st), st.fixed_s,
-                                              np.asarray(pw), comp.demand(st.parallel), comp.agent(st.parallel), st.parallel.fixed_s)
-            ta, tb = float(ta), float(tb)
-            if pw > 0:
-                rec.on_unit(st.parallel.unit, st.parallel.name, start, start + tb, **args)
-        else:
-            ta = total - (comp.barrier(st) if w > 0 else 0.0)
-        if w > 0:
-            if st.unit == "cpu":
-                _pool_slices(rec, st.pool, st.name, start, start + ta, **args)
-                rate = w / ta if ta > 0 else 0.0
-                rec.dram_bandwidth("cpu", start, round(rate / 1e9, 3))
-                rec.dram_bandwidth("cpu", start + ta, 0.0)
-            else:
-                rec.on_unit(st.unit, st.name, start, start + ta, **args)
-        b = comp.barrier(st) if w > 0 else 0.0
-        if st.unit == "cpu" and b > 0:
-            _pool_slices(rec, st.pool, "barrier", start + total - b, start + total, stage=st.name)
-    elif isinstance(st, Flash):
-        n = _at(st.requests, t, l)
-        if n > 0:
-            for cid in st.issuer_cores:
-                rec.on_core(cid, f"{st.name}: issue {int(n)} reads", start, start + total, **args)
-            rec.ufs_batch(f"{st.name}: {int(n)} x {st.size / 1024:g} KiB", start, start + total, **args)
-    elif isinstance(st, Faults):
-        _pool_slices(rec, st.pool, f"{st.name} (page faults)", start, start + total, **args)
-    elif isinstance(st, NeuronPipeline):
-        _pool_slices(rec, st.pool, f"{st.name} ({st.mode} mode)", start, start + total, **args)
 
 
 def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[tuple[int, int, float]], shape) -> None:
@@ -150,15 +111,15 @@ def record_window(comp: Components, plan: DecodePlan, layer_times: list[StageTim
                 rec.dram_resident(now, round(float(plan.dram_resident_bytes[t, l]) / 1e9, 4))
             for i, st in enumerate(plan.layer_stages):
                 d = total(layer_times[i], t, l)
-                if isinstance(st, NeuronPipeline) and st.mode == "cluster":
+                if st.per_cluster_events:
                     pipelines.setdefault(i, []).append((t, l, now))
                 else:
-                    _dense(rec, comp, st, t, l, now, d)
+                    st.draw(rec, comp, t, l, now, d)
                 now += d
             rec.layer_span(l, l_start, now, token=t, layer=l)
         for i, st in enumerate(plan.token_stages):
             d = total(token_times[i], t, None)
-            _dense(rec, comp, st, t, None, now, d)
+            st.draw(rec, comp, t, None, now, d)
             now += d
         rec.token_span(t, t_start[t], now, token=t, latency_ms=round((now - t_start[t]) * 1e3, 4))
     for i, stages in pipelines.items():

@@ -242,7 +242,6 @@ def compute(trace: Trace, levels: list[int] | None = None, seed: int = 0, layers
     rng = np.random.default_rng(seed)
     for li in levels:
         name = m.levels[li].name
-        acc: dict[str, list[float]] = {}
         union_num = np.zeros(len(UNION_K))
         union_den = np.zeros(len(UNION_K))
         indep = {k: [] for k in UNION_INDEP_K}

@@ -17,7 +17,9 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports usage errors in one line and exits with status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(None, self.prog, message if message.startswith("expected") else f"cannot parse arguments: {message}")
+        # the CLI prints "pi2sim: " before every message: name the subcommand only ("run"), once
+        where = self.prog.removeprefix("pi2sim").strip() or None
+        raise InputError(None, where, message if message.startswith("expected") else f"cannot parse arguments: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,11 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SimulationError as exc:
         print(f"pi2sim: simulation error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_SIMULATION_ERROR
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
+    except OSError as exc:  # the file system refused something the checks could not foresee (disk full, a race)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pi2sim: {where}{exc.strerror or exc}".replace("\n", " "), file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("pi2sim: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,12 +58,15 @@ def resolve(kind: str, name_or_path: str | Path, suffix: str = ".yaml", what: st
 
 
 def cache_dir() -> Path:
-    """Cache for generated data (synthetic traces, sweep results). ``PI2SIM_CACHE`` overrides."""
-    env = os.environ.get("PI2SIM_CACHE")
-    if env:
-        base = Path(env).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "pi2sim"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
+    """Cache for generated data (synthetic traces, sweep results). ``PI2SIM_CACHE`` overrides,
+    else ``$XDG_CACHE_HOME/pi2sim`` or ``~/.cache/pi2sim``; checked and created (one-line error
+    naming the variable when it cannot be)."""
+    from .paths import env_dir, make_dir
+
+    base = env_dir("PI2SIM_CACHE")
+    if base is not None:
+        return base
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return make_dir(Path(xdg).expanduser() / "pi2sim", "$XDG_CACHE_HOME")
+    return make_dir(Path.home() / ".cache" / "pi2sim", "~/.cache (set PI2SIM_CACHE to a writable directory)")

@@ -14,8 +14,10 @@ else is a finding and raises:
   is needed, a unit slipped by 1000x) must have been rejected.
 
 Entry points: ``device_yaml``, ``model_yaml``, ``grid_yaml`` (sweep grids), ``trace_file`` (the
-``.pi2t`` reader) and ``cli`` (``pi2sim run`` argument handling through config, specs and the
-policy's memory plan; the simulation itself is exercised by the rest of the suite).
+``.pi2t`` reader), ``cli`` (``pi2sim run`` argument handling through config, specs and the
+policy's memory plan; the simulation itself is exercised by the rest of the suite), ``path_flag``
+(every command's path flags, generated paths into a scratch tree) and ``cache_env``
+(``PI2SIM_CACHE``).
 """
 
 from __future__ import annotations
@@ -385,10 +387,111 @@ def cli(args: list[str]) -> str:
     return _tally("cli", "accepted")
 
 
+# ---------------------------------------------------------------- paths and environment
+_SANDBOX: Path | None = None
+
+
+def sandbox() -> Path:
+    """A scratch tree the path targets point into: a file, a directory, a file inside it."""
+    global _SANDBOX
+    if _SANDBOX is None:
+        _SANDBOX = Path(tempfile.mkdtemp(prefix="pi2sim-fuzz-paths-"))
+        (_SANDBOX / "afile").write_text("x")
+        (_SANDBOX / "adir").mkdir()
+        (_SANDBOX / "adir" / "inner.yaml").write_text("a: 1\n")
+    return _SANDBOX
+
+
+PATH_PARTS = ["afile", "adir", "missing", "", ".", "..", "inner.yaml", "x" * 300, "a\x00b", "new", "sp ace", "\u00e9", "*", "~"]
+# (command words before the flag, flag or None for a positional path)
+PATH_FLAGS = [
+    (["run"], "--out"), (["run"], "--timeline"), (["run"], "--plan"), (["run"], "--calibration"),
+    (["validate"], "--scenarios"), (["validate"], "--out"), (["validate"], "--calibration"),
+    (["sweep"], None), (["sweep", "g.yaml"], "--out"), (["regress"], "--suite"), (["calibrate"], "--scenarios"),
+    (["calibrate"], "--out"), (["compare"], "--out"), (["plan"], "--out"), (["trace", "stats", "smollm2-135m"], "--out"),
+    (["trace", "record"], "--out"), (["trace", "record", "--out", "t.pi2t"], "--prompts"),
+]
+
+
+@st.composite
+def path_text(draw) -> str:
+    """A path as a user might type it: inside the sandbox, absolute elsewhere, or arbitrary text."""
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        return draw(st.sampled_from(["", "/", "/dev/null", "/proc/self/status", "/nonexistent/x", "~", "-", "--out"]))
+    if kind == 1:
+        return draw(st.text(max_size=30))
+    parts = draw(st.lists(st.sampled_from(PATH_PARTS), min_size=1, max_size=4))
+    tail = "/" if draw(st.booleans()) and draw(st.booleans()) else ""
+    return str(sandbox()) + "/" + "/".join(parts) + tail
+
+
+@st.composite
+def path_args(draw) -> list[str]:
+    words, flag = draw(st.sampled_from(PATH_FLAGS))
+    text = draw(path_text())
+    return [*words, text] if flag is None else [*words, flag, text]
+
+
+def path_flag(args: list[str]) -> str:
+    """Parsing a command line whose one path argument was generated: the path checks run while
+    parsing; a rejection is one line naming the flag (never an OSError or ValueError)."""
+    from pi2sim import cli as cli_mod
+
+    parser = cli_mod.build_parser()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            ns = parser.parse_args(args)
+    except InputError as exc:
+        _check_rejection(exc, "")
+        return _tally("path_flag", "rejected")
+    except SystemExit as exc:
+        if exc.code not in (0, 2):
+            raise Finding(f"argparse exit {exc.code} for {args}") from None
+        return _tally("path_flag", "rejected")
+    for v in vars(ns).values():
+        if isinstance(v, Path) and "\x00" in str(v):
+            raise Finding(f"accepted a path with a NUL byte: {args}")
+    return _tally("path_flag", "accepted")
+
+
+def cache_env(text: str) -> str:
+    """``PI2SIM_CACHE`` set to a generated path: the cache directory exists afterwards, or the
+    rejection is one line naming the variable."""
+    import os
+
+    old = os.environ.get("PI2SIM_CACHE")
+    os.environ["PI2SIM_CACHE"] = text
+    try:
+        got = resources.cache_dir()
+    except InputError as exc:
+        _check_rejection(exc, "")
+        if text and "$PI2SIM_CACHE" not in exc.line():
+            raise Finding(f"cache rejection does not name the variable: {exc.line()!r}") from None
+        return _tally("cache_env", "rejected")
+    finally:
+        if old is None:
+            os.environ.pop("PI2SIM_CACHE", None)
+        else:
+            os.environ["PI2SIM_CACHE"] = old
+    if not got.is_dir():
+        raise Finding(f"cache_dir() returned {got}, which is not a directory")
+    return _tally("cache_env", "accepted")
+
+
+@st.composite
+def cache_text(draw) -> str:
+    t = draw(path_text()).replace("\x00", "")  # an environment variable cannot hold a NUL byte
+    return t if t.startswith(str(sandbox())) or t == "" or t.startswith(("/dev", "/proc", "/nonexistent")) else str(sandbox()) + "/" + t.lstrip("/")
+
+
 TARGETS = {
     "device_yaml": (device_yaml, lambda: mutated_yaml(bundled_docs("devices"))),
     "model_yaml": (model_yaml, lambda: mutated_yaml(bundled_docs("models"))),
     "grid_yaml": (grid_yaml, lambda: mutated_yaml({"grid.yaml": GRID_BASE})),
     "trace_file": (trace_file, mutated_trace),
     "cli": (cli, cli_args),
+    "path_flag": (path_flag, path_args),
+    "cache_env": (cache_env, cache_text),
 }

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 
 import fuzz_targets as F
 from conftest import have, require
-from pi2sim import resources
 from pi2sim.errors import InputError
 from pi2sim.specs.device import load_device
 from pi2sim.specs.model import load_model
@@ -54,6 +53,18 @@ def test_fuzz_trace_file(data):
 @given(F.cli_args())
 def test_fuzz_cli(args):
     F.cli(args)
+
+
+@SAMPLE
+@given(F.path_args())
+def test_fuzz_path_flags(args):
+    F.path_flag(args)
+
+
+@SAMPLE
+@given(F.cache_text())
+def test_fuzz_cache_env(text):
+    F.cache_env(text)
 
 
 def _unit_leaves(kind: str):

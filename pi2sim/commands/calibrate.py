@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+from .. import paths
 from ..engine import tiers
 
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Your own phone: pi2sim calibrate --device myphone.yaml --scenarios mymeasurements/ --out myphone-cal.yaml",
     )
     c.add_argument("--device", default="oneplus12", help="device whose constants are fitted (bundled name or YAML path)")
-    c.add_argument("--scenarios", default=None, metavar="DIR", help="scenario tree (default: the bundled paper points)")
+    c.add_argument("--scenarios", default=None, metavar="DIR", type=paths.input_dir_arg("--scenarios"), help="scenario tree (default: the bundled paper points)")
     c.add_argument("--set", dest="which", default="fit", choices=("fit", "calibration", "baselines", "all"),
                    help="which bundled points: fit = calibration + baselines (default); ignored with --scenarios")
     c.add_argument("--only", default=None, metavar="GLOBS", help="only scenario ids matching these globs")
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--full", action="store_true", help="full-length runs instead of validate --fast lengths (slower)")
     c.add_argument("--fidelity", choices=tiers.NAMES, default="analytic", help="timing tier (default analytic)")
     c.add_argument("--max-evals", type=int, default=60, help="evaluations per least-squares fit (default 60)")
-    c.add_argument("--out", default=None, metavar="OVERLAY.yaml", help="write the fitted constants with their provenance here")
+    c.add_argument("--out", default=None, metavar="OVERLAY.yaml", type=paths.output_file_arg("--out"), help="write the fitted constants with their provenance here")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import paths
 from .run import add_run_arguments, config_from_args
 
 
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="several policies on the same phone, model, trace and memory condition")
     add_run_arguments(c)
     c.add_argument("--policies", required=True, help="comma-separated: name or name@preset (e.g. powerinfer2,llm-in-a-flash,llamacpp,dense@qnn)")
-    c.add_argument("--out", default=None, help="write compare.csv and compare.json (and compare.png with --plot) here")
+    c.add_argument("--out", default=None, type=paths.output_dir_arg("--out"), help="write compare.csv and compare.json (and compare.png with --plot) here")
     c.add_argument("--plot", action="store_true", help="save a bar chart (decode tok/s and where the time goes)")
     c.add_argument("--json", action="store_true", help="print the table as JSON")
     c.add_argument("--quiet", action="store_true")
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = sub.add_parser("ablate", help="PowerInfer-2's ablation chain: baseline, +bundle, +cache, +pipeline, +xpu")
     add_run_arguments(a)
-    a.add_argument("--out", default=None, help="write ablation.csv and ablation.json here")
+    a.add_argument("--out", default=None, type=paths.output_dir_arg("--out"), help="write ablation.csv and ablation.json here")
     a.add_argument("--json", action="store_true")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=cmd_ablate)
@@ -60,10 +61,10 @@ def _write(df, out: str, stem: str) -> list[Path]:
 
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    paths = [d / f"{stem}.csv", d / f"{stem}.json"]
-    write_text(paths[0], df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
-    write_text(paths[1], json.dumps(json.loads(df.to_json(orient="records")), indent=2, sort_keys=True) + "\n")
-    return paths
+    files = [d / f"{stem}.csv", d / f"{stem}.json"]
+    write_text(files[0], df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    write_text(files[1], json.dumps(json.loads(df.to_json(orient="records")), indent=2, sort_keys=True) + "\n")
+    return files
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -79,10 +80,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         _print_table(table, f"{base.model} on {base.device}, {mem}, {base.decode_tokens} decode tokens ({base.fidelity} tier)")
     if args.out:
-        paths = _write(table, args.out, "compare")
+        written = _write(table, args.out, "compare")
         if args.plot:
-            paths.append(plot_compare(table, Path(args.out) / "compare.png", f"{base.model} on {base.device}, {mem}"))
-        for p in paths:
+            written.append(plot_compare(table, Path(args.out) / "compare.png", f"{base.model} on {base.device}, {mem}"))
+        for p in written:
             print(f"wrote {p}", file=sys.stderr)
     elif args.plot:
         print("pi2sim: --plot needs --out DIR", file=sys.stderr)

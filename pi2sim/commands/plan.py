@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import paths
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from .run import add_run_arguments
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=40, help="configurations to simulate (default 40)")
     p.add_argument("--max-cores", type=int, default=None, help="at most this many cores (compute threads + the I/O thread)")
     p.add_argument("--min-tok-s", type=float, default=None, help="required decode speed; the output says whether the plan meets it")
-    p.add_argument("--out", default=None, help="write the plan as YAML (usable with `pi2sim run --plan`)")
+    p.add_argument("--out", default=None, type=paths.output_file_arg("--out"), help="write the plan as YAML (usable with `pi2sim run --plan`)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_plan)
 

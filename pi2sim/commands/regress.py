@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import paths
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser(
@@ -15,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "absolute change of the same size. After an intended change, --accept rewrites the goldens and the "
         "commit shows the diff.",
     )
+    r.add_argument("--suite", default=None, metavar="DIR", type=paths.input_dir_arg("--suite"),
+                   help="your own suite instead of experiments/regression: DIR/scenarios.yaml (same format) and its "
+                   "DIR/golden.json (written by --accept)")
     r.add_argument("--threshold", type=float, default=0.02, help="largest accepted change (default 0.02: 2%% / 2 points)")
     r.add_argument("--accept", action="store_true", help="rewrite golden.json with the current results")
     r.add_argument("--only", default=None, metavar="IDS", help="comma-separated scenario ids")
@@ -40,20 +45,24 @@ def cmd_regress(args: argparse.Namespace) -> int:
         changes[key.strip()] = parse_value(raw)
     if args.accept and changes:
         raise InputError(None, "--accept", "no --set: goldens record the scenarios as written")
-    scenarios = R.load_scenarios()
+    root = args.suite
+    if root is not None and not (root / "scenarios.yaml").is_file():
+        raise InputError(None, "--suite", "a directory with a scenarios.yaml (see experiments/regression/scenarios.yaml)", str(root))
+    where = str(root) if root is not None else "experiments/regression"
+    scenarios = R.load_scenarios(root)
     if args.only:
         ids = {s.strip() for s in args.only.split(",") if s.strip()}
         unknown = ids - {s.id for s in scenarios}
         if unknown:
-            raise InputError(None, "--only", f"scenario ids of experiments/regression ({', '.join(s.id for s in scenarios)})", sorted(unknown))
+            raise InputError(None, "--only", f"scenario ids of {where} ({', '.join(s.id for s in scenarios)})", sorted(unknown))
         scenarios = [s for s in scenarios if s.id in ids]
     now = R.run_all(scenarios, changes, progress=not args.quiet)
-    golden = R.load_golden()
+    golden = R.load_golden(root)
     if args.accept:
         merged = golden if args.only else {}
         merged.update(now)
         diff = R.compare(golden, now, args.threshold)
-        path = R.write_golden(merged)
+        path = R.write_golden(merged, root)
         print(f"wrote {path} ({len(now)} scenarios; {len(diff)} metrics had moved past {args.threshold:g})")
         return 0
     diff = R.compare({k: v for k, v in golden.items() if k in now}, now, args.threshold)
@@ -62,5 +71,6 @@ def cmd_regress(args: argparse.Namespace) -> int:
         return 0
     print(f"regress: {diff['scenario'].nunique()} of {len(now)} scenarios moved past {args.threshold:g}:")
     print(diff.to_string(index=False))
-    print("if the change is intended: pi2sim regress --accept, and commit golden.json with the change", file=sys.stderr)
+    again = f"pi2sim regress --suite {root} --accept" if root is not None else "pi2sim regress --accept"
+    print(f"if the change is intended: {again}, and commit golden.json with the change", file=sys.stderr)
     return 1

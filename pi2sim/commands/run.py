@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import paths
 from ..engine import tiers
 from ..errors import InputError
 
@@ -50,12 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=_policy_epilog(policy),
     )
     add_run_arguments(p)
-    p.add_argument("--plan", default=None, metavar="FILE", help="apply a plan written by `pi2sim plan --out` (its policy options; its device, model and memory unless given here)")
+    p.add_argument("--plan", default=None, metavar="FILE", type=paths.input_file_arg("--plan"), help="apply a plan written by `pi2sim plan --out` (its policy options; its device, model and memory unless given here)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--out", default=None, help="write summary.json and tokens.csv into this directory")
+    p.add_argument("--out", default=None, type=paths.output_dir_arg("--out"), help="write summary.json and tokens.csv into this directory")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--check", action="store_true", help="assert the invariants of docs/invariants.md during the run (also PI2SIM_CHECK=1)")
-    p.add_argument("--timeline", default=None, metavar="OUT.json",
+    p.add_argument("--timeline", default=None, metavar="OUT.json", type=paths.output_file_arg("--timeline"),
                    help="write a Perfetto / Chrome trace of the decode (open in ui.perfetto.dev); implies --fidelity cluster unless given")
     p.add_argument("--timeline-tokens", default=None, metavar="A:B",
                    help=f"decode tokens A (inclusive) to B (exclusive) to keep in the timeline (default the first {TIMELINE_DEFAULT_TOKENS})")
@@ -79,7 +80,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fidelity", choices=tiers.NAMES, default=None, help="timing tier (default layer)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run, policy, device.* or model.* option (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
-    p.add_argument("--calibration", default=None, metavar="OVERLAY.yaml",
+    p.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", type=paths.input_file_arg("--calibration"),
                    help="apply constants fitted by `pi2sim calibrate --out` (explicit --set values win)")
 
 

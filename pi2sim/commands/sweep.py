@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import paths
+
 GRID_HELP = """\
 grid YAML:
   name: mixtral-memory            # optional
@@ -32,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sweep", help="run a grid of configurations (parallel, resumable) into one Parquet/CSV table",
         epilog=GRID_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("grid", help="grid YAML (see below)")
+    s.add_argument("grid", type=paths.input_file_arg("grid"), help="grid YAML (see below)")
     s.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
-    s.add_argument("--out", default=None, help="results table, .parquet (+ .csv beside it) or .csv (default <grid name>.parquet)")
+    s.add_argument("--out", default=None, type=paths.output_file_arg("--out"), help="results table, .parquet (+ .csv beside it) or .csv (default <grid name>.parquet)")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--dask", action="store_true", help="run on a local Dask cluster (--jobs workers) instead of a process pool")
     where.add_argument("--scheduler", default=None, metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786")

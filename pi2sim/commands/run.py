@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--check", action="store_true", help="assert the invariants of docs/invariants.md during the run (also PI2SIM_CHECK=1)")
     p.add_argument("--timeline", default=None, metavar="OUT.json", type=paths.output_file_arg("--timeline"),
-                   help="write a Perfetto / Chrome trace of the decode (open in ui.perfetto.dev); implies --fidelity cluster unless given")
+                   help="write a Perfetto / Chrome trace of the decode (open in ui.perfetto.dev); needs an event tier (layer or cluster)")
     p.add_argument("--timeline-tokens", default=None, metavar="A:B",
                    help=f"decode tokens A (inclusive) to B (exclusive) to keep in the timeline (default the first {TIMELINE_DEFAULT_TOKENS})")
     p.set_defaults(func=cmd_run)
@@ -77,7 +77,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     mem.add_argument("--ffn-offload", type=float, default=None, help="share of FFN weights left in flash (default 0.5)")
     p.add_argument("--prompt-tokens", type=int, default=None, help="prompt length (default 64)")
     p.add_argument("--decode-tokens", type=int, default=None, help="tokens to decode (default 256)")
-    p.add_argument("--fidelity", choices=tiers.NAMES, default=None, help="timing tier (default layer)")
+    p.add_argument("--fidelity", choices=tiers.NAMES, default=None, help=f"timing tier (default {tiers.DEFAULT})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run, policy, device.* or model.* option (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", type=paths.input_file_arg("--calibration"),

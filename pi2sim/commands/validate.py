@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--scenarios", default=None, metavar="DIR", type=paths.input_dir_arg("--scenarios"), help="scenario tree to run instead of the bundled experiments/paper (your own measurements; use with --set all)")
     v.add_argument("--out", default=None, type=paths.output_dir_arg("--out"), help="write validate.csv, validate.json and plots here")
     v.add_argument("--fast", action="store_true", help="256 decode tokens instead of 1024 (changes results by < 1%%, see docs/validation.md)")
-    v.add_argument("--fidelity", choices=tiers.NAMES, default=None, help="timing tier (default: each scenario's, i.e. layer)")
+    v.add_argument("--fidelity", choices=tiers.NAMES, default=None, help=f"timing tier (default: each scenario's, i.e. {tiers.DEFAULT} unless the scenario names one)")
     v.add_argument("--fitted", action="store_true", help="list every constant fitted to an end-to-end point, and the free set with the fold-to-fold spread --cross --record stored; exit")
     v.add_argument("--cross", action="store_true",
                    help="leave-one-group-out cross-validation: refit the free constants without each figure's points, predict them; "

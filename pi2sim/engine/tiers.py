@@ -29,7 +29,11 @@ TIERS: dict[str, Tier] = {
     )
 }
 NAMES: tuple[str, ...] = tuple(TIERS)
-DEFAULT = "layer"
+# the fastest tier whose results agree with the most detailed one within 1% on every published
+# point: the most detailed itself (docs/fidelity.md: analytic and layer each miss by up to 1.7% at
+# full length, on T18.pi2, T2 and T7; the cluster tier costs ~4% more wall time than analytic
+# for `pi2sim validate --set all`, and a third of the layer tier's)
+DEFAULT = "cluster"
 
 
 def describe() -> str:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from .. import resources, schema, yamlio
 from ..config import RunConfig
+from ..engine import tiers
 from ..errors import ConfigurationRefused, InputError
 from ..schema import spec_field
 
@@ -231,10 +232,10 @@ def run_scenarios(
     out = []
     for sc in scenarios:
         if sc.kind == "ufs":
-            out.append(Outcome(sc, ufs_bench(sc, fidelity or "layer")))
+            out.append(Outcome(sc, ufs_bench(sc, fidelity or tiers.DEFAULT)))
             continue
         if sc.kind == "dram":
-            out.append(Outcome(sc, dram_bench(sc, fidelity or "layer")))
+            out.append(Outcome(sc, dram_bench(sc, fidelity or tiers.DEFAULT)))
             continue
         cfg = run_config(sc, fast)
         if fidelity:

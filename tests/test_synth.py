@@ -187,3 +187,94 @@ def test_bad_profile_is_one_line(tmp_path, patch, key):
     with pytest.raises(InputError) as exc:
         synth.load_profile(str(p))
     assert str(p) in exc.value.line() and key in exc.value.line()
+
+
+# ---------------------------------------------------------------- prefix-stable cache
+def test_a_shorter_run_replays_the_prefix_of_the_cached_trace(tmp_path, monkeypatch):
+    """With a 2,000-token trace in the cache, a 1,000-token run generates nothing and replays that
+    trace's first 1,000 decode tokens; they are byte for byte the trace a fresh cache would have
+    generated for 1,000 tokens, and the run's results are identical to the run in that cache."""
+    import json
+
+    import pi2sim.simulation as S
+    from pi2sim.access.workload import Workload
+
+    m = load_model("turbosparse-mistral-7b")
+    long_cache, short_cache = tmp_path / "long", tmp_path / "short"
+    monkeypatch.setenv("PI2SIM_CACHE", str(long_cache))
+    long_path = synth.synthesize_cached(m, 2000, progress=False)
+    before = sorted(p.name for p in (long_cache / "traces").iterdir())
+    seen: list = []
+    orig = Workload.__init__
+
+    def spy(self, *a, **k):
+        orig(self, *a, **k)
+        seen.append(self)
+
+    monkeypatch.setattr(Workload, "__init__", spy)
+    r_long = S.simulate(decode_tokens=1000, fidelity="analytic")
+    assert sorted(p.name for p in (long_cache / "traces").iterdir()) == before  # nothing generated
+    w = seen[-1]
+    assert w.trace_path == long_path and len(w.decode_index) == 1000
+    assert list(w.decode_index) == list(range(w.prompt_tokens, w.prompt_tokens + 1000))  # the first 1,000 decode tokens
+
+    monkeypatch.setenv("PI2SIM_CACHE", str(short_cache))
+    short_path = synth.synthesize_cached(m, 1000, progress=False)
+    prefix = tmp_path / "prefix.pi2t"
+    synth.write_prefix(long_path, prefix, 1000)
+    assert _sha(prefix) == _sha(short_path)  # byte for byte
+    r_short = S.simulate(decode_tokens=1000, fidelity="analytic")
+    strip = lambda s: {k: v for k, v in s.items() if k not in ("resolved", "trace")}  # noqa: E731
+    assert json.dumps(strip(r_long.summary), sort_keys=True, default=str) == json.dumps(strip(r_short.summary), sort_keys=True, default=str)
+
+
+def test_a_longer_run_extends_the_cached_trace(tmp_path, monkeypatch):
+    """The cache holds 100 decode tokens of Mixtral; a 300-token run extends the same file (one
+    trace per model and seed), and the result is byte for byte a trace generated at 300 at once."""
+    m = load_model("turbosparse-mixtral-47b")
+    monkeypatch.setenv("PI2SIM_CACHE", str(tmp_path / "a"))
+    p = synth.synthesize_cached(m, 100, progress=False)
+    calls = []
+    orig = synth._Stream.tokens
+
+    def count(self, n, codes, experts):
+        calls.append(n)
+        return orig(self, n, codes, experts)
+
+    monkeypatch.setattr(synth._Stream, "tokens", count)
+    p2 = synth.synthesize_cached(m, 300, progress=False)
+    assert p2 == p and sum(calls) == 200  # only the new tokens were generated
+    assert [q.name for q in (tmp_path / "a" / "traces").glob("*.pi2t")] == [p.name]
+    monkeypatch.setenv("PI2SIM_CACHE", str(tmp_path / "b"))
+    fresh = synth.synthesize_cached(m, 300, progress=False)
+    assert _sha(fresh) == _sha(p2)
+
+
+def test_a_state_that_does_not_match_its_trace_starts_over(tmp_path, monkeypatch):
+    m = load_model("bamboo-7b")
+    monkeypatch.setenv("PI2SIM_CACHE", str(tmp_path / "a"))
+    p = synth.synthesize_cached(m, 64, progress=False)
+    other = tmp_path / "other.npz"
+    synth.generate(tmp_path / "x.pi2t", m.name, m.architecture.layers, m.architecture.ffn_neurons, 1, 1,
+                   *synth.load_profile("bamboo-7b"), 32, 0, progress=False, state_out=other)
+    synth.state_path(p).write_bytes(other.read_bytes())  # a concurrent writer's state, 32 tokens
+    p2 = synth.synthesize_cached(m, 128, progress=False)
+    monkeypatch.setenv("PI2SIM_CACHE", str(tmp_path / "b"))
+    assert _sha(p2) == _sha(synth.synthesize_cached(m, 128, progress=False))
+
+
+def test_counter_based_normals_are_normal():
+    """The kernel's innovations: mean, variance, and the tails the rare neurons depend on."""
+    from pi2sim.trace.synth_kernel import fill_normals, normal_table
+
+    x = np.empty(20_000_000, np.float64)
+    fill_normals(x, np.uint64(12345), 0, normal_table())
+    n = len(x)
+    assert abs(x.mean()) < 4 / np.sqrt(n) and abs(x.var() - 1) < 4 * np.sqrt(2 / n)
+    for k, p in ((2.0, 0.0227501), (3.0, 0.0013499), (4.0, 3.167e-5)):
+        for tail in (x > k, x < -k):
+            got = tail.mean()
+            assert abs(got - p) < 5 * np.sqrt(p / n), (k, got, p)
+    y = np.empty(1000, np.float64)
+    fill_normals(y, np.uint64(12345), 500, normal_table())
+    assert np.array_equal(y, x[500:1500])  # a pure function of the counter

@@ -181,26 +181,20 @@ def _hit_curve(path: Path, model_name: str) -> list[dict]:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    import shutil
-
-    from ..atomic import atomic_open
     from ..specs.model import load_model
     from ..trace import load
-    from ..trace.synth import load_profile, synthesize_cached
+    from ..trace.synth import load_profile, synthesize_cached, write_prefix
 
     model = load_model(args.model)
     if model.sparsity.trace != "synthetic":
         raise InputError(model.path, "sparsity.trace", "a model with a synthetic trace ('synthetic')", model.sparsity.trace)
     path = synthesize_cached(model, args.tokens, seed=args.seed, prompt_tokens=args.prompt_tokens)
-    if args.out:
-        with atomic_open(args.out) as dst, open(path, "rb") as src:
-            shutil.copyfileobj(src, dst)
-        path_shown = args.out
-    else:
-        path_shown = str(path)
+    if args.out:  # exactly the tokens asked for: the cache may hold a longer trace (they are its prefix)
+        write_prefix(path, args.out, args.tokens)
+        path = args.out
     with load(path) as t:
         m = t.meta
-        print(f"{path_shown}: {m.model}, {m.n_tokens} tokens ({args.tokens} decode), seed {args.seed}")
+        print(f"{path}: {m.model}, {m.n_tokens} tokens ({m.sequences[0]['n_decode']} decode), seed {args.seed}")
         if args.check:
             from ..trace.stats import compute
 

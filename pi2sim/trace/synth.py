@@ -55,7 +55,7 @@ from ..errors import InputError
 from ..schema import spec_field
 from .format import PHASE_DECODE, PHASE_PROMPT, ActivationLevel, TraceMeta, TraceWriter
 
-GENERATOR_VERSION = 4  # 4: MoE experts' latents follow the token stream; 3: neuron-to-frequency assignment fixed per model
+GENERATOR_VERSION = 5  # 5: counter-based innovations (prefix-stable, compiled); 4: MoE experts' latents follow the token stream; 3: neuron-to-frequency assignment fixed per model
 
 
 # ----------------------------------------------------------------------------- normal helpers
@@ -508,43 +508,82 @@ def _route(rng: np.random.Generator, prev: np.ndarray | None, a: float, q: float
     return np.array(chosen, np.uint8)
 
 
-def generate(
-    out: str | Path,
-    model_name: str,
-    n_layers: int,
-    n_neurons: int,
-    n_experts: int,
-    top_k: int,
-    profile: SynthProfile,
-    profile_file: Path,
-    decode_tokens: int,
-    seed: int,
-    prompt_tokens: int | None = None,
-    progress: bool = True,
-) -> TraceMeta:
-    """Generate a synthetic trace into ``out`` and return its metadata."""
-    t0 = time.time()
-    P = profile.prompt_tokens if prompt_tokens is None else prompt_tokens
-    cal = calibrate(profile, n_layers, n_neurons, n_experts, MODEL_SEED)
-    rng = np.random.default_rng([seed, 1])
-    K = top_k if n_experts > 1 else 1
-    E = n_experts
-    tau = thresholds(cal, model_name, n_layers, n_experts, n_neurons)  # [level, L, E, N]
-    n_levels = tau.shape[0]
-    tau = tau.astype(np.float32)
-    rho, beta = cal.rho, cal.beta
-    f32 = np.float32
-    s_rho = f32(math.sqrt(1 - rho * rho))
-    rho32 = f32(rho)
-    sb, s1 = f32(math.sqrt(beta)), f32(math.sqrt(1 - beta))
-    sg, sl = math.sqrt(cal.gamma), math.sqrt(1 - cal.gamma)
-    z = rng.standard_normal((n_layers, E, n_neurons), dtype=np.float32)
-    G = float(rng.standard_normal())
-    g = rng.standard_normal(n_layers)
-    prev_route: list[np.ndarray | None] = [None] * n_layers
-    last_used = np.full((n_layers, E), -1, np.int64)  # token of each expert's last routing (MoE)
-    lidx = np.arange(n_layers)[:, None]
-    total = P + decode_tokens
+class _Stream:
+    """The generator's state between tokens: the AR(1) latents, the intensity factors, the
+    routers' last pairs and each expert's last routing, and the numpy generator the per-token
+    draws (intensity, routing) come from. The per-neuron innovations come from the
+    counter-based kernel (:mod:`pi2sim.trace.synth_kernel`), so a stream advanced to token t is
+    the same whether it got there in one call or several, in this process or from a saved state."""
+
+    def __init__(self, cal: "Calibration", tau: np.ndarray, n_layers: int, n_neurons: int, n_experts: int, top_k: int, seed: int):
+        self.cal, self.tau = cal, tau
+        self.L, self.N, self.E = n_layers, n_neurons, n_experts
+        self.K = top_k if n_experts > 1 else 1
+        self.top_k = top_k
+        self.key = np.uint64(int.from_bytes(hashlib.sha256(f"pi2sim-synth-innovations:{seed}".encode()).digest()[:8], "little"))
+        self.rng = np.random.default_rng([seed, 1])
+        self.z = self.rng.standard_normal((n_layers, n_experts, n_neurons), dtype=np.float32)
+        self.G = float(self.rng.standard_normal())
+        self.g = self.rng.standard_normal(n_layers)
+        self.prev_route = np.full((n_layers, self.K), -1, np.int16)  # -1: not routed yet
+        self.last_used = np.full((n_layers, n_experts), -1, np.int64)  # token of each expert's last routing (MoE)
+        self.t = 0
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict[str, np.ndarray]:
+        return {"z": self.z, "g": self.g, "prev_route": self.prev_route, "last_used": self.last_used,
+                "G": np.float64(self.G), "t": np.int64(self.t), "rng": np.array(json.dumps(self.rng.bit_generator.state))}
+
+    def restore(self, st) -> None:
+        self.z = np.array(st["z"], np.float32)
+        self.g = np.array(st["g"], np.float64)
+        self.prev_route = np.array(st["prev_route"], np.int16)
+        self.last_used = np.array(st["last_used"], np.int64)
+        self.G = float(st["G"])
+        self.t = int(st["t"])
+        self.rng.bit_generator.state = json.loads(str(st["rng"]))
+
+    # ------------------------------------------------------------------ tokens
+    def tokens(self, n: int, codes: np.ndarray, experts: np.ndarray | None) -> None:
+        """Advance ``n`` tokens, writing their codes [n, L, K, N] (and routed experts [n, L, K])."""
+        from .synth_kernel import normal_table, step
+
+        cal, L, E = self.cal, self.L, self.E
+        rho = cal.rho
+        innov = math.sqrt(1 - rho * rho)
+        sg, sl = math.sqrt(cal.gamma), math.sqrt(1 - cal.gamma)
+        s1, sb = np.float32(math.sqrt(1 - cal.beta)), np.float32(math.sqrt(cal.beta))
+        table = normal_table()
+        lidx = np.arange(L)[:, None]
+        zeros = np.zeros((L, 1), np.int64)
+        a_dense = np.full((L, 1), rho, np.float32)
+        s_dense = np.full((L, 1), innov, np.float32)
+        for j in range(n):
+            self.G = rho * self.G + innov * float(self.rng.standard_normal())
+            self.g = rho * self.g + innov * self.rng.standard_normal(L)
+            h = (sg * self.G + sl * self.g).astype(np.float32)  # intensity per layer, partly shared
+            if E == 1:
+                routes, a32, s32 = zeros, a_dense, s_dense
+            else:
+                for l in range(L):
+                    a, qq = cal.router[l]
+                    prev = self.prev_route[l] if self.prev_route[l, 0] >= 0 else None
+                    self.prev_route[l] = _route(self.rng, prev, a, qq, E, self.top_k)
+                routes = self.prev_route.astype(np.int64)
+                experts[j] = routes
+                # an expert routed again after a gap of d tokens has moved d AR(1) steps, drawn at
+                # once (rho^d, exact for the stationary process); see the module docstring
+                gap = (self.t - self.last_used[lidx, routes]).astype(np.float64)
+                a_gap = np.power(rho, gap)
+                self.last_used[lidx, routes] = self.t
+                a32 = a_gap.astype(np.float32)
+                s32 = np.sqrt(np.maximum(0.0, 1.0 - a_gap * a_gap)).astype(np.float32)
+            step(self.z, routes, a32, s32, self.tau, h, s1, sb, self.key, self.t, table, codes[j])
+            self.t += 1
+
+
+def _meta(model_name: str, n_layers: int, n_neurons: int, n_experts: int, top_k: int, profile: SynthProfile, profile_file: Path,
+          cal: "Calibration", decode_tokens: int, seed: int, prompt_tokens: int) -> TraceMeta:
     levels = (
         (ActivationLevel(name="nonzero"),)
         if profile.activation == "zero"
@@ -558,65 +597,83 @@ def generate(
         "seed": seed,
         "model_seed": MODEL_SEED,
         "decode_tokens": decode_tokens,
-        "prompt_tokens": P,
+        "prompt_tokens": prompt_tokens,
         "calibration": cal.to_json(),
     }
-    meta = TraceMeta(
-        model=model_name,
-        n_layers=n_layers,
-        n_neurons=n_neurons,
-        n_experts=n_experts,
-        top_k=top_k if n_experts > 1 else 1,
-        activation_kind=profile.activation,
-        levels=levels,
-        sequences=({"index": 0, "n_prompt": P, "n_decode": decode_tokens, "task": "synthetic"},),
-        provenance=provenance,
-        codec="zstd",
+    return TraceMeta(
+        model=model_name, n_layers=n_layers, n_neurons=n_neurons, n_experts=n_experts,
+        top_k=top_k if n_experts > 1 else 1, activation_kind=profile.activation, levels=levels,
+        sequences=({"index": 0, "n_prompt": prompt_tokens, "n_decode": decode_tokens, "task": "synthetic"},),
+        provenance=provenance, codec="zstd",
     )
-    chunk = 64
-    with TraceWriter(out, meta, chunk_tokens=chunk) as w:
-        buf_codes = np.zeros((chunk, n_layers, K, n_neurons), np.uint8)
-        buf_exp = np.zeros((chunk, n_layers, K), np.uint8) if E > 1 else None
-        for start in range(0, total, chunk):
-            n = min(chunk, total - start)
-            for j in range(n):
-                G = rho * G + math.sqrt(1 - rho * rho) * float(rng.standard_normal())
-                g = rho * g + math.sqrt(1 - rho * rho) * rng.standard_normal(n_layers)
-                h = (sg * G + sl * g).astype(np.float32)  # intensity per layer, partly shared
-                if E == 1:
-                    z[:, 0] = rho32 * z[:, 0] + s_rho * rng.standard_normal((n_layers, n_neurons), dtype=np.float32)
-                    x = s1 * z[:, 0] + sb * h[:, None]  # [L, N]
-                    c = np.zeros((n_layers, n_neurons), np.uint8)
-                    for lv in range(n_levels):
-                        c += x > tau[lv][:, 0]
-                    buf_codes[j, :, 0] = c
-                else:
-                    routes = np.empty((n_layers, K), np.intp)
-                    for l in range(n_layers):
-                        a, qq = cal.router[l]
-                        prev_route[l] = _route(rng, prev_route[l], a, qq, E, top_k)
-                        routes[l] = prev_route[l]
-                    buf_exp[j] = routes
-                    # the latent of every expert follows the token stream (see module docstring):
-                    # an expert routed again after a gap of d tokens has moved d AR(1) steps,
-                    # drawn at once (rho^d, exact for the stationary process)
-                    t_now = start + j
-                    gap = (t_now - last_used[lidx, routes]).astype(np.float64)  # [L, K]
-                    a_gap = np.power(rho, gap)
-                    last_used[lidx, routes] = t_now
-                    a32 = a_gap.astype(np.float32)[:, :, None]
-                    s32 = np.sqrt(np.maximum(0.0, 1.0 - a_gap * a_gap)).astype(np.float32)[:, :, None]
-                    zi = a32 * z[lidx, routes] + s32 * rng.standard_normal((n_layers, K, n_neurons), dtype=np.float32)
-                    z[lidx, routes] = zi
-                    x = s1 * zi + sb * h[:, None, None]
-                    c = np.zeros((n_layers, K, n_neurons), np.uint8)
-                    for lv in range(n_levels):
-                        c += x > tau[lv][lidx, routes]
-                    buf_codes[j] = c
+
+
+CHUNK = 64  # tokens per trace block
+
+
+def generate(
+    out: str | Path,
+    model_name: str,
+    n_layers: int,
+    n_neurons: int,
+    n_experts: int,
+    top_k: int,
+    profile: SynthProfile,
+    profile_file: Path,
+    decode_tokens: int,
+    seed: int,
+    prompt_tokens: int | None = None,
+    progress: bool = True,
+    extend_from: Path | None = None,
+    state_out: Path | None = None,
+) -> TraceMeta:
+    """Generate a synthetic trace into ``out`` and return its metadata.
+
+    ``extend_from``: an existing trace of the same model, seed and prompt (and its state file,
+    ``<trace>.state.npz``) whose tokens become the first ones of ``out``; generation resumes
+    where it stopped, so the result is byte for byte the trace a single call would write.
+    ``state_out``: where to save the generator's state after the last token (for a later
+    extension)."""
+    t0 = time.time()
+    P = profile.prompt_tokens if prompt_tokens is None else prompt_tokens
+    cal = calibrate(profile, n_layers, n_neurons, n_experts, MODEL_SEED)
+    tau = thresholds(cal, model_name, n_layers, n_experts, n_neurons).astype(np.float32)  # [level, L, E, N]
+    stream = _Stream(cal, tau, n_layers, n_neurons, n_experts, top_k, seed)
+    meta = _meta(model_name, n_layers, n_neurons, n_experts, top_k, profile, profile_file, cal, decode_tokens, seed, P)
+    total = P + decode_tokens
+    K, E = stream.K, n_experts
+    with TraceWriter(out, meta, chunk_tokens=CHUNK) as w:
+        done = 0
+        if extend_from is not None:
+            from .format import Trace
+
+            with np.load(state_path(extend_from), allow_pickle=False) as st:
+                stream.restore(st)
+            with Trace(extend_from) as old:
+                if stream.t != len(old) or len(old) > total:
+                    raise ValueError("state does not match its trace")
+                for block in old.iter_blocks():
+                    w.append(block.token_id, block.seq, block.phase, block.codes, block.experts)
+                done = len(old)
+        buf_codes = np.zeros((CHUNK, n_layers, K, n_neurons), np.uint8)
+        buf_exp = np.zeros((CHUNK, n_layers, K), np.uint8) if E > 1 else None
+        start = done
+        while start < total:
+            n = min(CHUNK - start % CHUNK, total - start)  # keep blocks aligned to the stream's chunks
+            stream.tokens(n, buf_codes, buf_exp)
             phase = np.where(np.arange(start, start + n) < P, PHASE_PROMPT, PHASE_DECODE).astype(np.uint8)
             w.append(np.full(n, -1, np.int32), np.zeros(n, np.int32), phase, buf_codes[:n], None if buf_exp is None else buf_exp[:n])
+            start += n
             if progress:
-                print(f"\r[synth] {model_name}: {start + n}/{total} tokens, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
+                print(f"\r[synth] {model_name}: {start}/{total} tokens, {time.time() - t0:.1f} s", end="", file=sys.stderr, flush=True)
+    if state_out is not None:
+        import io
+
+        from ..atomic import write_bytes
+
+        buf = io.BytesIO()
+        np.savez(buf, **stream.state())
+        write_bytes(state_out, buf.getvalue())
     if progress:
         print(file=sys.stderr)
     return w.meta
@@ -625,34 +682,80 @@ def generate(
 # ----------------------------------------------------------------------------- cache
 
 
-def cache_key(model_file: Path, profile_file: Path, decode_tokens: int, seed: int, prompt_tokens: int | None) -> str:
+def cache_key(model_file: Path, profile_file: Path, seed: int, prompt_tokens: int) -> str:
+    """The cache entry of a (model, profile, generator, seed, prompt length): not the decode
+    length, since every length is a prefix of the longest generated."""
     h = hashlib.sha256()
-    h.update(json.dumps({"v": GENERATOR_VERSION, "n": decode_tokens, "seed": seed, "p": prompt_tokens}).encode())
+    h.update(json.dumps({"v": GENERATOR_VERSION, "seed": seed, "p": prompt_tokens}).encode())
     h.update(Path(model_file).read_bytes())
     h.update(Path(profile_file).read_bytes())
     return h.hexdigest()[:20]
 
 
-def synthesize_cached(model, decode_tokens: int, seed: int = 0, prompt_tokens: int | None = None, progress: bool = True) -> Path:
-    """Path of the synthetic trace for ``model`` (a ModelSpec), generating it on first use.
+def state_path(trace: Path) -> Path:
+    """The generator state saved beside a cached synthetic trace (to extend it later)."""
+    return trace.with_name(trace.name + ".state.npz")
 
-    Traces are cached under ``pi2sim.resources.cache_dir()/traces`` keyed by the model file, the
-    profile file, the generator version, the token counts and the seed.
-    """
+
+def _decode_tokens_of(path: Path) -> int | None:
     from .format import Trace
 
+    try:
+        with Trace(path) as t:
+            return int(t.meta.sequences[0]["n_decode"])
+    except (InputError, KeyError, IndexError):
+        path.unlink(missing_ok=True)  # a damaged cache entry is regenerated, never used
+        return None
+
+
+def synthesize_cached(model, decode_tokens: int, seed: int = 0, prompt_tokens: int | None = None, progress: bool = True) -> Path:
+    """Path of a synthetic trace for ``model`` (a ModelSpec) with at least ``decode_tokens``
+    decode tokens, generating or extending it on first use.
+
+    The cache holds one trace per (model file, profile file, generator version, prompt length,
+    seed) under ``pi2sim.resources.cache_dir()/traces``; a run replays the first
+    ``decode_tokens`` of it (:mod:`pi2sim.access.workload`), which are exactly the trace a run of
+    that length would have generated (prefix-stable generation). A longer run extends the file
+    from its saved generator state, without regenerating what is there, and replaces it
+    atomically.
+    """
     profile_name = model.sparsity.profile or model.name
     profile, pfile = load_profile(profile_name)
     if profile.model != model.name:
         raise InputError(pfile, "model", f"the profile of model {model.name!r}", profile.model)
-    key = cache_key(Path(model.path), pfile, decode_tokens, seed, prompt_tokens)
-    path = resources.cache_dir() / "traces" / f"{model.name}-{decode_tokens}t-s{seed}-{key}.pi2t"
-    if path.is_file():
-        try:
-            Trace(path).close()
-            return path
-        except InputError:
-            path.unlink(missing_ok=True)  # a damaged cache entry is regenerated, never used
+    P = profile.prompt_tokens if prompt_tokens is None else prompt_tokens
+    key = cache_key(Path(model.path), pfile, seed, P)
+    path = resources.cache_dir() / "traces" / f"{model.name}-s{seed}-p{P}-{key}.pi2t"
+    have = _decode_tokens_of(path) if path.is_file() else None
+    if have is not None and have >= decode_tokens:
+        return path
     a = model.architecture
-    generate(path, model.name, a.layers, a.ffn_neurons, a.experts, a.top_k, profile, pfile, decode_tokens, seed, prompt_tokens, progress)
+    extend = path if have is not None and state_path(path).is_file() else None
+    args = (model.name, a.layers, a.ffn_neurons, a.experts, a.top_k, profile, pfile, decode_tokens, seed, P, progress)
+    try:
+        generate(path, *args, extend_from=extend, state_out=state_path(path))
+    except (ValueError, KeyError, OSError) as e:
+        if extend is None or isinstance(e, PermissionError):
+            raise
+        generate(path, *args, state_out=state_path(path))  # a state that does not match its trace (a concurrent writer): start over
     return path
+
+
+def write_prefix(src: Path, dst: Path, decode_tokens: int) -> None:
+    """Copy the first ``decode_tokens`` decode tokens (and the prompt) of a synthetic trace."""
+    from dataclasses import replace
+
+    from .format import Trace
+
+    with Trace(src) as t:
+        m = t.meta
+        P = int(m.sequences[0]["n_prompt"])
+        total = P + decode_tokens
+        seqs = (dict(m.sequences[0], n_decode=decode_tokens),)
+        meta = replace(m, n_tokens=0, sequences=seqs, provenance=dict(m.provenance, decode_tokens=decode_tokens))
+        with TraceWriter(dst, meta, chunk_tokens=CHUNK) as w:
+            for b in t.iter_blocks():
+                if b.start >= total:
+                    break
+                k = min(len(b), total - b.start)
+                w.append(b.token_id[:k], b.seq[:k], b.phase[:k], b.codes[:k], None if b.experts is None else b.experts[:k])

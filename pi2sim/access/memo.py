@@ -8,6 +8,12 @@ chance of reusing a result computed from different inputs. Cached arrays are mad
 a caller that tried to modify a shared result would fail loudly instead of corrupting others.
 
 ``PI2SIM_NO_MEMO=1`` turns it off (benchmarks of the access model itself).
+
+:func:`persisted` adds a second level on disk for results that are a pure function of a
+synthetic model's profile (its neuron frequencies, their hottest-first order, hot masks), which
+every process would otherwise rebuild before its first token (~1 s for Mixtral). Files live
+under ``<cache>/memo/``, named by the same digest, written atomically; a damaged or unreadable
+file is recomputed.
 """
 
 from __future__ import annotations
@@ -116,3 +122,34 @@ class Memo:
 
 ACCESS = Memo(max_entries=128)  # cache simulations (counts per token and layer: ~1-4 MB each)
 PROFILES = Memo(max_entries=16, max_bytes=512e6)  # offline neuron profiles, hot masks, alias tables
+
+
+def persisted(key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()`` (an array, or a tuple of arrays and numbers), stored on disk under ``key``;
+    use inside a :meth:`Memo.get` so the process keeps it in memory too."""
+    if os.environ.get("PI2SIM_NO_MEMO") == "1":
+        return compute()
+    import io
+
+    from .. import resources
+    from ..atomic import write_bytes
+
+    path = resources.cache_dir() / "memo" / f"{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                n = int(z["n"])
+                parts = [z[f"a{i}"] for i in range(n)]
+                return parts[0] if bool(z["single"]) else tuple(p.item() if p.ndim == 0 else p for p in parts)
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)
+    value = compute()
+    single = not isinstance(value, tuple)
+    parts = [value] if single else list(value)
+    buf = io.BytesIO()
+    np.savez(buf, n=len(parts), single=single, **{f"a{i}": np.asarray(p) for i, p in enumerate(parts)})
+    try:
+        write_bytes(path, buf.getvalue())
+    except OSError:  # a read-only cache: the result is still right, only not kept
+        pass
+    return value

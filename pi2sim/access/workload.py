@@ -133,8 +133,8 @@ def hottest_first(freqs: np.ndarray, axis: int | None = None) -> np.ndarray:
     if axis is None:
         from .kernel import argsort_desc_stable
 
-        return memo.PROFILES.get(key, lambda: argsort_desc_stable(freqs.reshape(-1)))
-    return memo.PROFILES.get(key, lambda: np.argsort(-freqs, axis=axis, kind="stable"))
+        return memo.PROFILES.get(key, lambda: memo.persisted(key, lambda: argsort_desc_stable(freqs.reshape(-1))))
+    return memo.PROFILES.get(key, lambda: memo.persisted(key, lambda: np.argsort(-freqs, axis=axis, kind="stable")))
 
 
 def _neuron_frequencies(w: Workload) -> np.ndarray:
@@ -146,8 +146,11 @@ def _neuron_frequencies(w: Workload) -> np.ndarray:
         cal = prov.get("calibration", {})
         if "mu" not in cal:
             raise InputError(w.trace.path, "provenance.calibration", "a synthetic trace from generator version 2 or later (re-generate it)")
-        freqs = population_frequencies(cal, m.model, m.n_layers, m.n_neurons, m.n_experts)
-        return freqs[w.level].copy()  # own memory: memoised results are frozen and hashed once
+        import json
+
+        # a function of the profile's calibration alone (not of the replayed tokens): kept on disk
+        key = memo.digest("population_frequencies", json.dumps(cal, sort_keys=True), m.model, m.n_layers, m.n_neurons, m.n_experts, w.level)
+        return memo.persisted(key, lambda: population_frequencies(cal, m.model, m.n_layers, m.n_neurons, m.n_experts)[w.level].copy())
     decode = np.flatnonzero(w.trace.phase == PHASE_DECODE)
     replayed = set(w.decode_index.tolist())
     outside = np.array([i for i in decode if i not in replayed], dtype=np.int64)

@@ -196,7 +196,7 @@ class PowerInfer2(Policy):
         depends on."""
         o = self.opt
         key = memo.digest("hot_mask", freqs, cache_neurons, o.decode, o.npu_row_share, o.hot_fraction, o.neuron_cache)
-        return memo.PROFILES.get(key, lambda: self._hot_mask(freqs, cache_neurons))
+        return memo.PROFILES.get(key, lambda: memo.persisted(key, lambda: self._hot_mask(freqs, cache_neurons)))
 
     def _hot_mask(self, freqs: np.ndarray, total: int) -> tuple[np.ndarray, int]:
         L, E, N = freqs.shape

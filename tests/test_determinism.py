@@ -112,3 +112,30 @@ def test_sweep_killed_at_random_points_resumes_identically(tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_access_results_read_back_from_disk_change_nothing(monkeypatch, tmp_path):
+    """The on-disk memo (access/memo.persisted): a second process's run, which reads the cache
+    simulation and the hot mask back from disk, gives byte-identical outputs; a change of the
+    access code changes the key, so its results are never read back."""
+    import json
+
+    from pi2sim.access import memo
+    from pi2sim.config import RunConfig, apply_values
+    from pi2sim.simulation import run
+
+    monkeypatch.setenv("PI2SIM_CACHE", str(tmp_path))
+    cfg = apply_values(RunConfig(), {"model": "turbosparse-mixtral-47b", "decode_tokens": 8, "memory_gb": 12, "fidelity": "analytic"})
+    first = run(cfg)
+    stored = sorted((tmp_path / "memo").glob("*.npz"))
+    assert len(stored) >= 3  # frequencies, order, hot mask, cache simulation
+    memo.ACCESS.clear()
+    memo.PROFILES.clear()
+    again = run(cfg)  # as a new process would: nothing in memory, everything on disk
+    assert json.dumps(first.summary, sort_keys=True, default=str) == json.dumps(again.summary, sort_keys=True, default=str)
+    assert first.tokens.equals(again.tokens)
+    monkeypatch.setattr(memo, "_CODE", "other code")
+    memo.ACCESS.clear()
+    memo.PROFILES.clear()
+    run(cfg)
+    assert len(list((tmp_path / "memo").glob("*.npz"))) == 2 * len(stored)  # recomputed and stored under new keys

@@ -201,7 +201,7 @@ def simulate(layout: FileLayout, capacity_blocks: int, experts: np.ndarray | Non
     from . import memo
 
     key = memo.digest("pagecache", repr(layout), capacity_blocks, experts if experts is not None else "dense", n_tokens, replacement)
-    return memo.ACCESS.get(key, lambda: _simulate(layout, capacity_blocks, experts, n_tokens, replacement))
+    return memo.ACCESS.get(key, lambda: memo.persisted(key, lambda: _simulate(layout, capacity_blocks, experts, n_tokens, replacement), PageAccess))
 
 
 def _simulate(layout: FileLayout, capacity_blocks: int, experts: np.ndarray | None, n_tokens: int, replacement: str) -> PageAccess:

@@ -79,9 +79,9 @@ def simulate(
     ``window``: neurons also leave the cold region once unused for that many tokens (LLM in a
     Flash's sliding window); evictions per token and layer are recorded for memory management.
 
-    Memoised in-process on all of its inputs (:mod:`pi2sim.access.memo`); the result is read-only."""
+    Memoised on all of its inputs, in-process and on disk (:mod:`pi2sim.access.memo`); the result is read-only."""
     key = memo.digest("segmented", w.trace_path, w.level, w.decode_index, freqs, hot_mask, cold_capacity, recall, precision, seed, warm, window)
-    return memo.ACCESS.get(key, lambda: _simulate(w, freqs, hot_mask, cold_capacity, recall, precision, seed, warm, window))
+    return memo.ACCESS.get(key, lambda: memo.persisted(key, lambda: _simulate(w, freqs, hot_mask, cold_capacity, recall, precision, seed, warm, window), NeuronAccess))
 
 
 def warm_start_ids(freqs: np.ndarray, hot_flat: np.ndarray, capacity: int) -> np.ndarray:

@@ -179,7 +179,7 @@ def code_version() -> str:
     global _CODE_VERSION
     if _CODE_VERSION is None:
         h = hashlib.sha256()
-        pkg = Path(__file__).resolve().parent
+        pkg = Path(__file__).resolve().parents[1]  # the whole pi2sim package, not only workflows/
         files = sorted(pkg.rglob("*.py"))
         for sub in ("devices", "models"):
             files += sorted(resources.data_dir(sub).glob("*.yaml"))

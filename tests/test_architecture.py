@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # the tier registry is data (names, module paths) the run configuration lists: it sits with the
     # infrastructure and imports no pi2sim module (checked below); it loads a tier only to run it
     ("infrastructure", ("pi2sim.errors", "pi2sim.units", "pi2sim.schema", "pi2sim.yamlio", "pi2sim.atomic",
-                        "pi2sim.resources", "pi2sim.paths", "pi2sim.config", "pi2sim.version", "pi2sim.engine.tiers")),
+                        "pi2sim.resources", "pi2sim.paths", "pi2sim.diskcache", "pi2sim.config", "pi2sim.version", "pi2sim.engine.tiers")),
     ("specs", ("pi2sim.specs",)),
     ("trace", ("pi2sim.trace",)),
     ("access", ("pi2sim.access",)),

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import diskcache
+
 MAX_ENTRIES = 4
 MAX_BYTES = 256e6  # per memo: results are bounded by their arrays' size too (a calibration keeps dozens)
 
@@ -124,91 +126,15 @@ ACCESS = Memo(max_entries=128)  # cache simulations (counts per token and layer:
 PROFILES = Memo(max_entries=16, max_bytes=512e6)  # offline neuron profiles, hot masks, alias tables
 
 
-_CODE: str | None = None
-
-
 def code_digest() -> str:
-    """Digest of the code an on-disk result depends on (the access model and the trace reader):
-    a result computed by other code is never read back."""
-    global _CODE
-    if _CODE is None:
-        root = Path(__file__).resolve().parents[1]
-        h = hashlib.blake2b(digest_size=12)
-        for f in sorted([*root.joinpath("access").rglob("*.py"), *root.joinpath("trace").rglob("*.py")]):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-        _CODE = h.hexdigest()
-    return _CODE
-
-
-DISK_MAX_BYTES = 1.0e9  # the on-disk memo keeps its newest files within this size
+    """Digest of the code an on-disk access result depends on (the access model and the trace
+    reader): a result computed by other code is never read back."""
+    return diskcache.code_digest("access", "trace")
 
 
 def persisted(key: str, compute: Callable[[], Any], kind: type | None = None) -> Any:
-    """``compute()`` stored on disk under ``key``: an array, a tuple of arrays and numbers, or
-    (``kind``) a dataclass of arrays, numbers and None. Use inside a :meth:`Memo.get`, so the
-    process keeps the result in memory too. ``PI2SIM_NO_DISK_MEMO=1`` (or ``PI2SIM_NO_MEMO=1``)
-    skips the disk (benchmarks of cold runs)."""
-    if os.environ.get("PI2SIM_NO_MEMO") == "1" or os.environ.get("PI2SIM_NO_DISK_MEMO") == "1":
+    """:func:`pi2sim.diskcache.persisted` under the access code's digest; ``PI2SIM_NO_MEMO=1``
+    turns it off with the in-process memo."""
+    if os.environ.get("PI2SIM_NO_MEMO") == "1":
         return compute()
-    from .. import resources
-
-    path = resources.cache_dir() / "memo" / f"{digest(key, code_digest())}.npz"
-    if path.is_file():
-        try:
-            return _load(path, kind)
-        except (OSError, ValueError, KeyError, TypeError):
-            path.unlink(missing_ok=True)  # damaged: recomputed
-    value = compute()
-    try:
-        _save(path, value, kind)
-    except OSError:  # a read-only or full cache: the result is still right, only not kept
-        pass
-    return value
-
-
-def _save(path: Path, value: Any, kind: type | None) -> None:
-    import io
-
-    from ..atomic import write_bytes
-
-    if kind is not None:
-        names = [f.name for f in fields(kind)]
-        parts = [getattr(value, n) for n in names]
-    else:
-        names = None
-        parts = [value] if not isinstance(value, tuple) else list(value)
-    arrays = {f"a{i}": np.asarray(p) for i, p in enumerate(parts) if p is not None}
-    nones = np.array([p is None for p in parts])
-    buf = io.BytesIO()
-    np.savez(buf, n=len(parts), single=kind is None and not isinstance(value, tuple), nones=nones, **arrays)
-    write_bytes(path, buf.getvalue())
-    _prune(path.parent)
-
-
-def _load(path: Path, kind: type | None) -> Any:
-    with np.load(path, allow_pickle=False) as z:
-        n, nones = int(z["n"]), z["nones"]
-        parts = [None if nones[i] else z[f"a{i}"] for i in range(n)]
-        parts = [p.item() if isinstance(p, np.ndarray) and p.ndim == 0 else p for p in parts]
-        if kind is not None:
-            return kind(**dict(zip([f.name for f in fields(kind)], parts, strict=True)))
-        return parts[0] if bool(z["single"]) else tuple(parts)
-
-
-def _prune(directory: Path) -> None:
-    """Keep the newest files within :data:`DISK_MAX_BYTES` (a sweep of thousands of memory
-    sizes would otherwise leave gigabytes of access results)."""
-    files = []
-    for p in directory.glob("*.npz"):
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        files.append((st.st_mtime_ns, st.st_size, p))
-    total = sum(f[1] for f in files)
-    for _, size, p in sorted(files):
-        if total <= DISK_MAX_BYTES:
-            break
-        p.unlink(missing_ok=True)
-        total -= size
+    return diskcache.persisted(digest(key, code_digest()), compute, kind)

@@ -1,0 +1,101 @@
+"""Results kept on disk between processes, for work that is a pure function of its inputs and
+would otherwise be redone before every run's first token: a synthetic model's calibration, its
+neuron frequencies and their order, hot masks, cache simulations.
+
+Files live under ``<cache>/memo/<key>.npz`` (:func:`pi2sim.resources.cache_dir`), written
+atomically; the caller's key must digest every input *and the code* (:func:`code_digest`), so a
+changed input or a changed function never reads an old result back. A damaged or unreadable file
+is recomputed; a read-only or full disk only loses the saving. The newest files are kept within
+:data:`DISK_MAX_BYTES`. ``PI2SIM_NO_DISK_MEMO=1`` skips the disk (benchmarks of cold runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DISK_MAX_BYTES = 1.0e9
+_CODE: dict[tuple[str, ...], str] = {}
+
+
+def code_digest(*packages: str) -> str:
+    """Digest of every module of the named pi2sim subpackages (e.g. ``"access", "trace"``)."""
+    if packages not in _CODE:
+        root = Path(__file__).resolve().parent
+        h = hashlib.blake2b(digest_size=12)
+        for pkg in packages:
+            for f in sorted(root.joinpath(pkg).rglob("*.py")):
+                h.update(f"{pkg}/{f.name}".encode())
+                h.update(f.read_bytes())
+        _CODE[packages] = h.hexdigest()
+    return _CODE[packages]
+
+
+def persisted(key: str, compute: Callable[[], Any], kind: type | None = None) -> Any:
+    """``compute()`` stored on disk under ``key``: an array, a tuple of arrays, numbers and None,
+    or (``kind``) a dataclass of those."""
+    if os.environ.get("PI2SIM_NO_DISK_MEMO") == "1":
+        return compute()
+    from . import resources
+
+    path = resources.cache_dir() / "memo" / f"{key}.npz"
+    if path.is_file():
+        try:
+            return _load(path, kind)
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)  # damaged: recomputed
+    value = compute()
+    try:
+        _save(path, value, kind)
+    except OSError:
+        pass
+    return value
+
+
+def _save(path: Path, value: Any, kind: type | None) -> None:
+    from .atomic import write_bytes
+
+    if kind is not None:
+        parts = [getattr(value, f.name) for f in fields(kind)]
+    else:
+        parts = list(value) if isinstance(value, tuple) else [value]
+    arrays = {f"a{i}": np.asarray(p) for i, p in enumerate(parts) if p is not None}
+    buf = io.BytesIO()
+    np.savez(buf, n=len(parts), single=kind is None and not isinstance(value, tuple), nones=np.array([p is None for p in parts]), **arrays)
+    write_bytes(path, buf.getvalue())
+    _prune(path.parent)
+
+
+def _load(path: Path, kind: type | None) -> Any:
+    with np.load(path, allow_pickle=False) as z:
+        n, nones = int(z["n"]), z["nones"]
+        parts = [None if nones[i] else z[f"a{i}"] for i in range(n)]
+        parts = [p.item() if isinstance(p, np.ndarray) and p.ndim == 0 else p for p in parts]
+        if kind is not None:
+            return kind(**dict(zip([f.name for f in fields(kind)], parts, strict=True)))
+        return parts[0] if bool(z["single"]) else tuple(parts)
+
+
+def _prune(directory: Path) -> None:
+    """Keep the newest files within :data:`DISK_MAX_BYTES` (a sweep over thousands of memory
+    sizes would otherwise leave gigabytes of cache simulations)."""
+    files = []
+    for p in directory.glob("*.npz"):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        files.append((st.st_mtime_ns, st.st_size, p))
+    total = sum(f[1] for f in files)
+    for _, size, p in sorted(files):
+        if total <= DISK_MAX_BYTES:
+            break
+        p.unlink(missing_ok=True)
+        total -= size

@@ -14,6 +14,11 @@ The generator (``GENERATOR_VERSION`` below) is a Gaussian copula over time:
   ``beta`` is solved for the profile's coefficient of variation of active neurons per token and
   layer, ``gamma`` is the profile's correlation of those counts between layers, and ``rho`` is
   solved for its windowed reuse (share of a token's active set found in the previous k tokens).
+* **Innovations.** The latents' per-token innovations are counter-based (generator 5,
+  :mod:`pi2sim.trace.synth_kernel`): a pure function of the seed and (token, layer, routed
+  slot, neuron), so the first N tokens of any longer trace are the N-token trace, and a cached
+  trace is extended from its saved state instead of regenerated. The per-token intensity and
+  the routing come from numpy's generator, whose state is saved with the trace.
 * **Levels.** Magnitude profiles (SiLU models) get one threshold per replay level on the same
   latent, so the active sets of 50/70/90% sparsity nest exactly as thresholded magnitudes do.
 * **Co-activation.** Apart from the shared factor, neurons are independent: PowerInfer-2 v3 §4.2

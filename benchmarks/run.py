@@ -186,7 +186,7 @@ def main() -> int:
                 None if q else (5.0 if when == "empty cache" else 2.0), "lower",
                 extra={"phone_seconds_per_wall_second": sim_s / r["wall_s"]})
             print(f"{'':66s} {sim_s / r['wall_s']:12.1f} x the phone's real time", flush=True)
-        single = whole_process(["run", "--model", "turbosparse-mixtral-47b", "--memory-gb", "12", "--decode-tokens", "128", "--fidelity", "analytic", "--quiet", "--json"], cache)
+        single = whole_process(["run", "--model", "turbosparse-mixtral-47b", "--memory-gb", "12.25", "--decode-tokens", "128", "--fidelity", "analytic", "--quiet", "--json"], cache)
         grid = cache / "grid.yaml"
         grid.write_text("base: {model: turbosparse-mixtral-47b, decode_tokens: 128, fidelity: analytic}\n"
                         "factors:\n  memory_gb: {from: 7, to: 18.5, step: 0.5}\n")

@@ -76,7 +76,9 @@ def _save(path: Path, value: Any, kind: type | None) -> None:
 def _load(path: Path, kind: type | None) -> Any:
     with np.load(path, allow_pickle=False) as z:
         n, nones = int(z["n"]), z["nones"]
-        parts = [None if nones[i] else z[f"a{i}"] for i in range(n)]
+        # own memory (np.load's arrays view its read buffer): frozen results are then hashed once
+        # by the in-process memo (pi2sim.access.memo), which only trusts arrays that own their data
+        parts = [None if nones[i] else np.array(z[f"a{i}"]) for i in range(n)]
         parts = [p.item() if isinstance(p, np.ndarray) and p.ndim == 0 else p for p in parts]
         if kind is not None:
             return kind(**dict(zip([f.name for f in fields(kind)], parts, strict=True)))

@@ -72,12 +72,21 @@ class Workload:
             n = int(np.searchsorted(want[pos:], stop))  # replayed tokens in this chunk (want is ascending)
             if n == 0:
                 continue
-            blk = self.trace.packed_block(i)
+            words, experts, bits = self._words(i)
             rows = (want[pos : pos + n] - start).astype(np.int64)
             positions = np.arange(pos, pos + n, dtype=np.int64)
-            experts = blk.experts if blk.experts is not None else np.zeros((len(blk), 1, 1), np.uint8)
-            yield ReplayBlock(rows, positions, as_words(blk.packed), experts, blk.bits)
+            yield ReplayBlock(rows, positions, words, experts, bits)
             pos += n
+
+    def _words(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Chunk ``i``'s packed codes as words, its experts and code width; memoised in-process on
+        the trace file, so the points of a sweep decompress each chunk once."""
+        def read():
+            blk = self.trace.packed_block(i)
+            experts = blk.experts if blk.experts is not None else np.zeros((len(blk), 1, 1), np.uint8)
+            return as_words(blk.packed), np.ascontiguousarray(experts), int(blk.bits)
+
+        return memo.PROFILES.get(memo.digest("trace-words", self.trace_path, i), read)
 
     def experts(self) -> np.ndarray | None:
         e = self.trace.experts

@@ -125,6 +125,8 @@ def test_access_results_read_back_from_disk_change_nothing(monkeypatch, tmp_path
     from pi2sim.simulation import run
 
     monkeypatch.setenv("PI2SIM_CACHE", str(tmp_path))
+    memo.ACCESS.clear()  # as a new process: what earlier tests left in memory would not reach this disk
+    memo.PROFILES.clear()
     cfg = apply_values(RunConfig(), {"model": "turbosparse-mixtral-47b", "decode_tokens": 8, "memory_gb": 12, "fidelity": "analytic"})
     first = run(cfg)
     stored = sorted((tmp_path / "memo").glob("*.npz"))

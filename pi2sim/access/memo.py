@@ -124,6 +124,7 @@ class Memo:
 
 ACCESS = Memo(max_entries=128)  # cache simulations (counts per token and layer: ~1-4 MB each)
 PROFILES = Memo(max_entries=16, max_bytes=512e6)  # offline neuron profiles, hot masks, alias tables
+TRACE_WORDS = Memo(max_entries=256, max_bytes=256e6)  # decompressed trace chunks (their own memo: they must not evict profiles)
 
 
 def code_digest() -> str:

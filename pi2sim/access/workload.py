@@ -86,7 +86,7 @@ class Workload:
             experts = blk.experts if blk.experts is not None else np.zeros((len(blk), 1, 1), np.uint8)
             return as_words(blk.packed), np.ascontiguousarray(experts), int(blk.bits)
 
-        return memo.PROFILES.get(memo.digest("trace-words", self.trace_path, i), read)
+        return memo.TRACE_WORDS.get(memo.digest("trace-words", self.trace_path, i), read)
 
     def experts(self) -> np.ndarray | None:
         e = self.trace.experts

@@ -16,8 +16,10 @@ from typing import BinaryIO
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """Open a binary file for writing that appears at ``path`` only if the block completes."""
+def atomic_open(path: str | Path, durable: bool = True) -> Iterator[BinaryIO]:
+    """Open a binary file for writing that appears at ``path`` only if the block completes.
+    ``durable=False`` skips the fsyncs: still all-or-nothing for readers and killed runs, but a
+    power cut may lose the file (for caches, whose loss costs only a recomputation)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,12 +31,15 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     # Make the rename itself durable.
     with contextlib.suppress(OSError):
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -44,8 +49,8 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
             os.close(dfd)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_open(path) as fh:
+def write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    with atomic_open(path, durable) as fh:
         fh.write(data)
 
 

@@ -69,7 +69,7 @@ def _save(path: Path, value: Any, kind: type | None) -> None:
     arrays = {f"a{i}": np.asarray(p) for i, p in enumerate(parts) if p is not None}
     buf = io.BytesIO()
     np.savez(buf, n=len(parts), single=kind is None and not isinstance(value, tuple), nones=np.array([p is None for p in parts]), **arrays)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue(), durable=False)  # a cache: a lost file is recomputed, a torn one fails to load
     _prune(path.parent)
 
 

@@ -88,7 +88,17 @@ def warm_start_ids(freqs: np.ndarray, hot_flat: np.ndarray, capacity: int) -> np
     """The planner's warm start of the cold region: the hottest neurons that did not make the hot
     region, hottest first (the profile's stable order with the hot region taken out)."""
     order = hottest_first(freqs)
-    return order[~hot_flat[order]][:capacity]
+    # only the first ``capacity`` non-hot neurons are needed: scan the order in chunks and stop
+    # (the segmented cache's hot region is a prefix of the order, so this reads hot + capacity)
+    out, need, chunk = [], capacity, 1 << 18
+    for start in range(0, len(order), chunk):
+        sel = order[start : start + chunk]
+        sel = sel[~hot_flat[sel]][:need]
+        out.append(sel)
+        need -= len(sel)
+        if need <= 0:
+            break
+    return np.concatenate(out) if out else order[:0]
 
 
 def alias_tables(freqs: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:

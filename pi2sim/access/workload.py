@@ -133,7 +133,22 @@ def neuron_frequencies(w: Workload) -> np.ndarray:
     """Offline profile: firing frequency of every neuron, [L, E, N] (within its expert).
     Memoised in-process on the trace file, level and replayed tokens; read-only."""
     key = memo.digest("profile", w.trace_path, w.level, w.decode_index)
-    return memo.PROFILES.get(key, lambda: _neuron_frequencies(w))
+    # a recorded trace's profile reads the whole file (1.2 s for the bundled SmolLM2 trace): kept
+    # on disk too; a synthetic one is memoised on its calibration inside _neuron_frequencies
+    if w.trace.meta.provenance.get("kind") == "synthetic":
+        return memo.PROFILES.get(key, lambda: _neuron_frequencies(w))
+    freqs, notes = memo.PROFILES.get(key, lambda: memo.persisted(key, lambda: _profile_with_notes(w)))
+    for note in filter(None, str(notes).split("\n")):  # every run says how its profile was measured
+        if note not in w.notes:
+            w.notes.append(note)
+    return freqs
+
+
+def _profile_with_notes(w: Workload):
+    """The recorded trace's profile and the notes computing it left (kept with it on disk)."""
+    before = len(w.notes)
+    freqs = _neuron_frequencies(w)
+    return freqs, "\n".join(w.notes[before:])
 
 
 def hottest_first(freqs: np.ndarray, axis: int | None = None) -> np.ndarray:

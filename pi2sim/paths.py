@@ -1,6 +1,8 @@
-"""Every path a user gives (a flag, a file named inside a grid, plan or scenario, an environment
-variable) is checked here, once, before any work starts: one line naming the flag and what was
-expected, instead of a traceback from deep inside a writer half an hour later.
+"""Every path a user gives on the command line (each command's path flags and arguments) or in an
+environment variable (``PI2SIM_CACHE``, ``XDG_CACHE_HOME``) is checked here, once, before any work
+starts: one line naming the flag and what was expected, instead of a traceback from deep inside a
+writer half an hour later. (Devices, models and traces named inside YAML files are resolved by
+:func:`pi2sim.resources.resolve`, which names the file and key the same way.)
 
 The ``*_arg`` functions are argparse ``type=`` converters; they raise :class:`InputError` (which
 argparse lets through to the CLI's one-line handler) rather than argparse's own error type, so the

@@ -175,14 +175,15 @@ def main() -> int:
     # what a user waits for: whole processes, from an empty cache and from a warm one
     import tempfile
 
-    mix = ["run", "--model", "turbosparse-mixtral-47b", "--memory-gb", "19", "--decode-tokens", "256" if q else "1024", "--quiet", "--json"]
+    run_tokens = "256" if q else "1024"
+    mix = ["run", "--model", "turbosparse-mixtral-47b", "--memory-gb", "19", "--decode-tokens", run_tokens, "--quiet", "--json"]
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
         for when in ("empty cache", "warm cache"):
             r = whole_process(mix, cache)
             summary = json.loads(r["stdout"])
             sim_s = summary["decode_tokens"] / summary["decode_tok_s"] + summary["ttft_ms"] / 1e3
-            add(f"pi2sim run, Mixtral-47B 19 GB {mix[6]} tokens, default tier, {when}", r["wall_s"], "s wall",
+            add(f"pi2sim run, Mixtral-47B 19 GB {run_tokens} tokens, default tier, {when}", r["wall_s"], "s wall",
                 None if q else (5.0 if when == "empty cache" else 2.0), "lower",
                 extra={"phone_seconds_per_wall_second": sim_s / r["wall_s"]})
             print(f"{'':66s} {sim_s / r['wall_s']:12.1f} x the phone's real time", flush=True)

@@ -9,11 +9,11 @@ a caller that tried to modify a shared result would fail loudly instead of corru
 
 ``PI2SIM_NO_MEMO=1`` turns it off (benchmarks of the access model itself).
 
-:func:`persisted` adds a second level on disk for results that are a pure function of a
-synthetic model's profile (its neuron frequencies, their hottest-first order, hot masks), which
-every process would otherwise rebuild before its first token (~1 s for Mixtral). Files live
-under ``<cache>/memo/``, named by the same digest, written atomically; a damaged or unreadable
-file is recomputed.
+:func:`persisted` adds a second level on disk (:mod:`pi2sim.diskcache`) for what every process
+would otherwise rebuild before its first token: the neuron profile (a synthetic model's from its
+calibration, a recorded trace's from the whole file), its hottest-first order, hot masks and the
+cache simulations themselves. The on-disk key adds a digest of the access and trace code, so a
+changed function never reads an old result back.
 """
 
 from __future__ import annotations

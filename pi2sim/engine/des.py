@@ -67,8 +67,7 @@ class LayerEngine:
     def on_cores(self, pool, name: str, start: float, end: float, **args) -> None:
         """A pool kernel: the dynamic work split runs it on every core of the pool at once."""
         if self.rec is not None and self.rec.active:
-            for cid in pool.ids():
-                self.rec.on_core(cid, name, start, end, token=self._t, layer=self._l, **args)
+            self.rec.on_pool(pool, name, start, end, token=self._t, layer=self._l, **args)
 
     def on_unit(self, unit: str, name: str, start: float, end: float, **args) -> None:
         if self.rec is not None:

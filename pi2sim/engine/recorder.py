@@ -83,6 +83,11 @@ class Recorder:
     def on_core(self, core_id: str, name: str, start_s: float, end_s: float, **args) -> None:
         self.slice(cpu_track(core_id), name, start_s, end_s, **args)
 
+    def on_pool(self, pool, name: str, start_s: float, end_s: float, **args) -> None:
+        """A kernel split dynamically over a CPU pool: the same slice on every core of the pool."""
+        for cid in pool.ids():
+            self.on_core(cid, name, start_s, end_s, **args)
+
     def on_unit(self, unit: str, name: str, start_s: float, end_s: float, **args) -> None:
         """A slice on a processor other than a CPU core (``npu``, ``gpu``): its track is its name."""
         self.slice(unit, name, start_s, end_s, **args)

@@ -22,11 +22,6 @@ from .recorder import Recorder, cpu_track
 TASK_NAMES = {PK.HIT: "cluster, cached", PK.MISS_GATE: "gate, loaded", PK.MISS_UD: "up/down, loaded"}
 
 
-def _pool_slices(rec: Recorder, pool, name: str, start: float, end: float, **args) -> None:
-    for cid in pool.ids():
-        rec.on_core(cid, name, start, end, **args)
-
-
 def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[tuple[int, int, float]], shape) -> None:
     """Simulate the window's pipeline stages again with recording on and place their records."""
     inp = kernel_inputs(comp, p, shape)
@@ -86,7 +81,7 @@ def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[t
         if g > 0:
             rec.hit_rate(s0, round(float(sub.g_hit[s]) / g, 4))
         if p.pool.barrier_s and (g > 0 or sub.u_hit[s] + sub.u_miss[s] > 0):
-            _pool_slices(rec, p.pool, "barrier", s0 + body, s0 + body + p.pool.barrier_s, stage=p.name)
+            rec.on_pool(p.pool, "barrier", s0 + body, s0 + body + p.pool.barrier_s, stage=p.name)
 
 
 def record_window(comp: Components, plan: DecodePlan, layer_times: list[StageTime], token_times: list[StageTime],

@@ -677,9 +677,7 @@ def generate(
             with Trace(extend_from) as old:
                 if stream.t != len(old) or len(old) > total:
                     raise ValueError("state does not match its trace")
-                for block in old.iter_blocks():
-                    w.append(block.token_id, block.seq, block.phase, block.codes, block.experts)
-                done = len(old)
+                done = _copy_tokens(old, w, len(old))
         buf_codes = np.zeros((CHUNK, n_layers, K, n_neurons), np.uint8)
         buf_exp = np.zeros((CHUNK, n_layers, K), np.uint8) if E > 1 else None
         start = done
@@ -779,8 +777,16 @@ def write_prefix(src: Path, dst: Path, decode_tokens: int) -> None:
         seqs = (dict(m.sequences[0], n_decode=decode_tokens),)
         meta = replace(m, n_tokens=0, sequences=seqs, provenance=dict(m.provenance, decode_tokens=decode_tokens))
         with TraceWriter(dst, meta, chunk_tokens=CHUNK) as w:
-            for b in t.iter_blocks():
-                if b.start >= total:
-                    break
-                k = min(len(b), total - b.start)
-                w.append(b.token_id[:k], b.seq[:k], b.phase[:k], b.codes[:k], None if b.experts is None else b.experts[:k])
+            _copy_tokens(t, w, total)
+
+
+def _copy_tokens(src, w: TraceWriter, stop: int) -> int:
+    """Append tokens ``[0, stop)`` of the open trace ``src`` to ``w``; returns how many."""
+    n = 0
+    for b in src.iter_blocks():
+        if b.start >= stop:
+            break
+        k = min(len(b), stop - b.start)
+        w.append(b.token_id[:k], b.seq[:k], b.phase[:k], b.codes[:k], None if b.experts is None else b.experts[:k])
+        n += k
+    return n

@@ -94,8 +94,7 @@ class StageKind:
         """Timeline slices of one instance that starts at ``start`` and takes ``total`` seconds."""
         pool = getattr(self, "pool", None)
         if pool is not None:
-            for cid in pool.ids():
-                rec.on_core(cid, self.span_label(), start, start + total, token=t, layer=l)
+            rec.on_pool(pool, self.span_label(), start, start + total, token=t, layer=l)
 
     # ------------------------------------------------------------------ accounting
     def flash_traffic(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -163,8 +163,7 @@ class Compute(StageKind):
             ta = total - (comp.barrier(self) if w > 0 else 0.0)
         if w > 0:
             if self.unit == "cpu":
-                for cid in self.pool.ids():
-                    rec.on_core(cid, self.name, start, start + ta, **args)
+                rec.on_pool(self.pool, self.name, start, start + ta, **args)
                 rate = w / ta if ta > 0 else 0.0
                 rec.dram_bandwidth("cpu", start, round(rate / 1e9, 3))
                 rec.dram_bandwidth("cpu", start + ta, 0.0)
@@ -172,5 +171,4 @@ class Compute(StageKind):
                 rec.on_unit(self.unit, self.name, start, start + ta, **args)
         b = comp.barrier(self) if w > 0 else 0.0
         if self.unit == "cpu" and b > 0:
-            for cid in self.pool.ids():
-                rec.on_core(cid, "barrier", start + total - b, start + total, stage=self.name)
+            rec.on_pool(self.pool, "barrier", start + total - b, start + total, stage=self.name)

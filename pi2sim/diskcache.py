@@ -43,6 +43,17 @@ def persisted(key: str, compute: Callable[[], Any], kind: type | None = None) ->
     or (``kind``) a dataclass of those."""
     if os.environ.get("PI2SIM_NO_DISK_MEMO") == "1":
         return compute()
+    value = load(key, kind)
+    if value is None:
+        value = compute()
+        store(key, value, kind)
+    return value
+
+
+def load(key: str, kind: type | None = None) -> Any:
+    """The value stored under ``key``, or None (none stored, unreadable, or the disk memo off)."""
+    if os.environ.get("PI2SIM_NO_DISK_MEMO") == "1":
+        return None
     from . import resources
 
     path = resources.cache_dir() / "memo" / f"{key}.npz"
@@ -51,12 +62,19 @@ def persisted(key: str, compute: Callable[[], Any], kind: type | None = None) ->
             return _load(path, kind)
         except (OSError, ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)  # damaged: recomputed
-    value = compute()
+    return None
+
+
+def store(key: str, value: Any, kind: type | None = None) -> None:
+    """Keep ``value`` under ``key`` (a read-only or full disk only loses the saving)."""
+    if os.environ.get("PI2SIM_NO_DISK_MEMO") == "1":
+        return
+    from . import resources
+
     try:
-        _save(path, value, kind)
+        _save(resources.cache_dir() / "memo" / f"{key}.npz", value, kind)
     except OSError:
         pass
-    return value
 
 
 def _save(path: Path, value: Any, kind: type | None) -> None:
@@ -66,7 +84,16 @@ def _save(path: Path, value: Any, kind: type | None) -> None:
         parts = [getattr(value, f.name) for f in fields(kind)]
     else:
         parts = list(value) if isinstance(value, tuple) else [value]
-    arrays = {f"a{i}": np.asarray(p) for i, p in enumerate(parts) if p is not None}
+    arrays = {}
+    for i, p in enumerate(parts):
+        if p is None:
+            continue
+        a = np.asarray(p)
+        if a.dtype == np.bool_ and a.size > 4096:  # masks: a bit each (a hot mask of Mixtral: 3.7 MB -> 0.46 MB)
+            arrays[f"b{i}"] = np.packbits(a.reshape(-1))
+            arrays[f"s{i}"] = np.array(a.shape, np.int64)
+        else:
+            arrays[f"a{i}"] = a
     buf = io.BytesIO()
     np.savez(buf, n=len(parts), single=kind is None and not isinstance(value, tuple), nones=np.array([p is None for p in parts]), **arrays)
     write_bytes(path, buf.getvalue(), durable=False)  # a cache: a lost file is recomputed, a torn one fails to load
@@ -78,11 +105,18 @@ def _load(path: Path, kind: type | None) -> Any:
         n, nones = int(z["n"]), z["nones"]
         # own memory (np.load's arrays view its read buffer): frozen results are then hashed once
         # by the in-process memo (pi2sim.access.memo), which only trusts arrays that own their data
-        parts = [None if nones[i] else np.array(z[f"a{i}"]) for i in range(n)]
+        parts = [None if nones[i] else _part(z, i) for i in range(n)]
         parts = [p.item() if isinstance(p, np.ndarray) and p.ndim == 0 else p for p in parts]
         if kind is not None:
             return kind(**dict(zip([f.name for f in fields(kind)], parts, strict=True)))
         return parts[0] if bool(z["single"]) else tuple(parts)
+
+
+def _part(z, i: int) -> np.ndarray:
+    if f"b{i}" in z.files:
+        shape = tuple(int(x) for x in z[f"s{i}"])
+        return np.unpackbits(z[f"b{i}"], count=int(np.prod(shape))).astype(np.bool_).reshape(shape)
+    return np.array(z[f"a{i}"])
 
 
 def _prune(directory: Path) -> None:

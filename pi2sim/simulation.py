@@ -14,13 +14,13 @@ single values of the device or model YAML.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from . import policies
 from .access.segmented import NeuronAccess
@@ -35,13 +35,16 @@ from .specs.model import ModelSpec, load_model
 from .specs.quant import get_format
 from .version import __version__
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 @dataclass
 class SimResult:
     config: RunConfig
     resolved: dict  # fully resolved configuration (what was simulated)
     summary: dict  # headline metrics + breakdowns + resolved config
-    tokens: pd.DataFrame  # per decode token
+    token_columns: dict  # per decode token: the ``tokens`` table's columns (name -> array)
     timing: TimingResult  # decode, on the run's tier
     prefill: PrefillTiming  # the prompt pass
     memory: MemoryPlan
@@ -50,6 +53,14 @@ class SimResult:
     policy: Policy
     device: DeviceSpec
     model: ModelSpec
+
+    @functools.cached_property
+    def tokens(self) -> pd.DataFrame:
+        """Per decode token, one row each (built on first use: pandas is a 0.3 s import that a
+        run writing no table does not pay)."""
+        from .report.summary import tokens_frame
+
+        return tokens_frame(self.token_columns)
 
     def to_json(self) -> str:
         from .report.output import summary_json
@@ -92,9 +103,7 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
     from .engine import invariants as checks
 
     check = checks.enabled(check)
-    from .access.workload import open_workload
     from .report.summary import summarize
-    from .trace.locate import model_trace_path
 
     if recorder is not None and not tiers.TIERS[cfg.fidelity].events:
         from .errors import InputError
@@ -107,13 +116,8 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
     workload = None
     trace_info: dict[str, Any] = {}
     if pol.uses_trace:
-        if cfg.trace:
-            from .trace.locate import trace_path_for
-
-            tpath = trace_path_for(cfg.trace)
-        else:
-            tpath = model_trace_path(ctx.model, cfg.decode_tokens, cfg.seed, progress=progress)
-        workload = open_workload(tpath, ctx.model, cfg.decode_tokens, cfg.prompt_tokens, cfg.sparsity)
+        workload = _workload(cfg, ctx, progress)
+        tpath = workload.trace_path
         meta = workload.trace.meta
         trace_info = {
             "file": tpath.name,
@@ -144,6 +148,49 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
     if workload is not None:
         workload.trace.close()
     return SimResult(cfg, resolved, summary, tokens, timing, prefill, mem, access, acc_sum, pol, ctx.device, ctx.model)
+
+
+def _workload(cfg: RunConfig, ctx: RunContext, progress: bool = False):
+    """The replayed tokens of a run: its trace (given, or the model's synthetic one) opened."""
+    from .access.workload import open_workload
+    from .trace.locate import model_trace_path, trace_path_for
+
+    tpath = trace_path_for(cfg.trace) if cfg.trace else model_trace_path(ctx.model, cfg.decode_tokens, cfg.seed, progress=progress)
+    return open_workload(tpath, ctx.model, cfg.decode_tokens, cfg.prompt_tokens, cfg.sparsity)
+
+
+def prefetch_access(cfgs: list[RunConfig]) -> int:
+    """Run the segmented-cache simulations of ``cfgs`` that share a replay (the points of a
+    memory sweep: same trace, tokens, predictor and seed, different regions) in one pass each
+    (:func:`pi2sim.access.segmented.run_many`), so that :func:`run` of each point finds its
+    result in the memo. Points that cannot run, or whose policy has no cache request, are left to
+    :func:`run` (which reports them); so is a replay only one point needs. Returns how many
+    results it computed or found."""
+    from .access import segmented
+    from .errors import InputError
+
+    reqs = []
+    for cfg in cfgs:
+        try:
+            ctx, pol, _ = build(cfg)
+            if not pol.uses_trace:
+                continue
+            mem = pol.memory()
+            mem.check()
+            req = pol.cache_request(_workload(cfg, ctx), mem)
+        except InputError:  # refused or infeasible (run() says so)
+            continue
+        if req is not None:
+            reqs.append(req)
+    groups: dict[str, list] = {}
+    for r in reqs:
+        groups.setdefault(r.replay_key(), []).append(r)
+    shared = [r for g in groups.values() if len(g) > 1 for r in g]
+    if shared:
+        segmented.run_many(shared)
+    for r in reqs:
+        r.workload.trace.close()
+    return len(shared)
 
 
 def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False, recorder=None, check: bool = False) -> TimingResult:

@@ -121,3 +121,34 @@ def test_radix_order_is_numpys_stable_order():
     assert np.array_equal(K.argsort_desc_stable(x), np.argsort(-x, kind="stable"))
     y = np.array([0.5, np.nan, 0.1], np.float32)  # not a profile: falls back to numpy
     assert np.array_equal(K.argsort_desc_stable(y), np.argsort(-y, kind="stable"))
+
+
+@pytest.mark.parametrize("model,tokens,values,window", [
+    ("turbosparse-mixtral-47b", 12, {"memory_gb": 12}, None),
+    ("smollm2-135m", 120, {"sparsity": 0.7, "ffn_offload": 0.5}, 3),
+])
+@pytest.mark.parametrize("budgets", ["default", "tiny"])
+def test_one_pass_equals_each_cache_alone(model, tokens, values, window, budgets, monkeypatch):
+    """A memory sweep's one pass (:func:`segmented.simulate_many`) gives every cache exactly the
+    result of its own replay, also when the phase-1 lists are flushed every token and every cache
+    takes a pass of its own (tiny budgets)."""
+    w, freqs, _, _ = _setup(model, tokens, values)
+    from pi2sim.access.workload import hottest_first
+
+    order = hottest_first(freqs)
+    caches = []
+    for share in (0.0, 0.05, 0.2, 0.45, 0.8):
+        n = int(share * freqs.size)
+        mask = np.zeros(freqs.size, bool)
+        mask[order[: n // 2]] = True
+        caches.append((mask.reshape(freqs.shape), n - n // 2))
+    kw = dict(recall=0.95, precision=0.8, seed=5, warm="profile", window=window)
+    alone = [segmented._simulate(w, freqs, m, c, **kw) for m, c in caches]
+    if budgets == "tiny":
+        monkeypatch.setattr(segmented, "LIST_BUDGET_BYTES", 1)
+        monkeypatch.setattr(segmented, "STATE_BUDGET_BYTES", 1)
+    together = segmented._simulate_many(w, freqs, caches, kw["recall"], kw["precision"], kw["seed"], kw["warm"], kw["window"])
+    assert len(together) == len(caches)
+    for a, b in zip(together, alone):
+        _assert_same(a, b)
+    assert len({a.tp_miss.sum() for a in alone}) > 2  # the caches really differ

@@ -24,7 +24,9 @@ from pi2sim.simulation import run
 
 GRID = {
     "name": "det",
-    "base": {"model": "smollm2-135m", "decode_tokens": 8, "fidelity": "analytic"},
+    # points slow enough (~0.25 s each) for a kill to land between them: a memory sweep's cache
+    # simulations run in one pass before the points, which then only time their plans
+    "base": {"model": "smollm2-135m", "decode_tokens": 48, "fidelity": "layer"},
     "factors": {"memory_gb": [0.3, 0.35, 0.4, 0.5], "policy": ["powerinfer2", "llm-in-a-flash"], "compute_threads": [2, 4]},
 }
 

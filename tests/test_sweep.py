@@ -139,3 +139,31 @@ def test_python_api():
 
     df = pi2sim.sweep(BASE, {"memory_gb": [0.4, 0.6]}, use_cache=False)
     assert len(df) == 2 and (df["status"] == "ok").all()
+
+
+def test_memory_sweep_runs_its_caches_in_one_pass(tmp_path, monkeypatch):
+    """The points of a memory sweep share one replay: their cache simulations run in one pass
+    (one phase-1 replay per policy), and every row equals the point run alone."""
+    monkeypatch.setenv("PI2SIM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PI2SIM_NO_DISK_MEMO", "1")
+    from pi2sim.access import memo, segmented
+    from pi2sim.workflows.sweeps import run_point
+
+    memo.ACCESS.clear()
+    calls = []
+    real = segmented._simulate_many
+    monkeypatch.setattr(segmented, "_simulate_many", lambda w, f, caches, *a: calls.append(len(caches)) or real(w, f, caches, *a))
+    g = parse_grid({"base": {**BASE, "decode_tokens": 16}, "factors": {"memory_gb": [0.3, 0.35, 0.4, 0.45, 0.5], "policy": ["powerinfer2", "llm-in-a-flash"]}})
+    table, _ = run_grid(g, use_cache=False)
+    ok = int((table["status"] == "ok").sum())
+    # every feasible point's cache simulated once, in two passes: the points that share a replay
+    # (both policies, unwindowed) and LLM in a Flash's one windowed point (too small a buffer)
+    assert ok == 8 and sum(calls) == ok and sorted(calls) == [1, 7]
+    memo.ACCESS.clear()
+    calls.clear()
+    for i, cfg in enumerate(g.configs()):
+        alone = run_point(cfg)
+        row = table.iloc[i]
+        for k, v in alone.items():
+            assert row[k] == v or (pd.isna(row[k]) and v is None), (i, k)
+    assert calls and set(calls) == {1}  # alone, each point simulates its own cache (or reuses an identical one)

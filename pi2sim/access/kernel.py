@@ -13,9 +13,11 @@ predictor-noise configurations.
 
 The LRU is a FIFO of ``(item, step)`` entries, as in :class:`pi2sim.access.cache.LRUCache` (the
 reference's FIFO of batches): an access appends its items, in the given order, with the current
-step; an entry is live while its item is resident and its stamp still equals the entry's step (a
-later access re-stamps the item and leaves the old entry dead); eviction pops entries from the
-head and removes live items. Dead entries are compacted away when the buffer fills. (A doubly
+step; an item's stamp is the step of its last access, -1 while it is not resident (one array
+for both: one scattered memory access per neuron instead of two, which is most of the kernel's
+time); an entry is live while its item's stamp still equals the entry's step (a later access
+re-stamps the item and leaves the old entry dead); eviction pops entries from the head and
+removes live items. Dead entries are compacted away when the buffer fills. (A doubly
 linked list gives the same order with no compaction, but measured 3x slower here: unlinking an
 item touches neighbours scattered over the whole cache.)
 """
@@ -69,23 +71,40 @@ HEAD, TAIL, SIZE, STEP, EVICTIONS, INSERTIONS, CAPACITY, PEAK = range(8)
 COUNTERS = ("active", "tp", "fp", "fn", "tp_hot", "tp_cold_hit", "tp_miss", "fp_hot", "fp_cold_hit", "fp_miss", "routed_hot", "evicted", "cold_size")
 
 
-def new_lru(n_items: int, capacity: int, step_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """LRU state: (resident, stamp, entry items, entry steps, scalars). ``step_items``: the most
-    items one access can append. The entry buffer holds the live entries (at most ``capacity``)
-    plus room for dead ones; compaction, which scans every entry, runs once the room is used up,
-    so a larger room makes it rarer (a hit leaves one dead entry behind)."""
-    resident = np.zeros(n_items, np.bool_)
-    stamp = np.full(n_items, -1, np.int32)  # steps stay far below 2**31 (~128 per token)
-    room = capacity + min(3 * capacity, 8_000_000) + step_items + 65536
-    q_item = np.zeros(room, np.int32 if n_items < 2**31 else np.int64)
-    q_step = np.zeros(room, np.int32)
-    state = np.zeros(8, np.int64)
+def lru_room(capacity: int, step_items: int) -> int:
+    """Entries of an LRU's buffer: the live entries (at most ``capacity``) plus room for dead
+    ones (``step_items``: the most items one access can append). Compaction, which scans every
+    entry, runs once the room is used up, so a larger room makes it rarer (a hit leaves one dead
+    entry behind); when it runs changes no result."""
+    return capacity + min(3 * capacity, 8_000_000) + step_items + 65536
+
+
+def new_lru(n_items: int, capacity: int, step_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """LRU state: (stamp, entry items, entry steps, scalars); ``stamp >= 0`` marks the resident
+    items (steps start at 1 and stay far below 2**31, ~128 per token)."""
+    room = lru_room(capacity, step_items)
+    return reset_lru(
+        (np.empty(n_items, np.int32), np.empty(room, np.int32 if n_items < 2**31 else np.int64), np.empty(room, np.int32), np.empty(8, np.int64)),
+        capacity, step_items,
+    )
+
+
+def reset_lru(lru: tuple, capacity: int, step_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An empty LRU of ``capacity`` in the arrays of ``lru`` (one of :func:`new_lru`'s, for at
+    least this capacity): the caches of a sweep reuse one set of arrays, which is faster than
+    fresh memory for each."""
+    stamp, q_item, q_step, state = lru
+    room = lru_room(capacity, step_items)
+    if room > len(q_item):
+        raise ValueError("reset_lru: arrays too small for this capacity")
+    stamp.fill(-1)
+    state[:] = 0
     state[CAPACITY] = capacity
-    return resident, stamp, q_item, q_step, state
+    return stamp, q_item[:room], q_step[:room], state
 
 
 @njit(cache=True, nogil=True)
-def lru_preload(ids, chunk_bounds, resident, stamp, q_item, q_step, state):
+def lru_preload(ids, chunk_bounds, stamp, q_item, q_step, state):
     """Fill with ``ids`` (least recently used first), one step per chunk (the reference's
     ``np.array_split`` chunks); the caller has already trimmed ``ids`` to the capacity."""
     tail = state[TAIL]
@@ -95,7 +114,6 @@ def lru_preload(ids, chunk_bounds, resident, stamp, q_item, q_step, state):
         for i in range(chunk_bounds[c], chunk_bounds[c + 1]):
             g = ids[i]
             stamp[g] = s
-            resident[g] = True
             q_item[tail] = g
             q_step[tail] = s
             tail += 1
@@ -106,11 +124,11 @@ def lru_preload(ids, chunk_bounds, resident, stamp, q_item, q_step, state):
 
 
 @njit(cache=True, nogil=True)
-def _compact(resident, stamp, q_item, q_step, state):
+def _compact(stamp, q_item, q_step, state):
     w = 0
     for r in range(state[HEAD], state[TAIL]):
         g = q_item[r]
-        if resident[g] and stamp[g] == q_step[r]:
+        if stamp[g] == q_step[r]:
             q_item[w] = g
             q_step[w] = q_step[r]
             w += 1
@@ -119,12 +137,12 @@ def _compact(resident, stamp, q_item, q_step, state):
 
 
 @njit(cache=True, nogil=True)
-def _evict(resident, stamp, q_item, q_step, state):
+def _evict(stamp, q_item, q_step, state):
     head = state[HEAD]
     while state[SIZE] > state[CAPACITY] and head < state[TAIL]:
         g = q_item[head]
-        if resident[g] and stamp[g] == q_step[head]:
-            resident[g] = False
+        if stamp[g] == q_step[head]:
+            stamp[g] = -1
             state[SIZE] -= 1
             state[EVICTIONS] += 1
         head += 1
@@ -132,14 +150,14 @@ def _evict(resident, stamp, q_item, q_step, state):
 
 
 @njit(cache=True, nogil=True)
-def lru_expire(before_step, resident, stamp, q_item, q_step, state):
+def lru_expire(before_step, stamp, q_item, q_step, state):
     """Drop resident items last used before ``before_step``; returns how many."""
     head = state[HEAD]
     dropped = 0
     while head < state[TAIL] and q_step[head] < before_step:
         g = q_item[head]
-        if resident[g] and stamp[g] == q_step[head]:
-            resident[g] = False
+        if stamp[g] == q_step[head]:
+            stamp[g] = -1
             state[SIZE] -= 1
             state[EVICTIONS] += 1
             dropped += 1
@@ -149,11 +167,11 @@ def lru_expire(before_step, resident, stamp, q_item, q_step, state):
 
 
 @njit(cache=True, nogil=True)
-def lru_access(ids, n, insert, resident, stamp, q_item, q_step, state):
+def lru_access(ids, n, insert, stamp, q_item, q_step, state):
     """Access ``ids[:n]`` (unique, in this order); misses enter if ``insert``. Returns the hits."""
     hits = 0
     for i in range(n):
-        if resident[ids[i]]:
+        if stamp[ids[i]] >= 0:
             hits += 1
     if state[CAPACITY] == 0:
         return hits
@@ -161,24 +179,22 @@ def lru_access(ids, n, insert, resident, stamp, q_item, q_step, state):
     if touched == 0:
         return hits
     if state[TAIL] + touched > len(q_item):
-        _compact(resident, stamp, q_item, q_step, state)
+        _compact(stamp, q_item, q_step, state)
     state[STEP] += 1
     s = state[STEP]
     tail = state[TAIL]
     for i in range(n):
         g = ids[i]
-        if insert or resident[g]:
+        if insert or stamp[g] >= 0:
             stamp[g] = s
             q_item[tail] = g
             q_step[tail] = s
             tail += 1
     state[TAIL] = tail
     if insert and hits < n:
-        for i in range(n):
-            resident[ids[i]] = True
         state[SIZE] += n - hits
         state[INSERTIONS] += n - hits
-        _evict(resident, stamp, q_item, q_step, state)
+        _evict(stamp, q_item, q_step, state)
     return hits
 
 
@@ -295,53 +311,55 @@ def _is_active(row, bits, threshold, i):
     return np.int64((row[bit >> 6] >> np.uint64(bit & 63)) & np.uint64((1 << bits) - 1)) >= threshold
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _not_hot(idx, n, base, hot_flat, out):
-    """The neurons ``base + idx[:n]`` outside the hot region, in order, into ``out``; returns how many."""
-    m = 0
-    for i in range(n):
-        g = base + idx[i]
-        if not hot_flat[g]:
-            out[m] = g
-            m += 1
-    return m
+# The replay runs in two phases, so that a memory sweep shares everything that does not depend
+# on the cache. Phase 1 (:func:`predict_block`) decodes the trace and draws the predictor's
+# misses and false positives: per step (token, layer, routed slot) the predicted-active neurons
+# and the false positives, as lists of neuron indices within the step's (layer, expert). Phase 2
+# (:func:`apply_steps`) replays those lists through one cache's hot region and cold LRU. Neither
+# phase's draws depend on the other, so a single cache's result is the same as before the split,
+# and every cache of a sweep sees exactly the accesses its own run would.
 
 
 @njit(cache=True, nogil=True)
-def run_block(
+def predict_block(
     packed, experts, rows, positions, bits, threshold, n_neurons, n_experts, moe,
-    hot_flat, hot_per_expert, table, abits, totals, recall, fp_ratio, window, seed,
-    resident, stamp, q_item, q_step, state, token_start, counters, experts_out,
-    idx, cold, seen,
+    table, abits, totals, recall, fp_ratio, seed,
+    s0, step_t, step_row, tp_off, tp_ids, fp_off, fp_ids, counters, experts_out, idx, seen,
 ):
-    """Replay ``rows`` of one trace block (packed codes [n, L, K, W64] as little-endian 64-bit
-    words, see :func:`pi2sim.access.workload.Workload.packed_blocks`) as decode positions
-    ``positions``; updates the LRU state and the counters [13, T, L] in place."""
+    """Phase 1 for the replayed ``rows`` of one trace block (packed codes [n, L, K, W64] as
+    little-endian 64-bit words, see :func:`pi2sim.access.workload.Workload.packed_blocks`) as
+    decode positions ``positions``, from step ``s0`` on: writes each step's token, its
+    (layer, expert) row ``l * E + e``, its lists (``tp_ids[tp_off[s]:tp_off[s + 1]]``, in neuron
+    order; ``fp_ids[fp_off[s]:fp_off[s + 1]]``, in draw order) and the cache-independent counters
+    (active, tp, fn, fp). Entries are indices within the step's (layer, expert): phase 2 adds
+    the row's base, so one step's accesses stay within its row of the cache state (a few dozen
+    KB, cache-resident; renumbering neurons by profile rank scatters them and measured 1.6x
+    slower). Stops before a row whose lists might not fit the buffers; returns
+    ``(rows done, steps written)``: the caller grows the buffers and continues from there."""
     L = packed.shape[1]
     Kc = packed.shape[2]
     N = n_neurons
-    cand = np.empty(N, np.int64)
+    n_slots = experts.shape[2] if moe else 1
     fp_tag = seen.max()  # tags continue across blocks
+    s = s0
     for r in range(len(rows)):
+        if tp_off[s] + L * n_slots * N > len(tp_ids) or fp_off[s] + L * n_slots * N > len(fp_ids):
+            return r, s
         row_i = rows[r]
         t = positions[r]
-        token_start[t] = state[STEP] + 1
-        if window > 0 and t >= window:
-            counters[EVICTED, t, 0] += lru_expire(token_start[t - window], resident, stamp, q_item, q_step, state)
-        n_slots = experts.shape[2] if moe else 1
         for l in range(L):
             for k in range(n_slots):
                 e = 0
                 if moe:
                     e = np.int64(experts[row_i, l, k])
                     experts_out[t, l, k] = experts[row_i, l, k]
-                base = (l * n_experts + e) * N
+                step_t[s] = t
+                step_row[s] = l * n_experts + e
                 key = step_key(seed, t, l, k)
                 slot = k if Kc > k else 0
                 code_row = packed[row_i, l, slot]
                 n = _decode_row(code_row, bits, threshold, N, idx)
                 counters[ACTIVE, t, l] += n
-                counters[ROUTED_HOT, t, l] += hot_per_expert[l, e]
                 if recall < 1.0:
                     kept = 0
                     for i in range(n):
@@ -351,19 +369,17 @@ def run_block(
                     counters[FN, t, l] += n - kept
                     n = kept
                 counters[TP, t, l] += n
-                n_cold = _not_hot(idx, n, base, hot_flat, cold)
-                counters[TP_HOT, t, l] += n - n_cold
-                ev0 = state[EVICTIONS]
-                hits = lru_access(cold, n_cold, True, resident, stamp, q_item, q_step, state)
-                counters[EVICTED, t, l] += state[EVICTIONS] - ev0
-                counters[TP_COLD_HIT, t, l] += hits
-                counters[TP_MISS, t, l] += n_cold - hits
+                o = tp_off[s]
+                for i in range(n):
+                    tp_ids[o + i] = idx[i]
+                tp_off[s + 1] = o + n
                 n_fp = 0
                 if fp_ratio != 0.0:
                     x = n * fp_ratio
                     fl = np.floor(x)
                     n_fp = np.int64(fl) + (1 if uniform(draw(key, ROUND, 0)) < (x - fl) else 0)
                 n_cand = 0
+                o = fp_off[s]
                 if n_fp > 0 and totals[l, e] > 0:
                     # up to m = 3 n_fp + 8 weighted draws (alias method); the false positives are
                     # the first n_fp distinct inactive neurons drawn, in draw order
@@ -376,15 +392,59 @@ def run_block(
                         if seen[c] != fp_tag:
                             seen[c] = fp_tag
                             if not _is_active(code_row, bits, threshold, c):
-                                cand[n_cand] = c
+                                fp_ids[o + n_cand] = c
                                 n_cand += 1
-                if n_cand > 0:
-                    n_fp_cold = _not_hot(cand, n_cand, base, hot_flat, cold)
-                    counters[FP, t, l] += n_cand
-                    counters[FP_HOT, t, l] += n_cand - n_fp_cold
-                    fhits = lru_access(cold, n_fp_cold, False, resident, stamp, q_item, q_step, state)
-                    counters[FP_COLD_HIT, t, l] += fhits
-                    counters[FP_MISS, t, l] += n_fp_cold - fhits
+                counters[FP, t, l] += n_cand
+                fp_off[s + 1] = o + n_cand
+                s += 1
+    return len(rows), s
+
+
+@njit(cache=True, nogil=True)
+def apply_steps(
+    s_begin, s_end, step_t, step_row, tp_off, tp_ids, fp_off, fp_ids, n_neurons, steps_per_layer, steps_per_token,
+    hot_flat, hot_per_row, window, stamp, q_item, q_step, state, token_start, counters, cold,
+):
+    """Phase 2 for steps ``s_begin`` to ``s_end`` (whole tokens): one cache's hot region
+    (``hot_flat`` [L * E * N], ``hot_per_row`` [L * E]) and cold LRU (``stamp`` ...); fills the cache's counters [13, T, L] (hot, cold hits, misses, evictions,
+    cold size)."""
+    for s in range(s_begin, s_end):
+        t = step_t[s]
+        within = s % steps_per_token
+        l = within // steps_per_layer
+        if within == 0:
+            token_start[t] = state[STEP] + 1
+            if window > 0 and t >= window:
+                counters[EVICTED, t, 0] += lru_expire(token_start[t - window], stamp, q_item, q_step, state)
+        re = step_row[s]
+        base = re * n_neurons
+        counters[ROUTED_HOT, t, l] += hot_per_row[re]
+        a, b = tp_off[s], tp_off[s + 1]
+        m = 0
+        for i in range(a, b):
+            g = base + np.int64(tp_ids[i])
+            if not hot_flat[g]:
+                cold[m] = g
+                m += 1
+        counters[TP_HOT, t, l] += (b - a) - m
+        ev0 = state[EVICTIONS]
+        hits = lru_access(cold, m, True, stamp, q_item, q_step, state)
+        counters[EVICTED, t, l] += state[EVICTIONS] - ev0
+        counters[TP_COLD_HIT, t, l] += hits
+        counters[TP_MISS, t, l] += m - hits
+        a, b = fp_off[s], fp_off[s + 1]
+        if b > a:
+            m = 0
+            for i in range(a, b):
+                g = base + np.int64(fp_ids[i])
+                if not hot_flat[g]:
+                    cold[m] = g
+                    m += 1
+            counters[FP_HOT, t, l] += (b - a) - m
+            fhits = lru_access(cold, m, False, stamp, q_item, q_step, state)
+            counters[FP_COLD_HIT, t, l] += fhits
+            counters[FP_MISS, t, l] += m - fhits
+        if (s + 1) % steps_per_layer == 0:
             if state[SIZE] > state[PEAK]:
                 state[PEAK] = state[SIZE]
             counters[COLD_SIZE, t, l] = state[SIZE]

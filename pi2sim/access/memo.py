@@ -117,13 +117,21 @@ class Memo:
             self._sizes.pop(old, None)
         return value
 
+    def peek(self, key: str) -> Any:
+        """The result under ``key`` if the memo has it (counted as a hit), else None."""
+        if os.environ.get("PI2SIM_NO_MEMO") == "1" or key not in self._store:
+            return None
+        self._store.move_to_end(key)
+        self.hits += 1
+        return self._store[key]
+
     def clear(self) -> None:
         self._store.clear()
         self._sizes.clear()
 
 
 ACCESS = Memo(max_entries=128)  # cache simulations (counts per token and layer: ~1-4 MB each)
-PROFILES = Memo(max_entries=16, max_bytes=512e6)  # offline neuron profiles, hot masks, alias tables
+PROFILES = Memo(max_entries=64, max_bytes=512e6)  # offline neuron profiles, hot masks (a sweep's points each have one), alias tables
 TRACE_WORDS = Memo(max_entries=256, max_bytes=256e6)  # decompressed trace chunks (their own memo: they must not evict profiles)
 
 
@@ -139,3 +147,16 @@ def persisted(key: str, compute: Callable[[], Any], kind: type | None = None) ->
     if os.environ.get("PI2SIM_NO_MEMO") == "1":
         return compute()
     return diskcache.persisted(digest(key, code_digest()), compute, kind)
+
+
+def load_persisted(key: str, kind: type | None = None) -> Any:
+    """What :func:`persisted` stored under ``key``, or None (the caller computes it, perhaps
+    with others at once, and stores it with :func:`store_persisted`)."""
+    if os.environ.get("PI2SIM_NO_MEMO") == "1":
+        return None
+    return diskcache.load(digest(key, code_digest()), kind)
+
+
+def store_persisted(key: str, value: Any, kind: type | None = None) -> None:
+    if os.environ.get("PI2SIM_NO_MEMO") != "1":
+        diskcache.store(digest(key, code_digest()), value, kind)

@@ -79,6 +79,7 @@ class Policy(ABC):
     # The interface, in the order a run calls it (pi2sim.simulation.run):
     #   memory()                       -> MemoryPlan   what is resident; the cache size (cache_units)
     #   access(workload, memory)       -> access       which weights each token touches, and from where
+    #   (cache_request(workload, memory): the same as data, for a sweep's one-pass cache simulation)
     #   access_summary(access)         -> AccessSummary
     #   decode_plan(access, memory)    -> DecodePlan   the work, stage by stage, per token and layer
     #   prefill_plan(memory, access)   -> PrefillPlan
@@ -94,6 +95,13 @@ class Policy(ABC):
     @abstractmethod
     def access(self, workload, memory: MemoryPlan) -> Any:
         """Clock-free access model over the replayed tokens (vectorised numpy)."""
+
+    def cache_request(self, workload, memory: MemoryPlan) -> Any:
+        """The segmented-cache simulation :meth:`access` runs, as a
+        :class:`pi2sim.access.segmented.CacheRequest`, or None if its access model is something
+        else. A sweep collects its points' requests and runs those that share a replay (a memory
+        sweep's) in one pass; the results are then memoised for :meth:`access`."""
+        return None
 
     @abstractmethod
     def access_summary(self, access: Any) -> AccessSummary:

@@ -108,7 +108,7 @@ class LLMInAFlash(Policy):
         self._mem = plan
         return plan
 
-    def access(self, workload: Workload, memory: MemoryPlan) -> segmented.NeuronAccess:
+    def cache_request(self, workload: Workload, memory: MemoryPlan) -> segmented.CacheRequest:
         freqs = neuron_frequencies(workload)
         none_hot = np.zeros(freqs.shape, bool)
         o = self.opt
@@ -116,10 +116,13 @@ class LLMInAFlash(Policy):
         # no flash tier and nothing is dropped
         capacity = memory.cache_units
         fits = capacity >= self.sizes.ffn_neurons_total()
-        return segmented.simulate(
+        return segmented.CacheRequest(
             workload, freqs, none_hot, capacity, recall=o.predictor_recall, precision=o.predictor_precision,
             seed=self.ctx.seed, warm="profile", window=self.window_tokens() if (o.cache == "window" and not fits) else None,
         )
+
+    def access(self, workload: Workload, memory: MemoryPlan) -> segmented.NeuronAccess:
+        return segmented.run(self.cache_request(workload, memory))
 
     def window_tokens(self) -> int:
         """The window in tokens. On a mixture-of-experts model it counts each expert's own routed

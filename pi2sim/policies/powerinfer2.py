@@ -225,19 +225,15 @@ class PowerInfer2(Policy):
         cold = 0 if o.neuron_cache in ("static", "none") else max(0, total - hot)
         return mask, cold
 
-    def access(self, workload: Workload, memory: MemoryPlan) -> segmented.NeuronAccess:
+    def cache_request(self, workload: Workload, memory: MemoryPlan) -> segmented.CacheRequest:
         freqs = neuron_frequencies(workload)
         mask, cold = self.hot_mask(freqs, memory.cache_units)
-        return segmented.simulate(
-            workload,
-            freqs,
-            mask,
-            cold,
-            recall=self.opt.predictor_recall,
-            precision=self.opt.predictor_precision,
-            seed=self.ctx.seed,
-            warm=self.opt.cache_warmup,
-        )
+        o = self.opt
+        return segmented.CacheRequest(workload, freqs, mask, cold, recall=o.predictor_recall, precision=o.predictor_precision,
+                                      seed=self.ctx.seed, warm=o.cache_warmup)
+
+    def access(self, workload: Workload, memory: MemoryPlan) -> segmented.NeuronAccess:
+        return segmented.run(self.cache_request(workload, memory))
 
     def access_summary(self, acc: segmented.NeuronAccess) -> AccessSummary:
         tp = max(1, int(acc.tp.sum()))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ..atomic import write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def summary_json(summary: dict) -> str:

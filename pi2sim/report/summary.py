@@ -3,10 +3,12 @@ per-token table. Names carry units (``_ms``, ``_gb``, ``_tok_s``, ``_bytes``).""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from ..access.segmented import NeuronAccess
 from ..policies.memory import GB
@@ -28,8 +30,10 @@ def _pct(x: np.ndarray) -> dict[str, float]:
     }
 
 
-def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill, resolved, workload) -> tuple[dict, pd.DataFrame]:
-    """The run's summary (headline metrics and their breakdowns) and its per-token table."""
+def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill, resolved, workload) -> tuple[dict, dict[str, np.ndarray]]:
+    """The run's summary (headline metrics and their breakdowns) and its per-token table as
+    columns (name -> array, in table order; :func:`tokens_frame` makes the DataFrame, which a
+    run that writes no table never needs: pandas costs 0.3 s to import)."""
     mem, acc_sum = memory, access_summary
     T = plan.n_tokens
     tok = timing.token_s
@@ -71,18 +75,16 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
         "notes": list(mem.notes) + (list(workload.notes) if workload is not None else []),
         "config": resolved,
     }
-    df = pd.DataFrame(
-        {
-            "token": np.arange(T),
-            "context_tokens": ctx.context_lengths(),
-            "tbt_ms": tok * 1e3,
-            "compute_ms": timing.compute_s * 1e3,
-            "io_stall_ms": timing.io_s * 1e3,
-            "other_ms": timing.other_s * 1e3,
-            "flash_bytes": flash_bytes,
-            "flash_reads": flash_reads,
-        }
-    )
+    df = {
+        "token": np.arange(T),
+        "context_tokens": ctx.context_lengths(),
+        "tbt_ms": tok * 1e3,
+        "compute_ms": timing.compute_s * 1e3,
+        "io_stall_ms": timing.io_s * 1e3,
+        "other_ms": timing.other_s * 1e3,
+        "flash_bytes": flash_bytes,
+        "flash_reads": flash_reads,
+    }
     if isinstance(access, NeuronAccess):  # per-neuron counts (the segmented cache and LLM in a Flash's buffer)
         tp = access.tp.sum(axis=1)
         df["active_neurons"] = access.active.sum(axis=1)
@@ -91,10 +93,17 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
             df["neuron_cache_hit_rate"] = np.where(tp > 0, 1.0 - access.tp_miss.sum(axis=1) / np.maximum(tp, 1), 1.0)
         # how the miss rate varies from token to token: what makes the TBT tail (PI2 v3 §7.2.4
         # reports Mixtral's as 3.5% mean, 18.9% at P99)
-        summary["neuron_cache_miss_rate_per_token"] = _pct(1.0 - df["neuron_cache_hit_rate"].to_numpy())
+        summary["neuron_cache_miss_rate_per_token"] = _pct(1.0 - df["neuron_cache_hit_rate"])
     for k, v in timing.stage_s.items():
         df[f"{k}_ms"] = np.asarray(v) * 1e3
     return summary, df
+
+
+def tokens_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The per-token table of :func:`summarize`'s columns."""
+    import pandas as pd
+
+    return pd.DataFrame(columns)
 
 
 def summary_row(summary: dict) -> dict:

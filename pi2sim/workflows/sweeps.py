@@ -337,6 +337,13 @@ def run_grid(
         if bar:
             bar.update(1)
 
+    if todo and executor is None and (jobs <= 1 or os.environ.get("PI2SIM_NO_DISK_MEMO") != "1"):
+        # the points that differ only in their cache regions (a memory sweep) simulate their
+        # caches in one pass; the points then find their results in the memo (in this process,
+        # or on disk for the workers of a parallel sweep)
+        from ..simulation import prefetch_access
+
+        prefetch_access([cfgs[i] for i in todo])
     if todo:
         if executor is None and jobs <= 1:
             for i in todo:

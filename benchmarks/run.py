@@ -16,6 +16,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -104,17 +106,42 @@ print(json.dumps({{"wall_s": wall, "ok": int((df.status == "ok").sum()), "config
     return out
 
 
-def whole_process(argv: list[str], cache: Path) -> dict:
+PYTHON = sys.executable  # the interpreter of whole-process runs (main() may pick a core-only venv)
+
+
+def core_venv(where: Path) -> str:
+    """A fresh venv with pi2sim installed as the README's first command installs it (``pip install
+    -e .``, no extras): what a newcomer's whole-process times are. (With every extra, scipy is
+    present and numba imports it at start-up: ~0.1 s more per process.)"""
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    py = str(where / "bin" / "python")
+    subprocess.run([py, "-m", "pip", "install", "-q", "-e", str(HERE.parent)], check=True)
+    return py
+
+
+def whole_process(argv: list[str], cache: Path, repeat: int = 1, before=None) -> dict:
     """Wall time of one ``pi2sim`` command as a user runs it (a fresh interpreter: imports,
     start-up, trace generation if the cache lacks it, every tier), with ``PI2SIM_CACHE=cache``
-    (a warm cache holds the trace and the access results of the same command run before)."""
+    (a warm cache holds the trace and the access results of the same command run before).
+
+    The median of ``repeat`` runs (these shared 2-core VMs vary by +-10% from run to run), each
+    after ``before()`` (e.g. emptying the cache, so that every run is a first one)."""
     env = {**os.environ, "PI2SIM_CACHE": str(cache)}
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pi2sim", *argv], capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    if r.returncode not in (0, 1):  # validate / regress exit 1 on a miss; that is still a finished run
-        raise RuntimeError(r.stderr[-2000:])
-    return {"wall_s": wall, "stdout": r.stdout}
+    walls = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        t0 = time.perf_counter()
+        r = subprocess.run([PYTHON, "-m", "pi2sim", *argv], capture_output=True, text=True, env=env)
+        walls.append(time.perf_counter() - t0)
+        if r.returncode not in (0, 1):  # validate / regress exit 1 on a miss; that is still a finished run
+            raise RuntimeError(r.stderr[-2000:])
+    return {"wall_s": statistics.median(walls), "wall_runs_s": [round(w, 3) for w in walls], "stdout": r.stdout}
+
+
+def _emptied(path: Path):
+    """A ``before`` for :func:`whole_process`: ``path`` removed (the cache, or its memo)."""
+    return lambda: shutil.rmtree(path, ignore_errors=True)
 
 
 def machine() -> dict:
@@ -162,6 +189,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer tokens and configs")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/<host>-<date>.json)")
     ap.add_argument("--profile", action="store_true", help="also write a pyinstrument profile of a cold Mixtral run (needs pyinstrument)")
+    ap.add_argument("--whole-only", action="store_true", help="only the whole-process measurements (what a user waits for)")
+    ap.add_argument("--this-python", action="store_true",
+                    help="whole-process runs with this interpreter and its extras (default: a fresh core-only venv, as the README installs)")
     args = ap.parse_args()
     q = args.quick
     rows = []
@@ -177,28 +207,51 @@ def main() -> int:
 
     run_tokens = "256" if q else "1024"
     mix = ["run", "--model", "turbosparse-mixtral-47b", "--memory-gb", "19", "--decode-tokens", run_tokens, "--quiet", "--json"]
+    reps = 1 if q else 5
+    global PYTHON
+    venv_dir = tempfile.TemporaryDirectory()
+    if not args.this_python:
+        print("whole-process runs in a fresh core-only venv (pip install -e .) ...", flush=True)
+        PYTHON = core_venv(Path(venv_dir.name) / "venv")
+    interp = "core install" if not args.this_python else "this interpreter"
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(tmp)
+        cache = Path(tmp) / "cache"
         for when in ("empty cache", "warm cache"):
-            r = whole_process(mix, cache)
+            r = whole_process(mix, cache, reps, _emptied(cache) if when == "empty cache" else None)
             summary = json.loads(r["stdout"])
             sim_s = summary["decode_tokens"] / summary["decode_tok_s"] + summary["ttft_ms"] / 1e3
-            add(f"pi2sim run, Mixtral-47B 19 GB {run_tokens} tokens, default tier, {when}", r["wall_s"], "s wall",
+            add(f"pi2sim run, Mixtral-47B 19 GB {run_tokens} tokens, default tier, {when} ({interp})", r["wall_s"], "s wall",
                 None if q else (5.0 if when == "empty cache" else 2.0), "lower",
-                extra={"phone_seconds_per_wall_second": sim_s / r["wall_s"]})
-            print(f"{'':66s} {sim_s / r['wall_s']:12.1f} x the phone's real time", flush=True)
-        single = whole_process(["run", "--model", "turbosparse-mixtral-47b", "--memory-gb", "12.25", "--decode-tokens", "128", "--fidelity", "analytic", "--quiet", "--json"], cache)
-        grid = cache / "grid.yaml"
+                extra={"phone_seconds_per_wall_second": sim_s / r["wall_s"], "wall_runs_s": r["wall_runs_s"]})
+            print(f"{'':66s} {sim_s / r['wall_s']:12.1f} x the phone's real time (runs: {r['wall_runs_s']})", flush=True)
+        # the trace is cached (a prefix of the 1,024-token one); the access results are not
+        no_memo = _emptied(cache / "memo")
+        single = whole_process(["run", "--model", "turbosparse-mixtral-47b", "--memory-gb", "12.25", "--decode-tokens", "128", "--fidelity", "analytic", "--quiet", "--json"], cache, reps, no_memo)
+        grid = Path(tmp) / "grid.yaml"
         grid.write_text("base: {model: turbosparse-mixtral-47b, decode_tokens: 128, fidelity: analytic}\n"
                         "factors:\n  memory_gb: {from: 7, to: 18.5, step: 0.5}\n")
-        sweep = whole_process(["sweep", str(grid), "--jobs", "1", "--no-cache", "--out", str(cache / "sweep.csv"), "--quiet"], cache)
+        out = Path(tmp) / "sweep.csv"
+
+        def fresh_sweep():
+            no_memo()
+            for p in (out, Path(f"{out}.journal.jsonl")):
+                p.unlink(missing_ok=True)
+
+        sweep = whole_process(["sweep", str(grid), "--jobs", "1", "--no-cache", "--out", str(out), "--quiet"], cache, reps, fresh_sweep)
         add("24-point memory sweep (Mixtral, 128 tokens, 1 job, no run cache) / one 128-token run", sweep["wall_s"] / single["wall_s"],
-            "x a single run", None if q else 4.0, "lower", extra={"sweep_wall_s": sweep["wall_s"], "single_wall_s": single["wall_s"]})
+            "x a single run", None if q else 4.0, "lower",
+            extra={"sweep_wall_s": sweep["wall_s"], "single_wall_s": single["wall_s"], "sweep_runs_s": sweep["wall_runs_s"], "single_runs_s": single["wall_runs_s"]})
+        print(f"{'':66s} sweep {sweep['wall_s']:.2f} s {sweep['wall_runs_s']}, one run {single['wall_s']:.2f} s {single['wall_runs_s']}", flush=True)
     if not q:
         with tempfile.TemporaryDirectory() as tmp:
             for when in ("empty cache", "warm cache"):
                 r = whole_process(["validate", "--quiet"], Path(tmp))
                 add(f"pi2sim validate (calibration set, full length), {when}", r["wall_s"], "s wall", 60.0, "lower")
+    PYTHON = sys.executable
+    venv_dir.cleanup()
+
+    if args.whole_only:
+        return _write(args, q, rows)
 
     # trace generation first (also fills the cache the decode runs use)
     gen_tokens = 256 if q else 1024
@@ -239,7 +292,12 @@ def main() -> int:
     add(f"analytic sweep over device/schedule knobs, {sw['configs']} configs x {tokens} tokens, 2 jobs", sw["configs_per_min"], "configs / min", 200.0,
         extra={"wall_s": sw["wall_s"]})
 
-    out = Path(args.out) if args.out else HERE / "results" / f"{platform.node() or 'host'}-{date.today().isoformat()}{'-quick' if q else ''}.json"
+    return _write(args, q, rows)
+
+
+def _write(args, q: bool, rows: list[dict]) -> int:
+    part = "-quick" if q else ("-whole" if args.whole_only else "")
+    out = Path(args.out) if args.out else HERE / "results" / f"{platform.node() or 'host'}-{date.today().isoformat()}{part}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps({"machine": machine(), "quick": q, "rows": rows}, indent=1) + "\n")

@@ -22,7 +22,9 @@ class OneLineParser(argparse.ArgumentParser):
         raise InputError(None, where, message if message.startswith("expected") else f"cannot parse arguments: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``command`` alone (what ``main`` parses with when the
+    first argument names one)."""
     from .commands import register_all
 
     parser = OneLineParser(
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
-    register_all(sub)
+    register_all(sub, command)
     return parser
 
 
@@ -43,7 +45,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     try:
         args = parser.parse_args(argv)
         result = args.func(args)

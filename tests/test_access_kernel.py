@@ -152,3 +152,5 @@ def test_one_pass_equals_each_cache_alone(model, tokens, values, window, budgets
     for a, b in zip(together, alone):
         _assert_same(a, b)
     assert len({a.tp_miss.sum() for a in alone}) > 2  # the caches really differ
+    if budgets == "tiny":  # one cache, phase 1 waiting for phase 2 to catch up every token
+        _assert_same(segmented._simulate(w, freqs, caches[2][0], caches[2][1], **kw), alone[2])

@@ -120,3 +120,20 @@ def test_good_paths_are_created(tmp_path, capsys):
     code, _ = _main(capsys, ["run", *SMALL, "--out", str(out)])
     assert code == 0 and (out / "summary.json").is_file()
     assert Path(out / "tokens.csv").is_file()
+
+
+def test_command_map_names_every_command():
+    """``pi2sim run ...`` builds the parser of run's module only (commands.COMMANDS): the map must
+    name every command the full parser has, each with the module that registers it."""
+    import argparse
+
+    from pi2sim.cli import build_parser
+    from pi2sim.commands import COMMANDS
+
+    def names(parser):
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    assert names(build_parser()) == set(COMMANDS)
+    for cmd in COMMANDS:
+        assert cmd in names(build_parser(cmd))

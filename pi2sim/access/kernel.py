@@ -329,9 +329,12 @@ def predict_block(
     """Phase 1 for the replayed ``rows`` of one trace block (packed codes [n, L, K, W64] as
     little-endian 64-bit words, see :func:`pi2sim.access.workload.Workload.packed_blocks`) as
     decode positions ``positions``, from step ``s0`` on: writes each step's token, its
-    (layer, expert) row ``l * E + e``, its lists (``tp_ids[tp_off[s]:tp_off[s + 1]]``, in neuron
-    order; ``fp_ids[fp_off[s]:fp_off[s + 1]]``, in draw order) and the cache-independent counters
-    (active, tp, fn, fp). Entries are indices within the step's (layer, expert): phase 2 adds
+    (layer, expert) row ``l * E + e``, its lists (``tp_ids[tp_off[j]:tp_off[j + 1]]`` in neuron
+    order and ``fp_ids[fp_off[j]:fp_off[j + 1]]`` in draw order, ``j = s - s0``: the offsets are
+    the block's own, ``tp_off[0]`` set by the caller) and the cache-independent counters
+    (active, tp, fn, fp). Blocks are independent (a false-positive draw's tag in ``seen`` is its
+    step's index: ``seen`` must hold no tag of these steps, e.g. be all -1), so several threads
+    can each replay blocks of their own, with their own ``idx`` and ``seen``. Entries are indices within the step's (layer, expert): phase 2 adds
     the row's base, so one step's accesses stay within its row of the cache state (a few dozen
     KB, cache-resident; renumbering neurons by profile rank scatters them and measured 1.6x
     slower). Stops before a row whose lists might not fit the buffers; returns
@@ -340,10 +343,9 @@ def predict_block(
     Kc = packed.shape[2]
     N = n_neurons
     n_slots = experts.shape[2] if moe else 1
-    fp_tag = seen.max()  # tags continue across blocks
     s = s0
     for r in range(len(rows)):
-        if tp_off[s] + L * n_slots * N > len(tp_ids) or fp_off[s] + L * n_slots * N > len(fp_ids):
+        if tp_off[s - s0] + L * n_slots * N > len(tp_ids) or fp_off[s - s0] + L * n_slots * N > len(fp_ids):
             return r, s
         row_i = rows[r]
         t = positions[r]
@@ -369,21 +371,21 @@ def predict_block(
                     counters[FN, t, l] += n - kept
                     n = kept
                 counters[TP, t, l] += n
-                o = tp_off[s]
+                o = tp_off[s - s0]
                 for i in range(n):
                     tp_ids[o + i] = idx[i]
-                tp_off[s + 1] = o + n
+                tp_off[s - s0 + 1] = o + n
                 n_fp = 0
                 if fp_ratio != 0.0:
                     x = n * fp_ratio
                     fl = np.floor(x)
                     n_fp = np.int64(fl) + (1 if uniform(draw(key, ROUND, 0)) < (x - fl) else 0)
                 n_cand = 0
-                o = fp_off[s]
+                o = fp_off[s - s0]
                 if n_fp > 0 and totals[l, e] > 0:
                     # up to m = 3 n_fp + 8 weighted draws (alias method); the false positives are
                     # the first n_fp distinct inactive neurons drawn, in draw order
-                    fp_tag += 1
+                    fp_tag = s
                     arow = table[l, e]
                     for j in range(3 * n_fp + 8):
                         if n_cand >= n_fp:
@@ -395,7 +397,7 @@ def predict_block(
                                 fp_ids[o + n_cand] = c
                                 n_cand += 1
                 counters[FP, t, l] += n_cand
-                fp_off[s + 1] = o + n_cand
+                fp_off[s - s0 + 1] = o + n_cand
                 s += 1
     return len(rows), s
 
@@ -405,7 +407,8 @@ def apply_steps(
     s_begin, s_end, step_t, step_row, tp_off, tp_ids, fp_off, fp_ids, n_neurons, steps_per_layer, steps_per_token,
     hot_flat, hot_per_row, window, stamp, q_item, q_step, state, token_start, counters, cold,
 ):
-    """Phase 2 for steps ``s_begin`` to ``s_end`` (whole tokens): one cache's hot region
+    """Phase 2 for steps ``s_begin`` to ``s_end`` (whole tokens) of one block of phase 1's
+    lists (offsets from its first step, ``s_begin``): one cache's hot region
     (``hot_flat`` [L * E * N], ``hot_per_row`` [L * E]) and cold LRU (``stamp`` ...); fills the cache's counters [13, T, L] (hot, cold hits, misses, evictions,
     cold size)."""
     for s in range(s_begin, s_end):
@@ -419,7 +422,7 @@ def apply_steps(
         re = step_row[s]
         base = re * n_neurons
         counters[ROUTED_HOT, t, l] += hot_per_row[re]
-        a, b = tp_off[s], tp_off[s + 1]
+        a, b = tp_off[s - s_begin], tp_off[s - s_begin + 1]
         m = 0
         for i in range(a, b):
             g = base + np.int64(tp_ids[i])
@@ -432,7 +435,7 @@ def apply_steps(
         counters[EVICTED, t, l] += state[EVICTIONS] - ev0
         counters[TP_COLD_HIT, t, l] += hits
         counters[TP_MISS, t, l] += m - hits
-        a, b = fp_off[s], fp_off[s + 1]
+        a, b = fp_off[s - s_begin], fp_off[s - s_begin + 1]
         if b > a:
             m = 0
             for i in range(a, b):

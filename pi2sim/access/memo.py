@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -98,36 +99,43 @@ class Memo:
         self.max_bytes = max_bytes
         self._store: OrderedDict[str, Any] = OrderedDict()
         self._sizes: dict[str, int] = {}
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The result under ``key``, computed (outside the lock: threads compute in parallel)
+        and kept if the memo does not have it. Safe from several threads."""
         if os.environ.get("PI2SIM_NO_MEMO") == "1":
             return compute()
-        if key in self._store:
-            self._store.move_to_end(key)
-            self.hits += 1
-            return self._store[key]
-        self.misses += 1
+        hit = self.peek(key)
+        if hit is not None:
+            return hit
         value = _freeze(compute())
-        self._store[key] = value
-        self._sizes[key] = _nbytes(value)
-        while len(self._store) > 1 and (len(self._store) > self.max_entries or sum(self._sizes.values()) > self.max_bytes):
-            old, _ = self._store.popitem(last=False)
-            self._sizes.pop(old, None)
+        with self._lock:
+            self.misses += 1
+            self._store[key] = value
+            self._sizes[key] = _nbytes(value)
+            while len(self._store) > 1 and (len(self._store) > self.max_entries or sum(self._sizes.values()) > self.max_bytes):
+                old, _ = self._store.popitem(last=False)
+                self._sizes.pop(old, None)
         return value
 
     def peek(self, key: str) -> Any:
         """The result under ``key`` if the memo has it (counted as a hit), else None."""
-        if os.environ.get("PI2SIM_NO_MEMO") == "1" or key not in self._store:
+        if os.environ.get("PI2SIM_NO_MEMO") == "1":
             return None
-        self._store.move_to_end(key)
-        self.hits += 1
-        return self._store[key]
+        with self._lock:
+            if key not in self._store:
+                return None
+            self._store.move_to_end(key)
+            self.hits += 1
+            return self._store[key]
 
     def clear(self) -> None:
-        self._store.clear()
-        self._sizes.clear()
+        with self._lock:
+            self._store.clear()
+            self._sizes.clear()
 
 
 ACCESS = Memo(max_entries=128)  # cache simulations (counts per token and layer: ~1-4 MB each)

@@ -26,6 +26,8 @@ numpy, the specification the kernel is tested against (identical arrays).
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -208,73 +210,103 @@ def _simulate(w: Workload, freqs: np.ndarray, hot_mask: np.ndarray, cold_capacit
     return _simulate_many(w, freqs, [(hot_mask, cold_capacity)], recall, precision, seed, warm, window)[0]
 
 
-LIST_BUDGET_BYTES = 256e6  # phase-1 lists held at once: longer replays go in segments of tokens
-STATE_BUDGET_BYTES = 512e6  # LRU states of caches replayed side by side: more caches, more passes
+LIST_BUDGET_BYTES = 256e6  # phase-1 lists kept for the caches of a sweep (beyond: streamed, caches side by side)
+STATE_BUDGET_BYTES = 512e6  # LRU states of caches replayed side by side (more caches: more passes)
+MAX_THREADS = 8
 
 
-class _ListsFull(Exception):
-    """Phase 1's lists filled up before the end of the replay."""
+def threads() -> int:
+    """Threads of the access model (the CPUs this process may use, at most :data:`MAX_THREADS`)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, n))
+
+
+@dataclass
+class _Lists:
+    """Phase 1's output for one block of the replay: steps ``s_begin`` to ``s_end`` and their
+    lists, with offsets from ``s_begin`` (see :func:`pi2sim.access.kernel.predict_block`)."""
+
+    s_begin: int
+    s_end: int
+    tp_off: np.ndarray
+    tp_ids: np.ndarray
+    fp_off: np.ndarray
+    fp_ids: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.tp_off.nbytes + self.tp_ids.nbytes + self.fp_off.nbytes + self.fp_ids.nbytes
+
+
+class _ListsTooLarge(Exception):
+    """The whole replay's lists would exceed :data:`LIST_BUDGET_BYTES`."""
 
 
 def _simulate_many(w: Workload, freqs: np.ndarray, caches: Sequence[tuple[np.ndarray, int]], recall: float, precision: float,
                    seed: int, warm: str, window: int | None) -> list[NeuronAccess]:
-    """The two-phase replay of :mod:`pi2sim.access.kernel`: phase 1 (trace and predictor) once
-    per pass, phase 2 (regions and LRU) per cache.
+    """The two-phase replay of :mod:`pi2sim.access.kernel`, on :func:`threads` threads.
 
-    The lists phase 1 leaves are bounded by :data:`LIST_BUDGET_BYTES`. When the whole replay's
-    lists fit (a 1,024-token Mixtral run needs ~120 MB), one pass makes them and the caches are
-    replayed one after the other in one reused set of LRU arrays. Otherwise each pass flushes its
-    lists to phase 2 whenever they fill up, so every cache of the pass keeps its own LRU state
-    throughout; those states are bounded by :data:`STATE_BUDGET_BYTES` (more caches take more
-    passes)."""
+    Phase 1 (trace and predictor) runs once, block by block, the blocks in parallel (they are
+    independent). Phase 2 (regions and LRU) runs per cache, in order of the blocks:
+
+    * one cache (a single run): on this thread, each block as soon as phase 1 has it (the two
+      phases overlap);
+    * several caches whose lists fit :data:`LIST_BUDGET_BYTES` (a 128-token Mixtral sweep needs
+      ~15 MB, a 1,024-token one ~120 MB): once phase 1 is done, the caches in parallel, each
+      thread reusing one set of LRU arrays for cache after cache;
+    * otherwise: the lists streamed, the caches of a group side by side (their LRU states within
+      :data:`STATE_BUDGET_BYTES`; more caches, more passes of phase 1).
+
+    Every cache's counts are those of its own sequential replay: its steps are applied in order,
+    and phase 1 draws nothing that depends on scheduling."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import kernel as K
 
     L, E, N = freqs.shape
     T = w.n_tokens
     moe = E > 1
     top_k = w.model.architecture.top_k if moe else 1
-    steps = T * L * top_k
     n_items = L * E * N
     table, abits, totals = alias_tables(freqs)
     fp_ratio = (1.0 / precision - 1.0) if precision < 1.0 else 0.0
     threshold = w.level + 1
     id_dtype = np.uint16 if N <= 1 << 16 else np.uint32
-    row_worst = L * top_k * N  # the most list entries one replayed token can add
-    cap_ids = int(max(row_worst, min(steps * N, LIST_BUDGET_BYTES / 2 / np.dtype(id_dtype).itemsize)))
-    tp_ids, fp_ids = np.empty(cap_ids, id_dtype), np.empty(cap_ids, id_dtype)
-    step_t, step_row = np.zeros(max(steps, 1), np.int64), np.zeros(max(steps, 1), np.int64)
-    tp_off, fp_off = np.zeros(steps + 1, np.int64), np.zeros(steps + 1, np.int64)
+    steps_per_token = L * top_k
+    step_t, step_row = np.zeros(max(T * steps_per_token, 1), np.int64), np.zeros(max(T * steps_per_token, 1), np.int64)
     shared = np.zeros((len(K.COUNTERS), T, L), np.int64)  # phase 1's counters: active, tp, fn, fp
     experts_out = np.zeros((T, L, top_k) if moe else (1, 1, 1), np.uint8)
-    idx = np.zeros(N, np.int64)
-    cold = np.zeros(N, np.int64)
     hot_flat_of = [np.ascontiguousarray(m.reshape(-1)) for m, _ in caches]
     hot_rows_of = [m.sum(axis=2).astype(np.int64).reshape(-1) for m, _ in caches]
+    chunks = w.replay_chunks()
+    first_step = np.concatenate([[0], np.cumsum([len(rows) for _, rows, _ in chunks])]) * steps_per_token
+    local = threading.local()  # per thread: phase 1's scratch (idx, seen, list buffers), phase 2's LRU arrays
 
-    def predict(flush) -> None:
-        """Phase 1 over the whole replay; ``flush(s_begin, s_end, last)`` hands each segment of
-        steps to phase 2 (several when the lists fill up)."""
-        shared[:] = 0
-        seen = np.full(N, -1, np.int64)  # false-positive draws: tag of the last step that drew each neuron
-        s = seg = 0
-        tp_off[0] = fp_off[0] = 0
-        for blk in w.packed_blocks():
-            r0 = 0
-            while r0 < len(blk.rows):
-                done, s = K.predict_block(
-                    blk.packed, blk.experts, blk.rows[r0:], blk.positions[r0:], blk.bits, threshold, N, E, moe,
-                    table, abits, totals, float(recall), fp_ratio, int(seed),
-                    s, step_t, step_row, tp_off, tp_ids, fp_off, fp_ids, shared, experts_out, idx, seen,
-                )
-                r0 += done
-                if r0 < len(blk.rows):  # the lists are full: replay them, then start over
-                    flush(seg, s, False)
-                    seg, tp_off[s], fp_off[s] = s, 0, 0
-        flush(seg, s, True)
+    def phase1(b: int) -> _Lists:
+        chunk, rows, positions = chunks[b]
+        blk = w.replay_block(chunk, rows, positions)
+        worst = len(rows) * steps_per_token * N  # every neuron of every step: the lists always fit
+        if getattr(local, "tp", None) is None or len(local.tp) < worst:
+            local.tp, local.fp = np.empty(worst, id_dtype), np.empty(worst, id_dtype)
+            local.idx, local.seen = np.zeros(N, np.int64), np.empty(N, np.int64)
+        local.seen.fill(-1)  # draw tags are step indices: unique within a pass, not across passes
+        n_steps = len(rows) * steps_per_token
+        tp_off, fp_off = np.zeros(n_steps + 1, np.int64), np.zeros(n_steps + 1, np.int64)
+        s0 = int(first_step[b])
+        done, s = K.predict_block(
+            blk.packed, blk.experts, rows, positions, blk.bits, threshold, N, E, moe, table, abits, totals, float(recall), fp_ratio,
+            int(seed), s0, step_t, step_row, tp_off, local.tp, fp_off, local.fp, shared, experts_out, local.idx, local.seen,
+        )
+        assert done == len(rows) and s == s0 + n_steps
+        return _Lists(s0, s, tp_off, local.tp[: tp_off[-1]].copy(), fp_off, local.fp[: fp_off[-1]].copy())
 
-    def start(i: int, lru: tuple) -> tuple:
-        """Cache ``i``'s warm start in ``lru``."""
+    def lru_for(i: int, lru: tuple) -> tuple:
+        """Cache ``i``'s LRU, warm-started, in ``lru``'s arrays."""
         cap = int(caches[i][1])
+        lru = K.reset_lru(lru, cap, N)
         if warm == "profile" and cap > 0:
             ids = warm_start_ids(freqs, hot_flat_of[i], cap)[::-1].astype(np.int64)  # least recently used first
             # one LRU step per chunk of ~4096, the reference's chunks (LRUCache.preload)
@@ -283,67 +315,90 @@ def _simulate_many(w: Workload, freqs: np.ndarray, caches: Sequence[tuple[np.nda
             K.lru_preload(np.ascontiguousarray(ids), bounds, *lru)
         return lru
 
-    def replay(i: int, s_begin: int, s_end: int, lru: tuple, starts: np.ndarray, counters: np.ndarray) -> None:
-        K.apply_steps(s_begin, s_end, step_t, step_row, tp_off, tp_ids, fp_off, fp_ids, N, top_k, L * top_k,
-                      hot_flat_of[i], hot_rows_of[i], int(window or 0), *lru, starts, counters, cold)
+    class _Replay:  # one cache's phase 2 in progress
+        def __init__(self, i: int, lru: tuple):
+            self.i, self.lru = i, lru_for(i, lru)
+            self.counters = np.zeros((len(K.COUNTERS), T, L), np.int64)
+            self.starts = np.zeros(max(T, 1), np.int64)
+            self.cold = np.zeros(N, np.int64)
 
-    def result(i: int, lru: tuple, counters: np.ndarray) -> NeuronAccess:
-        for c in (K.ACTIVE, K.TP, K.FN, K.FP):
-            counters[c] = shared[c]
-        state = lru[-1]
-        return NeuronAccess(
-            **{name: counters[c] for c, name in enumerate(K.COUNTERS)},
-            experts=experts_out.copy() if moe else None,
-            hot_neurons=int(hot_flat_of[i].sum()),
-            cold_capacity=int(caches[i][1]),
-            cold_peak=int(state[K.PEAK]),
-            cold_insertions=int(state[K.INSERTIONS]),
-            cold_evictions=int(state[K.EVICTIONS]),
-        )
+        def apply(self, x: _Lists) -> None:
+            K.apply_steps(x.s_begin, x.s_end, step_t, step_row, x.tp_off, x.tp_ids, x.fp_off, x.fp_ids, N, top_k, steps_per_token,
+                          hot_flat_of[self.i], hot_rows_of[self.i], int(window or 0), *self.lru, self.starts, self.counters, self.cold)
 
-    def new_counters() -> np.ndarray:
-        return np.zeros((len(K.COUNTERS), T, L), np.int64)
+        def result(self) -> NeuronAccess:
+            c = self.counters
+            for k in (K.ACTIVE, K.TP, K.FN, K.FP):
+                c[k] = shared[k]
+            state = self.lru[-1]
+            return NeuronAccess(
+                **{name: c[k] for k, name in enumerate(K.COUNTERS)},
+                experts=experts_out.copy() if moe else None,
+                hot_neurons=int(hot_flat_of[self.i].sum()),
+                cold_capacity=int(caches[self.i][1]),
+                cold_peak=int(state[K.PEAK]),
+                cold_insertions=int(state[K.INSERTIONS]),
+                cold_evictions=int(state[K.EVICTIONS]),
+            )
 
-    # the whole replay in one segment: the caches one after the other, in one set of LRU arrays
-    def one_segment(s_begin: int, s_end: int, last: bool) -> None:
-        if not last:
-            raise _ListsFull
-        arrays = K.new_lru(n_items, max(int(c) for _, c in caches), N)
-        for i in range(len(caches)):
-            lru = start(i, K.reset_lru(arrays, int(caches[i][1]), N))
-            counters = new_counters()
-            replay(i, s_begin, s_end, lru, np.zeros(max(T, 1), np.int64), counters)
-            results.append(result(i, lru, counters))
+    def own_lru(cap: int) -> tuple:
+        """This thread's LRU arrays, big enough for ``cap``."""
+        if getattr(local, "lru", None) is None or K.lru_room(cap, N) > len(local.lru[1]):
+            local.lru = K.new_lru(n_items, cap, N)
+        return local.lru
 
-    results: list[NeuronAccess] = []
-    try:
-        predict(one_segment)
+    def in_order(pool, budget: float | None = None):
+        """Phase 1's blocks in order, computed ahead on the pool (a few blocks per thread);
+        raises :class:`_ListsTooLarge` once the lists handed out exceed ``budget``."""
+        ahead = 2 * pool._max_workers
+        futs = [pool.submit(phase1, b) for b in range(min(ahead, len(chunks)))]
+        held = 0
+        for b in range(len(chunks)):
+            x = futs[b].result()
+            futs[b] = None
+            if b + ahead < len(chunks):
+                futs.append(pool.submit(phase1, b + ahead))
+            held += x.nbytes
+            if budget is not None and held > budget:
+                for f in futs[b + 1 :]:  # no block still running when the caller starts over
+                    if f is not None and not f.cancel():
+                        f.result()
+                raise _ListsTooLarge
+            yield x
+
+    with ThreadPoolExecutor(max_workers=threads(), thread_name_prefix="pi2sim-access") as pool:
+        if len(caches) == 1:
+            r = _Replay(0, K.new_lru(n_items, int(caches[0][1]), N))
+            for x in in_order(pool):
+                r.apply(x)
+            return [r.result()]
+        try:
+            lists = list(in_order(pool, LIST_BUDGET_BYTES))
+        except _ListsTooLarge:
+            lists = None
+        if lists is not None:
+            def one_cache(i: int) -> NeuronAccess:
+                r = _Replay(i, own_lru(int(caches[i][1])))
+                for x in lists:
+                    r.apply(x)
+                return r.result()
+
+            return list(pool.map(one_cache, range(len(caches))))
+        # the lists streamed: a group of caches side by side, block by block
+        results: list[NeuronAccess] = []
+        first = 0
+        while first < len(caches):
+            group, used = [], 0
+            while first + len(group) < len(caches):
+                need = 4 * n_items + 8 * K.lru_room(int(caches[first + len(group)][1]), N) + 8 * len(K.COUNTERS) * T * L
+                if group and used + need > STATE_BUDGET_BYTES:
+                    break
+                group.append(first + len(group))
+                used += need
+            replays = [_Replay(i, K.new_lru(n_items, int(caches[i][1]), N)) for i in group]
+            shared[:] = 0
+            for x in in_order(pool):
+                list(pool.map(lambda r, x=x: r.apply(x), replays))
+            results.extend(r.result() for r in replays)
+            first += len(group)
         return results
-    except _ListsFull:
-        results.clear()
-
-    # several segments: each pass keeps the LRU states of a group of caches throughout
-    def state_bytes(cap: int) -> int:
-        return 4 * n_items + 8 * K.lru_room(cap, N) + 8 * len(K.COUNTERS) * T * L
-
-    first = 0
-    while first < len(caches):
-        group, used = [], 0
-        while first + len(group) < len(caches):
-            need = state_bytes(int(caches[first + len(group)][1]))
-            if group and used + need > STATE_BUDGET_BYTES:
-                break
-            group.append(first + len(group))
-            used += need
-        lrus = [start(i, K.new_lru(n_items, int(caches[i][1]), N)) for i in group]
-        counters_of = [new_counters() for _ in group]
-        starts_of = [np.zeros(max(T, 1), np.int64) for _ in group]
-
-        def flush(s_begin: int, s_end: int, last: bool, group=group, lrus=lrus, starts_of=starts_of, counters_of=counters_of) -> None:
-            for j, i in enumerate(group):
-                replay(i, s_begin, s_end, lrus[j], starts_of[j], counters_of[j])
-
-        predict(flush)
-        results.extend(result(i, lrus[j], counters_of[j]) for j, i in enumerate(group))
-        first += len(group)
-    return results

@@ -63,20 +63,30 @@ class Workload:
 
     def packed_blocks(self) -> Iterator["ReplayBlock"]:
         """The replayed tokens block by block, codes still packed (the compiled access model's input)."""
+        for chunk, rows, positions in self.replay_chunks():
+            yield self.replay_block(chunk, rows, positions)
+
+    def replay_chunks(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """``(chunk, rows, positions)`` of every trace chunk that holds replayed tokens, in order:
+        the rows replayed within the chunk and their decode positions (nothing is read, so the
+        chunks can then be read and replayed in parallel)."""
         want = self.decode_index
-        pos = 0
+        out, pos = [], 0
         for i in range(self.trace.n_chunks):
             if pos >= len(want):
-                return
+                break
             start, stop = self.trace.chunk_tokens(i)
             n = int(np.searchsorted(want[pos:], stop))  # replayed tokens in this chunk (want is ascending)
             if n == 0:
                 continue
-            words, experts, bits = self._words(i)
-            rows = (want[pos : pos + n] - start).astype(np.int64)
-            positions = np.arange(pos, pos + n, dtype=np.int64)
-            yield ReplayBlock(rows, positions, words, experts, bits)
+            out.append((i, (want[pos : pos + n] - start).astype(np.int64), np.arange(pos, pos + n, dtype=np.int64)))
             pos += n
+        return out
+
+    def replay_block(self, chunk: int, rows: np.ndarray, positions: np.ndarray) -> "ReplayBlock":
+        """One of :meth:`replay_chunks` read (safe from several threads at once)."""
+        words, experts, bits = self._words(chunk)
+        return ReplayBlock(rows, positions, words, experts, bits)
 
     def _words(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Chunk ``i``'s packed codes as words, its experts and code width; memoised in-process on

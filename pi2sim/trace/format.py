@@ -32,8 +32,11 @@ import hashlib
 import json
 import lzma
 import math
+import os
 import struct
+import threading
 import zlib
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +234,11 @@ def _compress(codec: str, data: bytes) -> bytes:
     return data
 
 
+def _chunk_blobs(codec: str, small: bytes, codes: bytes) -> tuple[bytes, bytes, str, str]:
+    a, b = _compress(codec, small), _compress(codec, codes)
+    return a, b, hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
+
+
 class _ZstdError(Exception):
     """A zstd chunk that does not decompress (zstandard's own error, re-raised as one type)."""
 
@@ -309,6 +317,8 @@ class TraceWriter:
         self._fh = self._ctx.__enter__()
         self._fh.write(_PREAMBLE.pack(MAGIC, FORMAT_VERSION))
         self._closed = False
+        self._pool = None  # the compressing thread, started with the first chunk
+        self._inflight: deque = deque()  # (future of the chunk's blobs, tokens), in file order
 
     def append(self, token_id, seq, phase, codes, experts=None) -> None:
         """Add ``n`` tokens. ``codes`` is unpacked uint8 [n, L, K, N]."""
@@ -354,9 +364,20 @@ class TraceWriter:
                 small.append(data)
         self._pending_n -= n
         # Two blobs per chunk: the small per-token streams, then the (large) code planes, so
-        # token ids, phases and routing can be read without decompressing activity.
-        small_blob = _compress(self.meta.codec, b"".join(small))
-        codes_blob = _compress(self.meta.codec, codes)
+        # token ids, phases and routing can be read without decompressing activity. Compressing
+        # and hashing run on a worker thread (both release the GIL), overlapping the next
+        # chunk's generation; chunks are written in order, at most two waiting.
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pi2t-writer")
+        self._inflight.append((self._pool.submit(_chunk_blobs, self.meta.codec, b"".join(small), codes), n))
+        while len(self._inflight) > 2 or (self._inflight and self._inflight[0][0].done()):
+            self._write_next()
+
+    def _write_next(self) -> None:
+        fut, n = self._inflight.popleft()
+        small_blob, codes_blob, small_sha, codes_sha = fut.result()
         self._fh.write(small_blob)
         self._fh.write(codes_blob)
         self._chunks.append(
@@ -365,19 +386,29 @@ class TraceWriter:
                 "n_tokens": n,
                 "offset": self._offset,
                 "small_length": len(small_blob),
-                "small_sha256": hashlib.sha256(small_blob).hexdigest(),
+                "small_sha256": small_sha,
                 "codes_length": len(codes_blob),
-                "codes_sha256": hashlib.sha256(codes_blob).hexdigest(),
+                "codes_sha256": codes_sha,
             }
         )
         self._offset += len(small_blob) + len(codes_blob)
         self._n += n
+
+    def _drain(self) -> None:
+        try:
+            while self._inflight:
+                self._write_next()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
 
     def close(self, **meta_updates: Any) -> TraceMeta:
         """Finish the file. ``meta_updates`` may set fields known only at the end (levels, ...)."""
         if self._closed:
             return self.meta
         self._flush(self._pending_n)
+        self._drain()
         from dataclasses import replace
 
         self.meta = replace(self.meta, n_tokens=self._n, **meta_updates)
@@ -395,6 +426,10 @@ class TraceWriter:
     def abort(self) -> None:
         if not self._closed:
             self._closed = True
+            self._inflight.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
             try:
                 raise RuntimeError("trace write aborted")
             except RuntimeError as exc:
@@ -487,6 +522,7 @@ class Trace:
         self.path = Path(path)
         try:
             self._fh = open(self.path, "rb")  # noqa: SIM115 - kept open for chunk reads
+            self._lock = threading.Lock()  # chunk reads where os.pread is missing
         except FileNotFoundError:
             raise InputError(self.path, None, "cannot read trace: the file does not exist") from None
         except IsADirectoryError:
@@ -591,11 +627,27 @@ class Trace:
         c = self._chunks[i]
         return c["start"], c["start"] + c["n_tokens"]
 
+    def _pread(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset``; safe from several threads at once (the access model
+        reads chunks in parallel): a positional read, not a seek and a read."""
+        if hasattr(os, "pread"):
+            fd, out = self._fh.fileno(), []
+            while length > 0:
+                part = os.pread(fd, length, offset)
+                if not part:
+                    break
+                out.append(part)
+                offset += len(part)
+                length -= len(part)
+            return b"".join(out)
+        with self._lock:
+            self._fh.seek(offset)
+            return self._fh.read(length)
+
     def _read_blob(self, i: int, part: str) -> bytes:
         c = self._chunks[i]
         offset = c["offset"] + (c["small_length"] if part == "codes" else 0)
-        self._fh.seek(offset)
-        blob = self._fh.read(c[f"{part}_length"])
+        blob = self._pread(offset, c[f"{part}_length"])
         if len(blob) != c[f"{part}_length"] or hashlib.sha256(blob).hexdigest() != c[f"{part}_sha256"]:
             raise _bad(self.path, f"chunk {i} (tokens {c['start']}..{c['start'] + c['n_tokens'] - 1}) checksum mismatch (corrupted)")
         try:

@@ -44,6 +44,7 @@ The real trace is used directly as the SiLU workload (``smollm2-135m``) instead.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -316,10 +317,11 @@ _GH_W = _GH_W / _GH_W.sum()
 
 def intensity_cv(tau: np.ndarray, beta: float) -> float:
     """CV of the active count when x_i = sqrt(1-beta) z_i + sqrt(beta) g, active iff x_i > tau_i."""
+    from .synth_kernel import active_moments
+
     s = math.sqrt(max(1e-12, 1 - beta))
-    p = _phi_cdf((math.sqrt(beta) * _GH_X[:, None] - tau[None, :]) / s)  # [nodes, N]
-    mean_g = p.sum(axis=1)
-    var_g = (p * (1 - p)).sum(axis=1)
+    mean_g, var_g = np.empty(len(_GH_X)), np.empty(len(_GH_X))
+    active_moments(np.ascontiguousarray(tau, np.float64), math.sqrt(beta), s, _GH_X, mean_g, var_g)
     m = float((_GH_W * mean_g).sum())
     var = float((_GH_W * (var_g + mean_g**2)).sum()) - m * m
     return math.sqrt(max(var, 0.0)) / m if m > 0 else 0.0
@@ -481,20 +483,28 @@ def neuron_quantiles(model_name: str, n_layers: int, n_experts: int, n_neurons: 
     return rank_quantiles(n_neurons, live_share)[neuron_permutation(model_name, n_layers, n_experts, n_neurons)]
 
 
+@functools.lru_cache(maxsize=2)
 def neuron_permutation(model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
-    """[L, E, N]: the quantile index of every neuron (a permutation per layer and expert)."""
+    """[L, E, N]: the quantile index of every neuron (a permutation per layer and expert);
+    read-only, kept for the last two models (a first run needs it to generate the trace and
+    again for the neuron profile)."""
     digest = hashlib.sha256(f"pi2sim-neurons:{model_name}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    return np.stack([np.stack([rng.permutation(n_neurons) for _ in range(n_experts)]) for _ in range(n_layers)])
+    perm = np.stack([np.stack([rng.permutation(n_neurons) for _ in range(n_experts)]) for _ in range(n_layers)])
+    perm.flags.writeable = False
+    return perm
 
 
 def thresholds(cal: "Calibration", model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
-    """Activation thresholds on the latent, [level, L, E, N], nested across levels."""
-    qn = neuron_quantiles(model_name, n_layers, n_experts, n_neurons, cal.live_share)
-    tau = np.stack([thresholds_of(cal.mu[j][:, None, None], cal.sigma[j][:, None, None], qn) for j in range(cal.mu.shape[0])])
+    """Activation thresholds on the latent, [level, L, E, N], nested across levels: computed on
+    each layer's N distinct quantiles, then placed by each expert's permutation (the same numbers
+    as element by element, E times less work, as in :func:`population_frequencies`)."""
+    q = rank_quantiles(n_neurons, cal.live_share)
+    tau = np.stack([thresholds_of(cal.mu[j][:, None], cal.sigma[j][:, None], q[None, :]) for j in range(cal.mu.shape[0])])  # [level, L, N]
     for j in range(1, tau.shape[0]):
         tau[j] = np.maximum(tau[j], tau[j - 1])
-    return tau
+    perm = neuron_permutation(model_name, n_layers, n_experts, n_neurons)
+    return tau[:, np.arange(n_layers)[:, None, None], perm]
 
 
 def population_frequencies(calibration: dict, model_name: str, n_layers: int, n_neurons: int, n_experts: int) -> np.ndarray:
@@ -518,19 +528,23 @@ def population_frequencies(calibration: dict, model_name: str, n_layers: int, n_
 
 def _route(rng: np.random.Generator, prev: np.ndarray | None, a: float, q: float, E: int, top_k: int) -> np.ndarray:
     """Next routed expert pair (top_k <= 2 handled explicitly; larger k: first sticky, rest uniform)."""
+    return np.array(_route_ids(rng, None if prev is None else [int(x) for x in prev], a, q, E, top_k), np.uint8)
+
+
+def _route_ids(rng: np.random.Generator, prev: list[int] | None, a: float, q: float, E: int, top_k: int) -> list[int]:
+    """:func:`_route` on plain lists (the generator calls it for every layer of every token)."""
     if prev is None:
-        return rng.choice(E, top_k, replace=False).astype(np.uint8)
-    first = int(prev[0]) if rng.random() < a else int(rng.integers(E))
+        return [int(x) for x in rng.choice(E, top_k, replace=False)]
+    first = prev[0] if rng.random() < a else int(rng.integers(E))
     chosen = [first]
-    prev_set = [int(x) for x in prev]
     for _ in range(1, top_k):
-        cands_prev = [e for e in prev_set if e not in chosen]
-        cands_new = [e for e in range(E) if e not in chosen and e not in prev_set]
+        cands_prev = [e for e in prev if e not in chosen]
+        cands_new = [e for e in range(E) if e not in chosen and e not in prev]
         if cands_prev and (not cands_new or rng.random() < q):
             chosen.append(cands_prev[int(rng.integers(len(cands_prev)))])
         else:
             chosen.append(cands_new[int(rng.integers(len(cands_new)))])
-    return np.array(chosen, np.uint8)
+    return chosen
 
 
 class _Stream:
@@ -573,7 +587,7 @@ class _Stream:
         """Advance ``n`` tokens, writing their codes [n, L, K, N] (and routed experts [n, L, K])."""
         from .synth_kernel import normal_table, step
 
-        cal, L, E = self.cal, self.L, self.E
+        cal, L = self.cal, self.L
         rho = cal.rho
         innov = math.sqrt(1 - rho * rho)
         sg, sl = math.sqrt(cal.gamma), math.sqrt(1 - cal.gamma)
@@ -584,27 +598,34 @@ class _Stream:
         a_dense = np.full((L, 1), rho, np.float32)
         s_dense = np.full((L, 1), innov, np.float32)
         for j in range(n):
-            self.G = rho * self.G + innov * float(self.rng.standard_normal())
-            self.g = rho * self.g + innov * self.rng.standard_normal(L)
-            h = (sg * self.G + sl * self.g).astype(np.float32)  # intensity per layer, partly shared
-            if E == 1:
-                routes, a32, s32 = zeros, a_dense, s_dense
-            else:
-                for l in range(L):
-                    a, qq = cal.router[l]
-                    prev = self.prev_route[l] if self.prev_route[l, 0] >= 0 else None
-                    self.prev_route[l] = _route(self.rng, prev, a, qq, E, self.top_k)
-                routes = self.prev_route.astype(np.int64)
-                experts[j] = routes
-                # an expert routed again after a gap of d tokens has moved d AR(1) steps, drawn at
-                # once (rho^d, exact for the stationary process); see the module docstring
-                gap = (self.t - self.last_used[lidx, routes]).astype(np.float64)
-                a_gap = np.power(rho, gap)
-                self.last_used[lidx, routes] = self.t
-                a32 = a_gap.astype(np.float32)
-                s32 = np.sqrt(np.maximum(0.0, 1.0 - a_gap * a_gap)).astype(np.float32)
-            step(self.z, routes, a32, s32, self.tau, h, s1, sb, self.key, self.t, table, codes[j])
-            self.t += 1
+            routes, a32, s32, h = self._next_token_inputs(j, experts, lidx, zeros, a_dense, s_dense, rho, innov, sg, sl)
+            step(self.z, routes, a32, s32, self.tau, h, s1, sb, self.key, self.t - 1, table, codes[j])
+
+    def _next_token_inputs(self, j, experts, lidx, zeros, a_dense, s_dense, rho, innov, sg, sl):
+        """Token ``self.t``'s routing (written to ``experts[j]``), AR(1) coefficients since each
+        routed expert's last turn, and shared intensity, drawn from the stream's generator;
+        advances ``self.t``."""
+        cal, L, E = self.cal, self.L, self.E
+        self.G = rho * self.G + innov * float(self.rng.standard_normal())
+        self.g = rho * self.g + innov * self.rng.standard_normal(L)
+        h = (sg * self.G + sl * self.g).astype(np.float32)  # intensity per layer, partly shared
+        if E == 1:
+            routes, a32, s32 = zeros, a_dense, s_dense
+        else:
+            prev_all = self.prev_route.tolist()
+            routes = np.array([_route_ids(self.rng, prev if prev[0] >= 0 else None, *cal.router[l], E, self.top_k)
+                               for l, prev in enumerate(prev_all)], np.int64)
+            self.prev_route[:] = routes
+            experts[j] = routes
+            # an expert routed again after a gap of d tokens has moved d AR(1) steps, drawn at
+            # once (rho^d, exact for the stationary process); see the module docstring
+            gap = (self.t - self.last_used[lidx, routes]).astype(np.float64)
+            a_gap = np.power(rho, gap)
+            self.last_used[lidx, routes] = self.t
+            a32 = a_gap.astype(np.float32)
+            s32 = np.sqrt(np.maximum(0.0, 1.0 - a_gap * a_gap)).astype(np.float32)
+        self.t += 1
+        return routes, a32, s32, h
 
 
 def _meta(model_name: str, n_layers: int, n_neurons: int, n_experts: int, top_k: int, profile: SynthProfile, profile_file: Path,

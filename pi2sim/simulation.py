@@ -115,7 +115,7 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
     mem.check()
     workload = None
     trace_info: dict[str, Any] = {}
-    if pol.uses_trace:
+    if replays_trace(pol, ctx):
         workload = _workload(cfg, ctx, progress)
         tpath = workload.trace_path
         meta = workload.trace.meta
@@ -150,6 +150,23 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
     return SimResult(cfg, resolved, summary, tokens, timing, prefill, mem, access, acc_sum, pol, ctx.device, ctx.model)
 
 
+def replays_trace(pol: Policy, ctx: RunContext) -> bool:
+    """Whether a run replays a trace: its policy uses one and its model has one. A model without
+    (``sparsity.trace: none``, a dense model no sparse engine runs) runs only with an engine that
+    needs no activity (dense engines; for an MoE model they still need its routing)."""
+    if not pol.uses_trace:
+        return False
+    if ctx.model.sparsity.trace != "none":
+        return True
+    if pol.needs_activity or ctx.model.architecture.is_moe:
+        from .errors import InputError
+
+        what = "the routed experts" if ctx.model.architecture.is_moe else "which neurons fire"
+        raise InputError(ctx.model.path, "sparsity.trace",
+                         f"an activation trace: {pol.name} replays {what}, and this model has none (run it with a dense engine: dense, llamacpp)", "none")
+    return False
+
+
 def _workload(cfg: RunConfig, ctx: RunContext, progress: bool = False):
     """The replayed tokens of a run: its trace (given, or the model's synthetic one) opened."""
     from .access.workload import open_workload
@@ -173,7 +190,7 @@ def prefetch_access(cfgs: list[RunConfig]) -> int:
     for cfg in cfgs:
         try:
             ctx, pol, _ = build(cfg)
-            if not pol.uses_trace:
+            if not replays_trace(pol, ctx):
                 continue
             mem = pol.memory()
             mem.check()

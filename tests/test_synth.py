@@ -20,7 +20,7 @@ SYNTHETIC = [m for m in model_names() if load_model(m).sparsity.trace == "synthe
 def test_every_synthetic_model_has_a_valid_profile():
     assert set(SYNTHETIC) == {
         "turbosparse-mistral-7b", "bamboo-7b", "prosparse-llama2-7b", "prosparse-llama2-13b",
-        "qwen2-7b", "mistral-7b-silu", "turbosparse-mixtral-47b",
+        "qwen2-7b", "mistral-7b-silu", "turbosparse-mixtral-47b", "smallthinker-21b-a3b", "smallthinker-4b-a0.6b",
     }
     for name in SYNTHETIC:
         profile, _ = synth.load_profile(name)

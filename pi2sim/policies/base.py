@@ -71,6 +71,7 @@ class Policy(ABC):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     preset_help: ClassVar[dict[str, str]] = {}
     uses_trace: ClassVar[bool] = True  # replays neuron activity (False: dense engines)
+    needs_activity: ClassVar[bool] = True  # needs which neurons fire (False: only an MoE model's routing, or nothing)
 
     def __init__(self, ctx: RunContext, options: Any):
         self.ctx = ctx

@@ -63,6 +63,7 @@ class Dense(Policy):
         "mlc": "MLC-LLM on the GPU (OpenCL)",
     }
     uses_trace = True  # only for the routed experts of MoE models
+    needs_activity = False
 
     def __init__(self, ctx, options):
         super().__init__(ctx, options)

@@ -60,6 +60,7 @@ class LlamaCpp(Policy):
     name = "llamacpp"
     summary = "llama.cpp: dense CPU decode, weights memory-mapped (page cache), no predictor"
     Options = LlamaCppOptions
+    needs_activity = False  # an MoE model's routing only
     presets = {
         "no-mmap": {"load_mode": "none"},
         "mlock": {"load_mode": "mlock"},

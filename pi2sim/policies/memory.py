@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import ConfigurationRefused
 from ..specs.model import ModelSpec
 from ..specs.quant import QuantFormat
@@ -40,7 +42,8 @@ class ModelBytes:
 
     # dense, always-read tensors
     def attention_per_layer(self) -> float:
-        return self.arch.attention_params_per_layer * self.bpw
+        """Q, K, V and O weights (and 16-bit QKV biases) of one layer."""
+        return self.arch.attention_params_per_layer * self.bpw + 2.0 * self.arch.attention_bias_params_per_layer
 
     def attention(self) -> float:
         return self.arch.layers * self.attention_per_layer()
@@ -98,12 +101,16 @@ class ModelBytes:
         return self.arch.top_k * self.model.predictor.bytes_per_block
 
     def kv_cache(self, context_tokens: int) -> float:
+        """KV cache of a context (a sliding-window layer keeps at most its window)."""
         a = self.arch
-        return a.layers * 2 * a.kv_heads * a.head_dim * context_tokens * KV_BYTES_PER_VALUE
+        kept = np.minimum(float(context_tokens), a.kv_window()).sum()
+        return float(2 * a.kv_heads * a.head_dim * kept * KV_BYTES_PER_VALUE)
 
-    def kv_per_token_layer(self, context_tokens) -> float:
+    def kv_per_token_layer(self, context_tokens):
+        """KV bytes a token's attention reads: ``context_tokens`` [T, 1] -> [T, L] (each layer
+        within its window)."""
         a = self.arch
-        return 2 * a.kv_heads * a.head_dim * context_tokens * KV_BYTES_PER_VALUE
+        return 2 * a.kv_heads * a.head_dim * np.minimum(context_tokens, a.kv_window()) * KV_BYTES_PER_VALUE
 
     def activations(self, prompt_tokens: int) -> float:
         """Working buffers: the prefill activations of one layer (hidden + FFN width) in FP32."""

@@ -13,6 +13,8 @@ from typing import Literal
 
 from .. import resources, schema, yamlio
 from ..errors import InputError
+import numpy as np
+
 from ..schema import spec_field
 
 Activation = Literal["relu", "drelu", "fatrelu", "silu", "gelu"]
@@ -33,6 +35,13 @@ class Architecture:
     activation: Activation = spec_field(help="FFN activation function")
     gated_ffn: bool = spec_field(default=True, help="gate/up/down FFN (SwiGLU-style) rather than up/down")
     tied_embeddings: bool = spec_field(default=False, help="LM head shares the token-embedding matrix")
+    qkv_bias: bool = spec_field(default=False, help="the Q, K and V projections have biases (Qwen2), kept at 16 bits")
+    sliding_window: int | None = spec_field(
+        default=None, lo=1, hi=100_000_000, help="tokens a sliding-window attention layer keeps and attends to (none: every layer sees the whole context)"
+    )
+    global_attention_every: int = spec_field(
+        default=1, lo=1, hi=512, help="with sliding_window: layers 0, n, 2n, ... attend to the whole context, the others within the window"
+    )
 
     def validate(self, source) -> None:
         if self.heads % self.kv_heads:
@@ -41,6 +50,20 @@ class Architecture:
             raise InputError(source, "top_k", f"at most experts ({self.experts})", self.top_k)
         if self.experts == 1 and self.top_k != 1:
             raise InputError(source, "top_k", "1 for a dense model (experts: 1)", self.top_k)
+        if self.sliding_window is None and self.global_attention_every != 1:
+            raise InputError(source, "global_attention_every", "1 unless sliding_window is set", self.global_attention_every)
+
+    def kv_window(self) -> np.ndarray:
+        """[layers]: the most KV entries each layer keeps (inf: the whole context)."""
+        w = np.full(self.layers, np.inf)
+        if self.sliding_window is not None:
+            local = np.arange(self.layers) % self.global_attention_every != 0
+            w[local] = self.sliding_window
+        return w
+
+    @property
+    def attention_bias_params_per_layer(self) -> int:
+        return (self.heads + 2 * self.kv_heads) * self.head_dim if self.qkv_bias else 0
 
     @property
     def is_moe(self) -> bool:
@@ -86,14 +109,14 @@ class Architecture:
 
     @property
     def total_params(self) -> int:
-        per_layer = self.attention_params_per_layer + self.ffn_params_per_layer + self.router_params_per_layer + 2 * self.hidden
+        per_layer = self.attention_params_per_layer + self.attention_bias_params_per_layer + self.ffn_params_per_layer + self.router_params_per_layer + 2 * self.hidden
         return self.layers * per_layer + self.embedding_params + self.lm_head_params + self.hidden
 
 
 @dataclass(frozen=True, kw_only=True)
 class SparsitySource:
     trace: str = spec_field(
-        help="'synthetic' (generated from traces/profiles/<profile>.yaml) or a bundled trace name / path"
+        help="'synthetic' (generated from traces/profiles/<profile>.yaml), a bundled trace name / path, or 'none' (a dense model no sparse engine runs)"
     )
     profile: str | None = spec_field(default=None, help="synthetic profile name (default: the model name)")
     level: float | None = spec_field(default=None, gt=0.0, hi=0.999, help="sparsity level to replay from a magnitude trace")

@@ -36,6 +36,8 @@ def trace_path_for(arg: str, tokens: int = 1024, seed: int = 0) -> Path:
 def model_trace_path(model, decode_tokens: int, seed: int = 0, progress: bool = True) -> Path:
     """The trace a model replays: its bundled trace, or its (cached) synthetic one."""
     src = model.sparsity.trace
+    if src == "none":
+        raise InputError(model.path, "sparsity.trace", "an activation trace (this dense model declares none: it runs only with dense engines)", src)
     if src == "synthetic":
         from .synth import synthesize_cached
 

@@ -78,3 +78,25 @@ def test_sparse_engine_refuses_a_model_without_trace():
                        capture_output=True, text=True)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     assert "sparsity.trace" in p.stderr and "dense engine" in p.stderr
+
+
+@pytest.mark.parametrize("model,quant,published_mib", [
+    ("llama-3.2-1b", "8da4w", 1083), ("llama-3.2-3b", "8da4w", 2435), ("llama-3.2-3b", "bf16", 6129),
+])
+def test_engine_formats_give_the_published_file_sizes(model, quant, published_mib):
+    """ExecuTorch's .pte sizes (external-measurements.md §1): 8da4w stores 4-bit groups of 32 with
+    FP16 scales, an 8-bit embedding and a separate 8-bit head; BF16 two bytes a weight. (SpinQuant's
+    rotation matrices, not modelled, make the 8da4w files a few percent larger.)"""
+    b = ModelBytes(load_model(model), get_format(quant))
+    assert abs(b.total() / 2**20 / published_mib - 1) < 0.08
+
+
+def test_engine_formats_by_name():
+    from pi2sim.specs.quant import FORMATS
+
+    assert {"8da4w", "bf16", "w4a16", "q4_0", "q4f16_1"} <= set(FORMATS)
+    q = FORMATS["q4_0"]
+    assert q.dram_bytes_per_weight() == pytest.approx(18 / 32)  # llama.cpp's 18-byte block of 32 weights
+    assert FORMATS["8da4w"].embedding_bytes_per_weight() == 1.0 and FORMATS["bf16"].compute_dtype == "fp16"
+    r = simulate(model="llama-3.2-1b", policy="dense", quant="8da4w", ffn_offload=0.0, decode_tokens=4, fidelity="analytic")
+    assert r.summary["config"]["run"]["quant"] == "8da4w"

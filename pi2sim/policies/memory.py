@@ -49,14 +49,15 @@ class ModelBytes:
         return self.arch.layers * self.attention_per_layer()
 
     def embeddings(self) -> float:
-        return self.arch.embedding_params * self.bpw
+        return self.arch.embedding_params * self.quant.embedding_bytes_per_weight()
 
     def lm_head(self) -> float:
         """Bytes the LM head streams per token (the tied embedding matrix if tied)."""
-        return self.arch.vocab * self.arch.hidden * self.bpw
+        return self.arch.vocab * self.arch.hidden * self.quant.head_bytes_per_weight()
 
     def lm_head_storage(self) -> float:
-        return 0.0 if self.arch.tied_embeddings else self.lm_head()
+        """The head's own bytes: none if it is the tied embedding, unless the format stores it apart."""
+        return 0.0 if (self.arch.tied_embeddings and not self.quant.separate_head) else self.lm_head()
 
     def router_per_layer(self) -> float:
         return self.arch.router_params_per_layer * self.bpw

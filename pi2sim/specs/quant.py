@@ -26,12 +26,22 @@ class QuantFormat:
     dram_scale_bytes_per_group: float  # scale bytes per group for weights held in DRAM
     compute_dtype: str  # selects CPU kernel rates: "int4" or "fp16"
     split_reads: bool  # bundle parts are read as separate read-unit-sized requests
+    embedding_bits: int | None = None  # the token embedding's bits (None: weight_bits, with the groups' scales)
+    head_bits: int | None = None  # the LM head's bits (None: weight_bits, with the groups' scales)
+    separate_head: bool = False  # the head is stored apart from a tied embedding (quantized its own way)
+    engine: str = ""  # the engine whose format this is (descriptive)
 
     # ---- DRAM
     def dram_bytes_per_weight(self) -> float:
         """Bytes per weight of a dense tensor resident in DRAM (weights + scales)."""
         scales = self.dram_scale_bytes_per_group / self.group if self.group else 0.0
         return self.weight_bits / 8 + scales
+
+    def embedding_bytes_per_weight(self) -> float:
+        return self.dram_bytes_per_weight() if self.embedding_bits is None else self.embedding_bits / 8
+
+    def head_bytes_per_weight(self) -> float:
+        return self.dram_bytes_per_weight() if self.head_bits is None else self.head_bits / 8
 
     def weight_bytes(self, n_weights: float) -> float:
         """Weight bytes only (no scales)."""
@@ -50,7 +60,18 @@ class QuantFormat:
 INT4 = QuantFormat("int4", 4, 32, 4.0, 2.0, "int4", True)
 INT8 = QuantFormat("int8", 8, 32, 4.0, 2.0, "int4", True)  # INT8 uses the INT4 kernel rates (assumption)
 FP16 = QuantFormat("fp16", 16, 0, 0.0, 0.0, "fp16", False)
-FORMATS = {f.name: f for f in (INT4, INT8, FP16)}
+# The engines' own formats (external-measurements.md §1). A per-channel scale adds 2 bytes per
+# row of thousands of weights, below 0.1%, and is left out.
+Q8DA4W = QuantFormat(  # ExecuTorch: 4-bit groupwise weights (group 32, FP16 scale) with 8-bit dynamic activations
+    "8da4w", 4, 32, 2.0, 2.0, "int4", True, embedding_bits=8, head_bits=8, separate_head=True, engine="executorch",
+)  # the embedding 8-bit and the output classifier 8-bit per channel, each its own tensor (ExecuTorch README)
+BF16 = QuantFormat("bf16", 16, 0, 0.0, 0.0, "fp16", False, engine="executorch")  # bfloat16: FP16's bytes and kernel class (assumption: same rate)
+W4A16 = QuantFormat(  # QNN / Genie: 4-bit weights, 16-bit activations, per-channel scales
+    "w4a16", 4, 0, 0.0, 0.0, "int4", True, head_bits=8, engine="genie",
+)  # assumption: the "few layers at w8a16" (AI Hub) are the LM head; which ones is not published
+Q4_0 = QuantFormat("q4_0", 4, 32, 2.0, 2.0, "int4", True, engine="llamacpp")  # llama.cpp: blocks of 32 weights + one FP16 scale (18 B)
+Q4F16_1 = QuantFormat("q4f16_1", 4, 32, 2.0, 2.0, "int4", True, engine="mlc")  # MLC: 4-bit, FP16 scale per group of 32
+FORMATS = {f.name: f for f in (INT4, INT8, FP16, Q8DA4W, BF16, W4A16, Q4_0, Q4F16_1)}
 
 
 @dataclass(frozen=True)

@@ -154,3 +154,15 @@ def test_one_pass_equals_each_cache_alone(model, tokens, values, window, budgets
     assert len({a.tp_miss.sum() for a in alone}) > 2  # the caches really differ
     if budgets == "tiny":  # one cache, phase 1 waiting for phase 2 to catch up every token
         _assert_same(segmented._simulate(w, freqs, caches[2][0], caches[2][1], **kw), alone[2])
+
+
+def test_results_do_not_depend_on_the_number_of_threads(monkeypatch):
+    """Phase 1's blocks run in parallel and a sweep's caches too: one thread gives the same counts."""
+    w, freqs, mask, cold = _setup("turbosparse-mixtral-47b", 12, {"memory_gb": 12})
+    caches = [(mask, cold), (mask, cold // 3)]
+    kw = (1.0, 0.8, 2, "profile", None)
+    many = segmented._simulate_many(w, freqs, caches, *kw)
+    monkeypatch.setattr(segmented, "threads", lambda: 1)
+    one = segmented._simulate_many(w, freqs, caches, *kw)
+    for a, b in zip(many, one):
+        _assert_same(a, b)

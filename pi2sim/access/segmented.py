@@ -350,7 +350,7 @@ def _simulate_many(w: Workload, freqs: np.ndarray, caches: Sequence[tuple[np.nda
     def in_order(pool, budget: float | None = None):
         """Phase 1's blocks in order, computed ahead on the pool (a few blocks per thread);
         raises :class:`_ListsTooLarge` once the lists handed out exceed ``budget``."""
-        ahead = 2 * pool._max_workers
+        ahead = 2 * n_threads
         futs = [pool.submit(phase1, b) for b in range(min(ahead, len(chunks)))]
         held = 0
         for b in range(len(chunks)):
@@ -366,7 +366,8 @@ def _simulate_many(w: Workload, freqs: np.ndarray, caches: Sequence[tuple[np.nda
                 raise _ListsTooLarge
             yield x
 
-    with ThreadPoolExecutor(max_workers=threads(), thread_name_prefix="pi2sim-access") as pool:
+    n_threads = threads()
+    with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="pi2sim-access") as pool:
         if len(caches) == 1:
             r = _Replay(0, K.new_lru(n_items, int(caches[0][1]), N))
             for x in in_order(pool):

@@ -145,6 +145,8 @@ def test_access_results_read_back_from_disk_change_nothing(monkeypatch, tmp_path
     memo.ACCESS.clear()
     memo.PROFILES.clear()
     run(cfg)
-    # the access results were recomputed and stored under new keys (the synthetic calibration and
-    # the generator's normal table, keyed by the trace code alone, are shared)
-    assert len(list((tmp_path / "memo").glob("*.npz"))) == 2 * len(stored) - 2
+    # the access results were recomputed and stored under new keys; the synthetic calibration and
+    # (if this process built it, rather than an earlier test) the generator's normal table are
+    # keyed by the trace code alone and shared
+    shared = 1 + any(p.name.startswith("normal-table") for p in stored)
+    assert len(list((tmp_path / "memo").glob("*.npz"))) == 2 * len(stored) - shared

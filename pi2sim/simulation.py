@@ -199,15 +199,10 @@ def prefetch_access(cfgs: list[RunConfig]) -> int:
             continue
         if req is not None:
             reqs.append(req)
-    groups: dict[str, list] = {}
-    for r in reqs:
-        groups.setdefault(r.replay_key(), []).append(r)
-    shared = [r for g in groups.values() if len(g) > 1 for r in g]
-    if shared:
-        segmented.run_many(shared)
+    done = segmented.run_many(reqs, alone=False)
     for r in reqs:
         r.workload.trace.close()
-    return len(shared)
+    return sum(x is not None for x in done)
 
 
 def execute(device: DeviceSpec, plan, fidelity: str, progress: bool = False, recorder=None, check: bool = False) -> TimingResult:

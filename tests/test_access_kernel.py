@@ -130,8 +130,8 @@ def test_radix_order_is_numpys_stable_order():
 @pytest.mark.parametrize("budgets", ["default", "tiny"])
 def test_one_pass_equals_each_cache_alone(model, tokens, values, window, budgets, monkeypatch):
     """A memory sweep's one pass (:func:`segmented.simulate_many`) gives every cache exactly the
-    result of its own replay, also when the phase-1 lists are flushed every token and every cache
-    takes a pass of its own (tiny budgets)."""
+    result of its own replay, also when the phase-1 lists do not fit their budget (streamed block
+    by block, the caches side by side) and every cache takes a pass of its own (tiny budgets)."""
     w, freqs, _, _ = _setup(model, tokens, values)
     from pi2sim.access.workload import hottest_first
 
@@ -152,7 +152,7 @@ def test_one_pass_equals_each_cache_alone(model, tokens, values, window, budgets
     for a, b in zip(together, alone):
         _assert_same(a, b)
     assert len({a.tp_miss.sum() for a in alone}) > 2  # the caches really differ
-    if budgets == "tiny":  # one cache, phase 1 waiting for phase 2 to catch up every token
+    if budgets == "tiny":  # one cache alone under the same budgets
         _assert_same(segmented._simulate(w, freqs, caches[2][0], caches[2][1], **kw), alone[2])
 
 

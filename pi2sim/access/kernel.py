@@ -311,6 +311,18 @@ def _is_active(row, bits, threshold, i):
     return np.int64((row[bit >> 6] >> np.uint64(bit & 63)) & np.uint64((1 << bits) - 1)) >= threshold
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _not_hot(ids, a, b, base, hot_flat, out):
+    """The neurons ``base + ids[a:b]`` outside the hot region, in order, into ``out``; returns how many."""
+    m = 0
+    for i in range(a, b):
+        g = base + np.int64(ids[i])
+        if not hot_flat[g]:
+            out[m] = g
+            m += 1
+    return m
+
+
 # The replay runs in two phases, so that a memory sweep shares everything that does not depend
 # on the cache. Phase 1 (:func:`predict_block`) decodes the trace and draws the predictor's
 # misses and false positives: per step (token, layer, routed slot) the predicted-active neurons
@@ -334,11 +346,14 @@ def predict_block(
     the block's own, ``tp_off[0]`` set by the caller) and the cache-independent counters
     (active, tp, fn, fp). Blocks are independent (a false-positive draw's tag in ``seen`` is its
     step's index: ``seen`` must hold no tag of these steps, e.g. be all -1), so several threads
-    can each replay blocks of their own, with their own ``idx`` and ``seen``. Entries are indices within the step's (layer, expert): phase 2 adds
-    the row's base, so one step's accesses stay within its row of the cache state (a few dozen
-    KB, cache-resident; renumbering neurons by profile rank scatters them and measured 1.6x
-    slower). Stops before a row whose lists might not fit the buffers; returns
-    ``(rows done, steps written)``: the caller grows the buffers and continues from there."""
+    can each replay blocks of their own, with their own ``idx`` and ``seen``.
+
+    Entries are indices within the step's (layer, expert): phase 2 adds the row's base, so one
+    step's accesses stay within its row of the cache state (a few dozen KB, cache-resident;
+    renumbering neurons by profile rank scatters them and measured 1.6x slower).
+
+    Returns ``(rows done, steps written)``: it stops before a row whose lists might not fit the
+    buffers (the caller gives room for every neuron of every step and checks that it never does)."""
     L = packed.shape[1]
     Kc = packed.shape[2]
     N = n_neurons
@@ -408,9 +423,9 @@ def apply_steps(
     hot_flat, hot_per_row, window, stamp, q_item, q_step, state, token_start, counters, cold,
 ):
     """Phase 2 for steps ``s_begin`` to ``s_end`` (whole tokens) of one block of phase 1's
-    lists (offsets from its first step, ``s_begin``): one cache's hot region
-    (``hot_flat`` [L * E * N], ``hot_per_row`` [L * E]) and cold LRU (``stamp`` ...); fills the cache's counters [13, T, L] (hot, cold hits, misses, evictions,
-    cold size)."""
+    lists (offsets from its first step, ``s_begin``): one cache's hot region (``hot_flat``
+    [L * E * N], ``hot_per_row`` [L * E]) and cold LRU (``stamp`` ...); fills the cache's
+    counters [13, T, L] (hot, cold hits, misses, evictions, cold size)."""
     for s in range(s_begin, s_end):
         t = step_t[s]
         within = s % steps_per_token
@@ -423,12 +438,7 @@ def apply_steps(
         base = re * n_neurons
         counters[ROUTED_HOT, t, l] += hot_per_row[re]
         a, b = tp_off[s - s_begin], tp_off[s - s_begin + 1]
-        m = 0
-        for i in range(a, b):
-            g = base + np.int64(tp_ids[i])
-            if not hot_flat[g]:
-                cold[m] = g
-                m += 1
+        m = _not_hot(tp_ids, a, b, base, hot_flat, cold)
         counters[TP_HOT, t, l] += (b - a) - m
         ev0 = state[EVICTIONS]
         hits = lru_access(cold, m, True, stamp, q_item, q_step, state)
@@ -437,12 +447,7 @@ def apply_steps(
         counters[TP_MISS, t, l] += m - hits
         a, b = fp_off[s - s_begin], fp_off[s - s_begin + 1]
         if b > a:
-            m = 0
-            for i in range(a, b):
-                g = base + np.int64(fp_ids[i])
-                if not hot_flat[g]:
-                    cold[m] = g
-                    m += 1
+            m = _not_hot(fp_ids, a, b, base, hot_flat, cold)
             counters[FP_HOT, t, l] += (b - a) - m
             fhits = lru_access(cold, m, False, stamp, q_item, q_step, state)
             counters[FP_COLD_HIT, t, l] += fhits

@@ -94,14 +94,17 @@ def run(req: CacheRequest) -> NeuronAccess:
     return simulate(req.workload, req.freqs, req.hot_mask, req.cold_capacity, req.recall, req.precision, req.seed, req.warm, req.window)
 
 
-def run_many(reqs: Sequence[CacheRequest]) -> list[NeuronAccess]:
+def run_many(reqs: Sequence[CacheRequest], alone: bool = True) -> list[NeuronAccess | None]:
     """Every request's result; the requests that share a replay run in one pass (memoised like
-    :func:`run`)."""
+    :func:`run`). ``alone=False`` leaves out (None) a request whose replay no other shares: a
+    sweep's prefetch gains nothing from it, and the point's own run computes it."""
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(reqs):
         groups.setdefault(r.replay_key(), []).append(i)
-    out: dict[int, NeuronAccess] = {}
+    out: dict[int, NeuronAccess | None] = dict.fromkeys(range(len(reqs)))
     for idxs in groups.values():
+        if len(idxs) == 1 and not alone:
+            continue
         r0 = reqs[idxs[0]]
         got = simulate_many(r0.workload, r0.freqs, [(reqs[i].hot_mask, reqs[i].cold_capacity) for i in idxs], r0.recall, r0.precision,
                             r0.seed, r0.warm, r0.window)

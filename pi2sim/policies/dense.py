@@ -132,7 +132,7 @@ class Dense(Policy):
         T, L = ctx.decode_tokens, a.layers
         ctxlen = ctx.context_lengths()[:, None]
         expert = a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
-        layer = s.attention_per_layer() + s.router_per_layer() + a.top_k * expert + s.kv_per_token_layer(ctxlen) * np.ones((T, L))
+        layer = s.attention_per_layer() + s.router_per_layer() + a.top_k * expert + s.kv_per_token_layer(ctxlen)
         dtype = ctx.quant.compute_dtype
         if o.backend == "cpu":
             stages = [Compute("layer", "cpu", layer, "matvec", self.pool, dtype)]

@@ -148,7 +148,7 @@ class LlamaCpp(Policy):
         dtype = ctx.quant.compute_dtype
         d = ctx.device
         ctxlen = ctx.context_lengths()[:, None]
-        kv = s.kv_per_token_layer(ctxlen) * np.ones((T, L))
+        kv = s.kv_per_token_layer(ctxlen)
         attn = s.attention_per_layer() + s.router_per_layer() + kv
         expert_bytes = a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
         ffn = np.full((T, L), a.top_k * expert_bytes)

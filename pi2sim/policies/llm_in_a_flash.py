@@ -154,7 +154,7 @@ class LLMInAFlash(Policy):
         bpw = ctx.quant.dram_bytes_per_weight()
         mat = a.hidden * bpw
         ctxlen = ctx.context_lengths()[:, None]
-        attn = s.attention_per_layer() + s.kv_per_token_layer(ctxlen) * np.ones((T, L))
+        attn = s.attention_per_layer() + s.kv_per_token_layer(ctxlen)
         pred = np.full((T, L), s.predictor_per_token_layer() + s.router_per_layer())
         loaded = acc.tp_miss + acc.fp_miss
         reqs_per_neuron = len(self.layout.whole_reads) if o.bundle else len(self.layout.gate_reads) + len(self.layout.ud_reads)

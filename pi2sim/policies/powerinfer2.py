@@ -270,7 +270,7 @@ class PowerInfer2(Policy):
         gate_b = mat_bytes if a.gated_ffn else 0.0
         ud_b = 2 * mat_bytes
         ctxlen = ctx.context_lengths()[:, None]  # KV entries attended at token t
-        kv = s.kv_per_token_layer(ctxlen) * np.ones((T, L))
+        kv = s.kv_per_token_layer(ctxlen)
         attn = s.attention_per_layer() + kv
         stages = []
         # 1. attention (+ norms), CPU or split with the NPU

@@ -476,18 +476,12 @@ def calibrate(profile: SynthProfile, n_layers: int, n_neurons: int, n_experts: i
 MODEL_SEED = 20240610  # fixed: calibration samples and the neuron-to-frequency assignment are part of the model
 
 
-def neuron_quantiles(model_name: str, n_layers: int, n_experts: int, n_neurons: int, live_share: float = 1.0) -> np.ndarray:
-    """Which frequency quantile each neuron gets, [L, E, N]: a property of the (synthetic) model,
-    fixed by its name, so every trace of a model shares its hot neurons (as offline profiling
-    on other text would find them). Dead neurons get -inf."""
-    return rank_quantiles(n_neurons, live_share)[neuron_permutation(model_name, n_layers, n_experts, n_neurons)]
-
-
 @functools.lru_cache(maxsize=2)
 def neuron_permutation(model_name: str, n_layers: int, n_experts: int, n_neurons: int) -> np.ndarray:
-    """[L, E, N]: the quantile index of every neuron (a permutation per layer and expert);
-    read-only, kept for the last two models (a first run needs it to generate the trace and
-    again for the neuron profile)."""
+    """[L, E, N]: the frequency-quantile index of every neuron (a permutation per layer and
+    expert), fixed by the model's name, so every trace of a model shares its hot neurons (as
+    offline profiling on other text would find them). Read-only, kept for the last two models:
+    a first run needs it to generate the trace and again for the neuron profile."""
     digest = hashlib.sha256(f"pi2sim-neurons:{model_name}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     perm = np.stack([np.stack([rng.permutation(n_neurons) for _ in range(n_experts)]) for _ in range(n_layers)])
@@ -526,13 +520,11 @@ def population_frequencies(calibration: dict, model_name: str, n_layers: int, n_
     return f[:, np.arange(n_layers)[:, None, None], perm]
 
 
-def _route(rng: np.random.Generator, prev: np.ndarray | None, a: float, q: float, E: int, top_k: int) -> np.ndarray:
-    """Next routed expert pair (top_k <= 2 handled explicitly; larger k: first sticky, rest uniform)."""
-    return np.array(_route_ids(rng, None if prev is None else [int(x) for x in prev], a, q, E, top_k), np.uint8)
-
-
 def _route_ids(rng: np.random.Generator, prev: list[int] | None, a: float, q: float, E: int, top_k: int) -> list[int]:
-    """:func:`_route` on plain lists (the generator calls it for every layer of every token)."""
+    """The next token's routed experts, given the previous token's (None: the first token). The
+    first choice repeats the previous first with probability ``a``, else is uniform; each further
+    slot is one of the previous experts not yet chosen with probability ``q``, else one of the
+    others (the pair-Markov router of :func:`router_params`, extended to more slots)."""
     if prev is None:
         return [int(x) for x in rng.choice(E, top_k, replace=False)]
     first = prev[0] if rng.random() < a else int(rng.integers(E))

@@ -44,8 +44,10 @@ class RunConfig:
         help="KV-context positions each decoded token stands for (validate --fast: 4, so 256 simulated tokens "
         "attend to the contexts of a 1024-token run)",
     )
-    quant: Literal["int4", "int8", "fp16", "8da4w", "bf16", "w4a16", "q4_0", "q4f16_1"] = spec_field(
-        default="int4", help="weight quantization (int4/int8/fp16, or an engine's own format: 8da4w, bf16, w4a16, q4_0, q4f16_1)"
+    quant: Literal["int4", "int8", "fp16", "8da4w", "8da4w-g128", "bf16", "w4a16", "q4_0", "q4f16_1"] | None = spec_field(
+        default=None,
+        help="weight quantization (int4/int8/fp16, or an engine's own format: 8da4w, 8da4w-g128, bf16, w4a16, q4_0, q4f16_1); "
+        "default: the engine's own (int4 for the PowerInfer family)",
     )
     sparsity: float | None = spec_field(default=None, gt=0.0, hi=0.999, help="replay level of a magnitude (SiLU) trace")
     seed: int = spec_field(default=0, lo=0, hi=2**31 - 1, help="seed (synthetic traces, predictor errors)")

@@ -77,7 +77,8 @@ def build(cfg: RunConfig) -> tuple[RunContext, Policy, str | None]:
     """Load specs, size the model, construct the policy (no trace read yet)."""
     device = load_device(cfg.device, cfg.device_overrides or None)
     model = load_model(cfg.model, cfg.model_overrides or None)
-    quant = get_format(cfg.quant)
+    cls = policies.get(cfg.policy)
+    quant = get_format(cfg.quant or cls.default_quant)
     ctx = RunContext(
         device=device,
         model=model,
@@ -91,7 +92,6 @@ def build(cfg: RunConfig) -> tuple[RunContext, Policy, str | None]:
         ffn_offload=cfg.ffn_offload,
         seed=cfg.seed,
     )
-    cls = policies.get(cfg.policy)
     opts, preset = policies.build_options(cls, cfg.options)
     return ctx, cls(ctx, opts), preset
 
@@ -222,6 +222,7 @@ def resolve(cfg: RunConfig, ctx: RunContext, pol: Policy, preset: str | None, tr
     run = {k: getattr(cfg, k) for k in sorted(RUN_KEYS)}
     run["device"] = ctx.device.name
     run["model"] = ctx.model.name
+    run["quant"] = ctx.quant.name  # the engine's own format when the run named none
     run["trace"] = trace_info.get("file")
     resolved = {
         "pi2sim_version": __version__,

@@ -49,7 +49,8 @@ def test_oneplus13_is_oryon_at_the_x4s_per_clock_rate():
     d, r = op13.dram, OP12.dram
     for f in ("bw_cpu_bps", "bw_npu_bps", "bw_cpu_npu_bps", "bw_gpu_bps"):
         assert _close(getattr(d, f), getattr(r, f) * d.bw_theoretical_bps / r.bw_theoretical_bps), f
-    assert _close(op13.npu.gemm_ops, OP12.npu.gemm_ops * 1.45) and op13.npu.matvec_bps == d.bw_npu_bps
+    # the NPU's GEMM rate is fitted (Genie's 3B TTFT), not the "+45%" claim: it lands near the 8 Gen 3's
+    assert _close(op13.npu.gemm_ops, OP12.npu.gemm_ops, 0.05) and op13.npu.matvec_bps == d.bw_npu_bps
     assert _close(op13.storage.issue_cost.big_s, OP12.storage.issue_cost.big_s * x4.clock_hz / _cluster(op13, "prime").clock_hz)
 
 

@@ -67,6 +67,8 @@ class Components:
         d = self.device
         if c.unit == "cpu":
             assert c.pool is not None
+            if c.dtype == "i8mm":  # int8 matrix multiplies (8-bit dynamic activations): faster than the INT4 class
+                return c.pool.gemm_rate("int4") * d.cpu.i8mm_gemm_speedup
             return c.pool.gemm_rate(c.dtype)
         if c.unit == "npu":
             rate = d.npu.gemm_ops * c.gemm_factor

@@ -72,6 +72,7 @@ class Policy(ABC):
     preset_help: ClassVar[dict[str, str]] = {}
     uses_trace: ClassVar[bool] = True  # replays neuron activity (False: dense engines)
     needs_activity: ClassVar[bool] = True  # needs which neurons fire (False: only an MoE model's routing, or nothing)
+    default_quant: ClassVar[str] = "int4"  # the weight format a run uses when it names none (the engine's own)
 
     def __init__(self, ctx: RunContext, options: Any):
         self.ctx = ctx

@@ -39,6 +39,10 @@ class DenseOptions:
     backend: Literal["cpu", "npu", "gpu"] = spec_field(default="cpu", help="cpu (llama.cpp/ExecuTorch), npu (QNN/Genie), gpu (MLC-LLM)")
     threads: int = spec_field(default=6, lo=1, hi=16, help="CPU threads (cpu backend; also CPU-side work of the others)")
     cores: str = spec_field(default="auto", help="'auto' or core ids / cluster names")
+    scheduling: Literal["static", "dynamic"] = spec_field(
+        default="static", help="CPU work split: static (equal rows per thread, the slowest core sets the pace: llama.cpp) or dynamic (work stealing: pthreadpool, XNNPACK)"
+    )
+    kernels_per_layer: int = spec_field(default=1, lo=1, hi=64, help="CPU operators dispatched per layer, each a fork-join of the thread pool")
     kernel_efficiency: float = spec_field(default=1.0, gt=0.0, hi=1.0, help="CPU kernel speed relative to the device's best INT4 rate (llama.cpp: 0.951)")
     weights_shared: bool = spec_field(default=False, help="npu: prefill and decode graphs share one copy of the weights")
     large_buffers: bool = spec_field(default=True, help="gpu: cl_qcom_large_buffer available (no 1 GB per-allocation cap)")
@@ -69,9 +73,47 @@ class Dense(Policy):
         super().__init__(ctx, options)
         d = ctx.device
         cores = pick_cores(d, options.cores, options.threads, what="cores")
-        self.pool = scaled_pool(CpuPool(cores, "static", d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
+        self.pool = scaled_pool(CpuPool(cores, options.scheduling, d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
         self.sizes = ctx.sizes
         self._mem: MemoryPlan | None = None
+
+    # ---- what an engine built on this policy changes (pi2sim/policies/executorch.py, genie.py, ...)
+    @property
+    def backend(self) -> str:
+        return self.opt.backend
+
+    def static_context(self) -> int | None:
+        """KV positions a static token-generator graph attends to every token, whatever the
+        position (None: the tokens so far, as a dynamic engine does)."""
+        return None
+
+    def head_unit(self) -> str:
+        """Where the LM head runs."""
+        return self.backend
+
+    def prefill_chunk(self) -> int:
+        """Prompt tokens per prefill graph call (npu backend)."""
+        return self.ctx.device.npu.graph_tokens
+
+    def prefill_layer_cpu_s(self) -> float:
+        """CPU time per prompt token and layer beside the accelerator's work (0: none)."""
+        return 0.0
+
+    def prefill_efficiency(self) -> float:
+        """The engine's prefill kernels relative to the unit's GEMM rate."""
+        return 1.0
+
+    def unbounded_budget(self, need: float) -> float:
+        """The budget of a run that names neither --memory-gb nor --ffn-offload: here, as for the
+        other policies, a budget keeping half the FFN out of DRAM (so the engine refuses)."""
+        s = self.sizes
+        share = 0.5 if self.ctx.ffn_offload is None else self.ctx.ffn_offload
+        twice = 2 if (self.backend == "npu" and not self.opt.weights_shared) else 1
+        return min(need - share * s.ffn_total() * twice, self.ctx.device.dram.app_usable_bytes)
+
+    def kv_resident(self) -> float:
+        ctx = self.ctx
+        return self.sizes.kv_cache(self.static_context() or ctx.context_tokens)
 
     def weights(self) -> float:
         s = self.sizes
@@ -82,34 +124,35 @@ class Dense(Policy):
             return self._mem
         ctx, s, o = self.ctx, self.sizes, self.opt
         d = ctx.device
-        comps = {"weights": self.weights(), "kv_cache": s.kv_cache(ctx.context_tokens), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
-        if o.backend == "npu" and not o.weights_shared:
+        comps = {"weights": self.weights(), "kv_cache": self.kv_resident(), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
+        if self.backend == "npu" and not o.weights_shared:
             comps["weights_second_graph"] = self.weights()
         need = sum(comps.values())
         if ctx.memory_gb is not None:
             budget = ctx.memory_gb * GB
             if budget > d.dram.app_usable_bytes * (1 + 1e-9):
                 budget_from(ctx.memory_gb, None, 0.0, 0.0, d.dram.app_usable_bytes, d.name)  # raises the one-line error
+        elif ctx.ffn_offload is None:
+            budget = self.unbounded_budget(need)
         else:
-            share = 0.5 if ctx.ffn_offload is None else ctx.ffn_offload
-            budget = min(need - share * s.ffn_total() * (2 if "weights_second_graph" in comps else 1), d.dram.app_usable_bytes)
+            budget = min(need - ctx.ffn_offload * s.ffn_total() * (2 if "weights_second_graph" in comps else 1), d.dram.app_usable_bytes)
         if need > budget * (1 + 1e-9):
             raise EngineRefused(
-                None, f"dense ({o.backend})",
+                None, f"{self.name} ({self.backend})",
                 f"cannot load: {self.engine_name()} keeps every weight resident and needs {need / GB:.2f} GB, the budget is {budget / GB:.2f} GB",
             )
-        if o.backend == "gpu":
+        if self.backend == "gpu":
             temp = MLC_TEMP_BYTES
             if self.weights() + temp > d.gpu.usable_bytes:
                 raise EngineRefused(
-                    None, "dense (gpu)",
+                    None, f"{self.name} (gpu)",
                     f"cannot allocate: available single GPU memory {d.gpu.usable_bytes / 2**20:.0f} MB < weights "
                     f"{self.weights() / 2**20:.0f} MB + temp {temp / 2**20:.0f} MB (MLC-LLM's check, mlc-llm #2703)",
                 )
             biggest = max(s.lm_head(), s.embeddings(), s.arch.experts * s.arch.ffn_neurons * s.arch.hidden * s.bpw)
             if not o.large_buffers and biggest > d.gpu.max_alloc_bytes:
                 raise EngineRefused(
-                    None, "dense (gpu)",
+                    None, f"{self.name} (gpu)",
                     f"cannot allocate a {biggest / 2**20:.0f} MB buffer: the OpenCL per-allocation cap is {d.gpu.max_alloc_bytes / 2**20:.0f} MB without cl_qcom_large_buffer",
                 )
         plan = MemoryPlan(budget=budget, components=comps)
@@ -117,7 +160,7 @@ class Dense(Policy):
         return plan
 
     def engine_name(self) -> str:
-        return {"cpu": "a CPU engine (llama.cpp --no-mmap / ExecuTorch)", "npu": "QNN", "gpu": "MLC-LLM"}[self.opt.backend]
+        return {"cpu": "a CPU engine (llama.cpp --no-mmap / ExecuTorch)", "npu": "QNN", "gpu": "MLC-LLM"}[self.backend]
 
     def access(self, workload, memory: MemoryPlan):
         experts = workload.experts() if (workload is not None and self.ctx.model.architecture.is_moe) else None
@@ -127,51 +170,76 @@ class Dense(Policy):
         return AccessSummary(hit_rate=1.0, details={"resident": "all weights"})
 
     def decode_plan(self, acc, memory: MemoryPlan) -> DecodePlan:
-        ctx, s, o = self.ctx, self.sizes, self.opt
+        ctx, s = self.ctx, self.sizes
         a = ctx.model.architecture
+        d = ctx.device
         T, L = ctx.decode_tokens, a.layers
-        ctxlen = ctx.context_lengths()[:, None]
+        static = self.static_context()
+        ctxlen = np.full((T, 1), float(static)) if static else ctx.context_lengths()[:, None]
         expert = a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
         layer = s.attention_per_layer() + s.router_per_layer() + a.top_k * expert + s.kv_per_token_layer(ctxlen)
         dtype = ctx.quant.compute_dtype
-        if o.backend == "cpu":
+        backend = self.backend
+        if backend == "cpu":
             stages = [Compute("layer", "cpu", layer, "matvec", self.pool, dtype)]
-            token = [Compute("lm_head", "cpu", np.full(T, s.lm_head()), "matvec", self.pool, dtype)]
+            k = self.opt.kernels_per_layer
+            if k > 1:  # every further operator of the layer is one more fork-join of the pool
+                stages.append(Compute("dispatch", "cpu", np.full((T, L), (k - 1) * self.pool.barrier_s * self.pool.n), "cpu_seconds",
+                                      self.pool, category="other", barrier=False))
         else:
             # QNN runs a 7B-class model as a few fused context binaries (Qualcomm splits them in
             # ~4 parts): one graph execution per split per token, not one per layer; MLC launches
             # a handful of kernels per layer
-            if o.backend == "npu":
-                layer_fixed, token_fixed = 0.0, QNN_SPLITS * ctx.device.npu.invocation_s + ctx.device.npu.sync_s
+            if backend == "npu":
+                layer_fixed = 0.0
             else:
-                layer_fixed, token_fixed = 4 * ctx.device.gpu.launch_s, ctx.device.gpu.launch_s
-            stages = [Compute("layer", o.backend, layer, "matvec", fixed_s=layer_fixed)]
-            token = [Compute("lm_head", o.backend, np.full(T, s.lm_head()), "matvec", fixed_s=token_fixed)]
+                layer_fixed = 4 * d.gpu.launch_s
+            stages = [Compute("layer", backend, layer, "matvec", fixed_s=layer_fixed)]
+        head = np.full(T, s.lm_head())
+        unit = self.head_unit()
+        fixed = {"npu": QNN_SPLITS * d.npu.invocation_s + d.npu.sync_s, "gpu": d.gpu.launch_s}.get(backend, 0.0)
+        if unit == "cpu":
+            token = [Compute("lm_head", "cpu", head, "matvec", self.pool, dtype, fixed_s=fixed)]
+        else:
+            token = [Compute("lm_head", unit, head, "matvec", fixed_s=fixed)]
         plan = DecodePlan(T, L, stages, token, flash_bytes=np.zeros(T), flash_reads=np.zeros(T))
         plan.validate()
         return plan
 
     def prefill_plan(self, memory: MemoryPlan, access=None) -> PrefillPlan:
-        ctx, s, o = self.ctx, self.sizes, self.opt
-        if o.backend == "cpu":
+        ctx, s = self.ctx, self.sizes
+        backend = self.backend
+        if backend == "cpu":
             return cpu_prefill(ctx, self.pool, resident_share=1.0, bundle_bytes=0.0)
         a = ctx.model.architecture
         d = ctx.device
         L, P = a.layers, ctx.prompt_tokens
-        ops_tok = a.prefill_ops_per_token(P) / L
+        eff = self.prefill_efficiency()
         layer_bytes = s.attention_per_layer() + a.experts * a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
-        if o.backend == "npu":
-            g = d.npu.graph_tokens
+        extra = []
+        cpu_s = self.prefill_layer_cpu_s()
+        if backend == "npu":
+            g = self.prefill_chunk()
             padded = -(-P // g) * g
             chunks = padded // g
-            comp = Compute("prefill_layer", "npu", np.full(L, ops_tok * padded), "gemm", dtype=ctx.quant.compute_dtype,
-                           fixed_s=chunks * QNN_SPLITS * d.npu.invocation_s / L, bytes_for_gemm=np.full(L, layer_bytes * chunks))
+            static = self.static_context()
+            # a static prompt graph computes all its g positions and attends to the whole static
+            # context (its KV cache is a fixed-shape input); a dynamic one to the prompt so far
+            ops_tok = (a.prefill_ops_attending(static) if static else a.prefill_ops_per_token(P)) / L
+            kv = s.kv_per_token_layer(np.full((1, 1), float(static)))[0] if static else np.zeros(L)
+            comp = Compute("prefill_layer", "npu", np.full(L, ops_tok * padded / eff), "gemm", dtype=ctx.quant.compute_dtype,
+                           fixed_s=chunks * QNN_SPLITS * d.npu.invocation_s / L, bytes_for_gemm=(layer_bytes + kv) * chunks)
             head = [Compute("prefill_lm_head", "npu", np.array([s.lm_head()]), "matvec", fixed_s=d.npu.invocation_s + d.npu.sync_s)]
+            if cpu_s > 0:
+                extra = [Compute("prefill_cpu_work", "cpu", np.full(L, cpu_s * padded * self.pool.n), "cpu_seconds", self.pool, category="other", barrier=False)]
         else:
-            comp = Compute("prefill_layer", "gpu", np.full(L, ops_tok * P), "gemm", dtype=ctx.quant.compute_dtype,
+            ops_tok = a.prefill_ops_per_token(P) / L
+            comp = Compute("prefill_layer", "gpu", np.full(L, ops_tok * P / eff), "gemm", dtype=ctx.quant.compute_dtype,
                            fixed_s=4 * d.gpu.launch_s, bytes_for_gemm=np.full(L, layer_bytes))
             head = [Compute("prefill_lm_head", "gpu", np.array([s.lm_head()]), "matvec", fixed_s=d.gpu.launch_s)]
-        return PrefillPlan(L, P, None, [comp], head, pipelined=False)
+        if self.head_unit() == "cpu":
+            head = [Compute("prefill_lm_head", "cpu", np.array([s.lm_head()]), "matvec", self.pool, ctx.quant.compute_dtype)]
+        return PrefillPlan(L, P, None, [comp, *extra], head, pipelined=False)
 
 
 def cpu_prefill(ctx, pool: CpuPool, resident_share: float, bundle_bytes: float) -> PrefillPlan:

@@ -112,9 +112,13 @@ class LlamaCpp(Policy):
             plan.components["weights"] = model
             plan.cache_units = int(np.ceil(model / self.block)) + 1
         else:
-            plan.neuron_cache = min(avail, model)  # page cache holding model pages
-            plan.cache_units = int(plan.neuron_cache // self.block)
-            plan.notes.append(f"page cache: {plan.neuron_cache / GB:.2f} GB for a {model / GB:.2f} GB model file ({o.replacement})")
+            file_bytes = self.layout.total_bytes()  # the file's pages, each tensor's last block included
+            if avail >= file_bytes:  # the whole file fits: the page cache holds every block of it
+                plan.neuron_cache, plan.cache_units = file_bytes, self.layout.n_blocks
+            else:
+                plan.neuron_cache = avail  # page cache holding model pages
+                plan.cache_units = int(plan.neuron_cache // self.block)
+            plan.notes.append(f"page cache: {plan.neuron_cache / GB:.2f} GB for a {file_bytes / GB:.2f} GB model file ({o.replacement})")
         self._mem = plan
         return plan
 

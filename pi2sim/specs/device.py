@@ -51,6 +51,9 @@ class Cpu:
     )
     barrier_s: float = spec_field(key="barrier", unit="time", lo=0.5e-6, hi=5e-3, zero_ok=True, help="cost of one thread barrier / fork-join")
     page_fault_s: float = spec_field(key="page_fault", unit="time", lo=0.5e-6, hi=1e-3, zero_ok=True, help="CPU cost of one major page fault (mmap)")
+    i8mm_gemm_speedup: float = spec_field(
+        lo=1.0, hi=16.0, help="matrix-matrix speed of int8-matmul kernels (8-bit activations, e.g. KleidiAI's i8mm) relative to gemm_int4"
+    )
 
     def validate(self, source) -> None:
         if not self.clusters:
@@ -182,6 +185,8 @@ class Core:
         return self.cluster.matvec_fp16_bps if dtype == "fp16" else self.cluster.matvec_int4_bps
 
     def gemm_ops(self, dtype: str) -> float:
+        """GEMM rate per kernel class; the int8-matmul class ("i8mm") is the INT4 rate times the
+        CPU's ``i8mm_gemm_speedup`` (applied by the timing engine, which has the CPU spec)."""
         return self.cluster.gemm_fp16_ops if dtype == "fp16" else self.cluster.gemm_int4_ops
 
 

@@ -107,6 +107,13 @@ class Architecture:
         scores = 2 * 2 * self.heads * self.head_dim * (p * (p + 1) / 2) / p
         return float(self.layers * (2 * weights + scores))
 
+    def prefill_ops_attending(self, attended: int) -> float:
+        """Operations per prompt token when every prompt position attends to ``attended`` KV
+        positions (a static graph over a fixed context), the weights' work as above."""
+        weights = self.attention_params_per_layer + self.top_k * self.ffn_neurons * self.matrices_per_neuron * self.hidden
+        scores = 2 * 2 * self.heads * self.head_dim * float(attended)
+        return float(self.layers * (2 * weights + scores))
+
     @property
     def total_params(self) -> int:
         per_layer = self.attention_params_per_layer + self.attention_bias_params_per_layer + self.ffn_params_per_layer + self.router_params_per_layer + 2 * self.hidden

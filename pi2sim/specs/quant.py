@@ -24,7 +24,7 @@ class QuantFormat:
     group: int  # weights per scale group (0: no groups)
     flash_meta_bytes_per_group: float  # scale (+ offset) bytes per group inside a flash bundle
     dram_scale_bytes_per_group: float  # scale bytes per group for weights held in DRAM
-    compute_dtype: str  # selects CPU kernel rates: "int4" or "fp16"
+    compute_dtype: str  # selects CPU kernel rates: "int4", "fp16", or "i8mm" (INT4 matvec rates, int8-matmul GEMM: see Core.gemm_ops)
     split_reads: bool  # bundle parts are read as separate read-unit-sized requests
     embedding_bits: int | None = None  # the token embedding's bits (None: weight_bits, with the groups' scales)
     head_bits: int | None = None  # the LM head's bits (None: weight_bits, with the groups' scales)
@@ -62,16 +62,22 @@ INT8 = QuantFormat("int8", 8, 32, 4.0, 2.0, "int4", True)  # INT8 uses the INT4 
 FP16 = QuantFormat("fp16", 16, 0, 0.0, 0.0, "fp16", False)
 # The engines' own formats (external-measurements.md §1). A per-channel scale adds 2 bytes per
 # row of thousands of weights, below 0.1%, and is left out.
-Q8DA4W = QuantFormat(  # ExecuTorch: 4-bit groupwise weights (group 32, FP16 scale) with 8-bit dynamic activations
-    "8da4w", 4, 32, 2.0, 2.0, "int4", True, embedding_bits=8, head_bits=8, separate_head=True, engine="executorch",
-)  # the embedding 8-bit and the output classifier 8-bit per channel, each its own tensor (ExecuTorch README)
+# ExecuTorch's 8da4w: 4-bit groupwise weights (FP16 scale per group) with 8-bit dynamic activations;
+# the embedding 8-bit and the output classifier 8-bit per channel, each its own tensor (ExecuTorch
+# README). With 8-bit activations XNNPACK/KleidiAI run the prompt's matrix-matrix products as int8
+# matrix multiplies (the "i8mm" kernel class); a token's matrix-vector products stream weights at
+# the INT4 rates.
+Q8DA4W = QuantFormat("8da4w", 4, 32, 2.0, 2.0, "i8mm", True, embedding_bits=8, head_bits=8, separate_head=True, engine="executorch")
+Q8DA4W_G128 = QuantFormat(  # the same with groups of 128 (ExecuTorch's Llama-3-8B row, "-G 128")
+    "8da4w-g128", 4, 128, 2.0, 2.0, "i8mm", True, embedding_bits=8, head_bits=8, separate_head=True, engine="executorch",
+)
 BF16 = QuantFormat("bf16", 16, 0, 0.0, 0.0, "fp16", False, engine="executorch")  # bfloat16: FP16's bytes and kernel class (assumption: same rate)
 W4A16 = QuantFormat(  # QNN / Genie: 4-bit weights, 16-bit activations, per-channel scales
     "w4a16", 4, 0, 0.0, 0.0, "int4", True, head_bits=8, engine="genie",
 )  # assumption: the "few layers at w8a16" (AI Hub) are the LM head; which ones is not published
 Q4_0 = QuantFormat("q4_0", 4, 32, 2.0, 2.0, "int4", True, engine="llamacpp")  # llama.cpp: blocks of 32 weights + one FP16 scale (18 B)
 Q4F16_1 = QuantFormat("q4f16_1", 4, 32, 2.0, 2.0, "int4", True, engine="mlc")  # MLC: 4-bit, FP16 scale per group of 32
-FORMATS = {f.name: f for f in (INT4, INT8, FP16, Q8DA4W, BF16, W4A16, Q4_0, Q4F16_1)}
+FORMATS = {f.name: f for f in (INT4, INT8, FP16, Q8DA4W, Q8DA4W_G128, BF16, W4A16, Q4_0, Q4F16_1)}
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,15 @@ SETS = {
     "unfitted": ("silu", "feasibility"),
     "baselines": ("baselines", "baselines-memory", "baselines-50", "baselines-in-memory"),
     "micro": ("micro-ufs", "micro-dram", "micro-prefill"),
+    # other engines on today's phones, measured by others (external-measurements.md §1, and the
+    # anchors of calibration.md §6): experiments/external/<source>/
+    "external": ("external-executorch", "external-genie", "external-powerserve", "external-mlc", "external-llamacpp", "external-smallthinker"),
+    # the same sources' memory columns (RSS), reported apart: the speed guard does not cover them
+    "external-memory": ("external-rss",),
 }
+EXTERNAL_SETS = ("external", "external-memory")  # their scenarios live in experiments/external
 FAST_TOKENS = 256  # decode tokens simulated by --fast
-METRICS = ("decode_tok_s", "tbt_mean_ms", "peak_memory_gb", "prefill_tok_s", "compute_share", "io_share", "hit_rate", "miss_rate", "fixed_memory_gb", "bandwidth_mbs", "bandwidth_gbs")
+METRICS = ("decode_tok_s", "ttft_ms", "tbt_mean_ms", "peak_memory_gb", "prefill_tok_s", "compute_share", "io_share", "hit_rate", "miss_rate", "fixed_memory_gb", "bandwidth_mbs", "bandwidth_gbs")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +56,7 @@ class Scenario:
     id: str = spec_field(help="target id (calibration.md §5)")
     title: str = spec_field(help="what the point is")
     source: str = spec_field(help="where the paper's value comes from")
-    paper_version: Literal["v1", "v3"] = spec_field(help="paper version of the value")
+    paper_version: Literal["v1", "v3", "ext"] = spec_field(help="paper version of the value (ext: a measurement by others, external-measurements.md)")
     figure: str = spec_field(help="group for tables and plots")
     kind: Literal["run", "ufs", "dram"] = spec_field(default="run", help="simulation run or microbenchmark")
     run: dict[str, Any] | None = spec_field(default=None, help="run configuration (RunConfig keys + options)")
@@ -74,18 +80,32 @@ def scenario_dir() -> Path:
     return resources.data_dir("experiments") / "paper"
 
 
+def external_dir() -> Path:
+    return resources.data_dir("experiments") / "external"
+
+
 def load_scenarios(which: str = "all", root: Path | None = None, only: str | None = None) -> list[Scenario]:
-    """Scenarios of a set; ``only`` keeps ids matching a comma-separated list of globs (``T8*,T9``)."""
+    """Scenarios of a set; ``only`` keeps ids matching a comma-separated list of globs (``T8*,T9``).
+    Without ``root``: the paper's tree, and for the external sets (and ``all``) the external one."""
     import fnmatch
 
-    root = root or scenario_dir()
+    if root is not None:
+        roots = [root]
+    elif which in EXTERNAL_SETS:
+        roots = [external_dir()]
+    elif which == "all":
+        roots = [scenario_dir(), external_dir()]
+    else:
+        roots = [scenario_dir()]
     out = []
-    for p in sorted(root.rglob("*.yaml")):
-        data = yamlio.load(p)
-        if not isinstance(data, dict):
-            raise InputError(p, None, "a scenario mapping")
-        sc = replace(schema.build(Scenario, data, p), path=str(p.relative_to(root)))
-        out.append(sc)
+    for r in roots:
+        for p in sorted(r.rglob("*.yaml")):
+            data = yamlio.load(p)
+            if not isinstance(data, dict):
+                raise InputError(p, None, "a scenario mapping")
+            sc = replace(schema.build(Scenario, data, p), path=str(p.relative_to(r)))
+            out.append(sc)
+    root = roots[0]
     if not out:
         raise InputError(root, None, "cannot find a scenario: no *.yaml file under this directory (experiments/paper/README.md shows the format)")
     if which != "all":
@@ -137,6 +157,8 @@ class Outcome:
 def _metric(summary: dict, memory, metric: str) -> float:
     if metric == "decode_tok_s":
         return summary["decode_tok_s"]
+    if metric == "ttft_ms":
+        return summary["ttft_ms"]
     if metric == "tbt_mean_ms":
         return summary["tbt_ms"]["mean"]
     if metric == "peak_memory_gb":

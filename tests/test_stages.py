@@ -17,17 +17,20 @@ from pi2sim.engine.stages import KINDS, NeuronPipeline, StageKind
 
 def _stages():
     """One plan per policy that uses a kind: PowerInfer-2 (compute kernels, the neuron pipeline),
-    LLM in a Flash (blocking reads), llama.cpp under memory pressure (page faults)."""
+    LLM in a Flash (blocking reads), llama.cpp under memory pressure (page faults), SmallThinker
+    with a small expert cache (reads prefetched during attention)."""
     runs = [
         dict(policy="powerinfer2", ffn_offload=0.5),
         dict(policy="powerinfer2", ffn_offload=0.5, set_values={"pipeline": "sync"}),
         dict(policy="llm-in-a-flash"),
         dict(policy="llamacpp", memory_gb=0.32),
+        dict(policy="smallthinker", model="smallthinker-4b-a0.6b", memory_gb=0.8, device="oneplus13"),  # expert reads during attention
     ]
     out = []
     for kw in runs:
         sv = kw.pop("set_values", {})
-        r = S.simulate(model="smollm2-135m", decode_tokens=4, fidelity="analytic", **kw, **sv)
+        kw.setdefault("model", "smollm2-135m")
+        r = S.simulate(decode_tokens=4, fidelity="analytic", **kw, **sv)
         plan = r.policy.decode_plan(r.access, r.memory)
         out += [(r.device, plan, st, True) for st in plan.layer_stages]
         out += [(r.device, plan, st, False) for st in plan.token_stages]

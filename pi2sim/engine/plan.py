@@ -16,6 +16,8 @@ layer-tier process, its timeline slices and its flash accounting; re-exported he
   three simpler ones).
 * :class:`Faults`: demand paging (mmap): compute that stalls on page faults served by the
   compute threads themselves.
+* :class:`Prefetched`: a kernel with reads in flight beside it that the next stage needs
+  (SmallThinker's expert prefetch during attention).
 
 Each stage names a breakdown category for the critical path: ``compute``, ``io`` (exposed flash
 time) or ``other`` (barriers, memory management, fixed costs).
@@ -27,9 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .stages import Compute, Faults, Flash, NeuronPipeline, Op, Stage, Unit, value_at
+from .stages import Compute, Faults, Flash, NeuronPipeline, Op, Prefetched, Stage, Unit, value_at
 
-__all__ = ["Compute", "DecodePlan", "Faults", "Flash", "NeuronPipeline", "Op", "PrefillPlan", "Stage", "Unit", "value_at"]
+__all__ = ["Compute", "DecodePlan", "Faults", "Flash", "NeuronPipeline", "Op", "Prefetched", "PrefillPlan", "Stage", "Unit", "value_at"]
 
 
 @dataclass

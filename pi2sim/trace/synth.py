@@ -176,6 +176,11 @@ class ReuseProfile:
 class MoEProfile:
     first_repeat: dict[str, float] = spec_field(help="layer -> P(first-choice expert repeats), e.g. {'0': 0.141}")
     pair_overlap: dict[str, float] = spec_field(help="layer -> P(routed pair overlaps the previous token's)")
+    popularity: float | None = spec_field(
+        default=None, gt=0.0, hi=4.0,
+        help="Zipf exponent of expert popularity within a layer (the r-th most used expert is drawn with weight r^-s; "
+        "ranks fixed per model and layer); absent: every expert equally likely",
+    )
 
     def validate(self, source) -> None:
         for name, d in (("first_repeat", self.first_repeat), ("pair_overlap", self.pair_overlap)):
@@ -361,7 +366,17 @@ def solve_rho(tau: np.ndarray, beta: float, k: int, target: float, seed: int) ->
     return _bisect(fn, 0.0, 0.995, target, increasing=True, iters=22)
 
 
-def router_params(first_repeat: float, pair_overlap: float, n_experts: int) -> tuple[float, float]:
+def popularity_weights(model_name: str, n_layers: int, n_experts: int, exponent: float) -> np.ndarray:
+    """[L, E] draw probabilities of the experts of each layer: Zipf with ``exponent`` over ranks
+    placed by a permutation fixed by the model's name (as the hot neurons are)."""
+    digest = hashlib.sha256(f"pi2sim-expert-popularity:{model_name}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    base = np.arange(1, n_experts + 1, dtype=np.float64) ** -exponent
+    base /= base.sum()
+    return np.stack([base[rng.permutation(n_experts)] for _ in range(n_layers)])
+
+
+def router_params(first_repeat: float, pair_overlap: float, n_experts: int, chance: float | None = None) -> tuple[float, float]:
     """Closed-form (a, q) of the pair-Markov router for the two Mixtral Table 5 columns.
 
     First choice: repeat with probability ``a``, else uniform over all experts, so
@@ -370,10 +385,11 @@ def router_params(first_repeat: float, pair_overlap: float, n_experts: int) -> t
     ``P(overlap) = p1 + (1 - p1) q``.
     """
     E = n_experts
-    a = (first_repeat - 1.0 / E) / (1.0 - 1.0 / E)
+    c = 1.0 / E if chance is None else chance  # P(a fresh draw is a given earlier draw): 1/E, or sum(w^2) with popularity
+    a = (first_repeat - c) / (1.0 - c)
     if not 0.0 <= a <= 1.0:
-        raise InputError(None, "moe.first_repeat", f"a repetition rate between 1/{E} and 1", first_repeat)
-    p1 = a + 2.0 * (1.0 - a) / E
+        raise InputError(None, "moe.first_repeat", f"a repetition rate between {c:.3f} (chance) and 1", first_repeat)
+    p1 = a + 2.0 * (1.0 - a) * c
     q = (pair_overlap - p1) / (1.0 - p1)
     if not 0.0 <= q <= 1.0:
         raise InputError(None, "moe.pair_overlap", f"an overlap rate between {p1:.3f} and 1 given first_repeat", pair_overlap)
@@ -396,6 +412,7 @@ class Calibration:
     mu: np.ndarray  # [levels, L]
     router: list[tuple[float, float]] | None  # per layer (a, q)
     live_share: float = 1.0  # mu and sigma describe the live neurons' frequencies
+    popularity: np.ndarray | None = None  # [L, E] experts' draw probabilities (None: uniform)
 
     def to_json(self) -> dict:
         return {
@@ -407,6 +424,7 @@ class Calibration:
             "gamma": round(self.gamma, 6),
             "rho": round(self.rho, 6),
             "router_a_q": None if self.router is None else [[round(a, 6), round(q, 6)] for a, q in self.router],
+            **({} if self.popularity is None else {"expert_popularity_top_share": [round(float(np.sort(w)[-1]), 6) for w in self.popularity]}),
         }
 
 
@@ -422,12 +440,12 @@ def calibrate_cached(profile: SynthProfile, profile_file: Path, n_layers: int, n
     def compute():
         c = calibrate(profile, n_layers, n_neurons, n_experts, seed)
         router = None if c.router is None else np.array(c.router, np.float64)
-        return (c.sparsity, c.sigma, c.mu, np.array([c.beta, c.gamma, c.rho, c.live_share], np.float64), router)
+        return (c.sparsity, c.sigma, c.mu, np.array([c.beta, c.gamma, c.rho, c.live_share], np.float64), router, c.popularity)
 
-    sp, sigma, mu, scalars, router = diskcache.persisted(key, compute)
+    sp, sigma, mu, scalars, router, popularity = diskcache.persisted(key, compute)
     beta, gamma, rho, live = (float(x) for x in scalars)
     return Calibration(sparsity=sp, sigma=sigma, beta=beta, gamma=gamma, rho=rho, mu=mu,
-                       router=None if router is None else [(float(a), float(q)) for a, q in router], live_share=live)
+                       router=None if router is None else [(float(a), float(q)) for a, q in router], live_share=live, popularity=popularity)
 
 
 def calibrate(profile: SynthProfile, n_layers: int, n_neurons: int, n_experts: int, seed: int) -> Calibration:
@@ -459,14 +477,20 @@ def calibrate(profile: SynthProfile, n_layers: int, n_neurons: int, n_experts: i
     sample = tau[np.random.default_rng(seed).permutation(n_neurons)[: min(n_neurons, 4096)]]
     rho = solve_rho(sample, beta, profile.reuse.window, profile.reuse.target, seed)
     router = None
+    popularity = None
     if n_experts > 1:
         if profile.moe is None:
             raise InputError(None, "moe", "router statistics for an MoE model's profile")
         fr = _interp_layers(profile.moe.first_repeat, n_layers)
         po = _interp_layers(profile.moe.pair_overlap, n_layers)
-        router = [router_params(float(a), float(b), n_experts) for a, b in zip(fr, po)]
+        if profile.moe.popularity is not None:
+            popularity = popularity_weights(profile.model, n_layers, n_experts, profile.moe.popularity)
+            router = [router_params(float(a), float(b), n_experts, chance=float((w * w).sum())) for a, b, w in zip(fr, po, popularity)]
+        else:
+            router = [router_params(float(a), float(b), n_experts) for a, b in zip(fr, po)]
     return Calibration(
-        sparsity=sp, sigma=sigma, beta=beta, gamma=profile.intensity_layer_corr, rho=rho, mu=mu, router=router, live_share=live
+        sparsity=sp, sigma=sigma, beta=beta, gamma=profile.intensity_layer_corr, rho=rho, mu=mu, router=router, live_share=live,
+        popularity=popularity,
     )
 
 
@@ -520,22 +544,31 @@ def population_frequencies(calibration: dict, model_name: str, n_layers: int, n_
     return f[:, np.arange(n_layers)[:, None, None], perm]
 
 
-def _route_ids(rng: np.random.Generator, prev: list[int] | None, a: float, q: float, E: int, top_k: int) -> list[int]:
+def _route_ids(rng: np.random.Generator, prev: list[int] | None, a: float, q: float, E: int, top_k: int, w: np.ndarray | None = None) -> list[int]:
     """The next token's routed experts, given the previous token's (None: the first token). The
-    first choice repeats the previous first with probability ``a``, else is uniform; each further
-    slot is one of the previous experts not yet chosen with probability ``q``, else one of the
-    others (the pair-Markov router of :func:`router_params`, extended to more slots)."""
-    if prev is None:
-        return [int(x) for x in rng.choice(E, top_k, replace=False)]
-    first = prev[0] if rng.random() < a else int(rng.integers(E))
+    first choice repeats the previous first with probability ``a``, else is a fresh draw; each
+    further slot is one of the previous experts not yet chosen with probability ``q``, else one
+    of the others (the pair-Markov router of :func:`router_params`, extended to more slots).
+    Fresh draws are uniform, or by the popularity weights ``w`` [E] when the profile has them."""
+    if w is None:
+        if prev is None:
+            return [int(x) for x in rng.choice(E, top_k, replace=False)]
+        first = prev[0] if rng.random() < a else int(rng.integers(E))
+    else:
+        if prev is None:
+            return [int(x) for x in rng.choice(E, top_k, replace=False, p=w)]
+        first = prev[0] if rng.random() < a else int(rng.choice(E, p=w))
     chosen = [first]
     for _ in range(1, top_k):
         cands_prev = [e for e in prev if e not in chosen]
         cands_new = [e for e in range(E) if e not in chosen and e not in prev]
         if cands_prev and (not cands_new or rng.random() < q):
             chosen.append(cands_prev[int(rng.integers(len(cands_prev)))])
-        else:
+        elif w is None:
             chosen.append(cands_new[int(rng.integers(len(cands_new)))])
+        else:
+            p = w[cands_new]
+            chosen.append(cands_new[int(rng.choice(len(cands_new), p=p / p.sum()))])
     return chosen
 
 
@@ -605,7 +638,8 @@ class _Stream:
             routes, a32, s32 = zeros, a_dense, s_dense
         else:
             prev_all = self.prev_route.tolist()
-            routes = np.array([_route_ids(self.rng, prev if prev[0] >= 0 else None, *cal.router[l], E, self.top_k)
+            pop = cal.popularity
+            routes = np.array([_route_ids(self.rng, prev if prev[0] >= 0 else None, *cal.router[l], E, self.top_k, None if pop is None else pop[l])
                                for l, prev in enumerate(prev_all)], np.int64)
             self.prev_route[:] = routes
             experts[j] = routes

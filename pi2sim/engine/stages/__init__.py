@@ -11,8 +11,9 @@ from .compute import Compute, Op, Unit
 from .faults import Faults
 from .flash import Flash
 from .neuron_pipeline import NeuronPipeline
+from .prefetched import Prefetched
 
-Stage = Compute | Flash | NeuronPipeline | Faults
+Stage = Compute | Flash | NeuronPipeline | Faults | Prefetched
 KINDS: tuple[type[StageKind], ...] = typing.get_args(Stage)  # every kind, for tests and docs
 
-__all__ = ["KINDS", "Compute", "Faults", "Flash", "NeuronPipeline", "Op", "Stage", "StageKind", "Unit", "value_at"]
+__all__ = ["KINDS", "Compute", "Faults", "Flash", "NeuronPipeline", "Op", "Prefetched", "Stage", "StageKind", "Unit", "value_at"]

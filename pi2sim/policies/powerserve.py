@@ -17,7 +17,9 @@ Mechanisms, and what each rests on:
   ~3.0 ms per layer per 128-token batch). It stands for what the engine does on the CPU between
   the NPU's graphs (attention over the batch, norms, activation conversion); which of these it is
   is not published.
-* **Speculation** (the 21.02 tok/s row with a 1B draft) is issue 17's, not modelled here.
+* **Memory.** Every weight resident once (assumption: its prompt and token graphs share the
+  weights, as Genie's do); a model that does not fit the app's memory is refused.
+* **Speculation** (the 21.02 tok/s row with a 1B draft) is not modelled yet (issue 17).
 """
 
 from __future__ import annotations

@@ -106,3 +106,61 @@ def test_external_measurements_stay_within_their_guard():
     errs = [abs(o.error) for o in out]
     assert len(out) >= 25 and all(o.refused is None for o in out), [o.refused for o in out if o.refused]
     assert statistics.median(errs) <= 0.10 and max(errs) <= 0.25, {o.scenario.id: round(o.error, 3) for o in out}
+
+
+# ---------------------------------------------------------------- speculative decoding (issue 17, item 3)
+SPEC = dict(device="oneplus12", model="llama-3.1-8b", prompt_tokens=128, decode_tokens=32, fidelity="analytic")
+
+
+def test_tokens_per_step_is_the_expected_accepted_prefix_plus_one():
+    from pi2sim.policies.dense import tokens_per_step
+
+    assert tokens_per_step(1.0, 4) == 5.0
+    assert tokens_per_step(0.5, 1) == pytest.approx(1.5)
+    assert tokens_per_step(0.8, 4) == pytest.approx(1 + 0.8 + 0.64 + 0.512 + 0.4096)
+
+
+@pytest.mark.parametrize("engine", ["dense", "genie", "powerserve"])
+def test_without_a_draft_model_nothing_changes(engine):
+    """No draft model: the plan, the result and the resolved options are what they were before
+    speculation existed (the speculation keys are left out of the resolved options)."""
+    extra = {"preset": "qnn"} if engine == "dense" else {}
+    base = simulate(policy=engine, ffn_offload=0.0, **SPEC, **extra)
+    assert "speculation" not in base.summary
+    assert not {"draft_model", "draft_tokens", "acceptance"} & set(base.summary["config"]["policy"]["options"])
+
+
+@pytest.mark.parametrize("engine", ["dense", "genie", "powerserve"])
+def test_speculation_pays_the_draft_and_one_batched_verification(engine):
+    extra = {"preset": "qnn"} if engine == "dense" else {}
+    base = simulate(policy=engine, ffn_offload=0.0, **SPEC, **extra)
+    spec = simulate(policy=engine, ffn_offload=0.0, draft_model="llama-3.2-1b", acceptance=0.9, **SPEC, **extra)
+    sp = spec.summary["speculation"]
+    assert sp["tokens_per_step"] == pytest.approx((1 - 0.9 ** 5) / 0.1, rel=1e-6)
+    assert sp["accepted_tokens_per_step"] == pytest.approx(sp["tokens_per_step"] - 1, rel=1e-6)
+    # a step costs more than one plain token (k draft tokens + a batched pass) and less than E of them
+    step_ms = 1e3 * float(spec.timing.token_s.mean()) * sp["tokens_per_step"]
+    plain_ms = 1e3 * float(base.timing.token_s.mean())
+    assert plain_ms < step_ms < sp["tokens_per_step"] * plain_ms
+    assert spec.summary["decode_tok_s"] > base.summary["decode_tok_s"]
+    # memory covers both models
+    mem = spec.summary["memory_breakdown_gb"]
+    assert mem["draft_weights"] > 0.5 and mem["draft_kv_cache"] > 0
+    # a worse draft helps less
+    worse = simulate(policy=engine, ffn_offload=0.0, draft_model="llama-3.2-1b", acceptance=0.3, **SPEC, **extra)
+    assert worse.summary["decode_tok_s"] < spec.summary["decode_tok_s"]
+
+
+def test_a_draft_with_another_vocabulary_is_refused(capsys):
+    with pytest.raises(InputError, match="vocabulary"):
+        simulate(policy="powerserve", draft_model="qwen3-0.6b", **SPEC)
+    rc = main(["run", "--policy", "powerserve", "--model", "llama-3.1-8b", "--set", "draft_model=qwen3-0.6b", "--decode-tokens", "4"])
+    assert rc == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_every_tier_agrees_on_a_speculative_plan():
+    """The batched verification is a GEMM floored by its bytes, per token: the layer tier's
+    process takes each instance's bytes (it once took the whole array), and the tiers agree."""
+    got = {t: simulate(policy="powerserve", draft_model="llama-3.2-1b", **{**SPEC, "fidelity": t, "decode_tokens": 8}).summary["decode_tok_s"]
+           for t in ("analytic", "cluster", "layer")}
+    assert got["analytic"] == pytest.approx(got["cluster"], rel=1e-9) == pytest.approx(got["layer"], rel=1e-9)

@@ -45,6 +45,7 @@ class DecodePlan:
     flash_bytes: np.ndarray | None = None  # [T] bytes read from flash (for reporting)
     flash_reads: np.ndarray | None = None  # [T] requests
     dram_resident_bytes: np.ndarray | None = None  # [T, L] DRAM the engine holds during each layer (timelines, checks)
+    speculation: dict | None = None  # speculative decoding: draft model, draft tokens, acceptance, tokens per step (report)
 
     def validate(self) -> None:
         T, L = self.n_tokens, self.n_layers

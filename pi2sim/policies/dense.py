@@ -24,7 +24,9 @@ import numpy as np
 
 from ..engine.compute import CpuPool, pick_cores
 from ..engine.plan import Compute, DecodePlan, Flash, PrefillPlan
-from .memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
+from ..errors import InputError
+from ..specs.model import load_model
+from .memory import GB, RUNTIME_BYTES, MemoryPlan, ModelBytes, budget_from
 from ..schema import spec_field
 from . import register
 from .base import AccessSummary, Policy
@@ -47,6 +49,32 @@ class DenseOptions:
     weights_shared: bool = spec_field(default=False, help="npu: prefill and decode graphs share one copy of the weights")
     large_buffers: bool = spec_field(default=True, help="gpu: cl_qcom_large_buffer available (no 1 GB per-allocation cap)")
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
+    draft_model: str | None = spec_field(default=None, help="speculative decoding: the draft model (bundled name or YAML path); none: one token per step")
+    draft_tokens: int = spec_field(default=4, lo=1, hi=32, help="speculative decoding: tokens the draft proposes per step (assumption: 4)")
+    acceptance: float = spec_field(default=0.8, gt=0.0, hi=1.0, help="speculative decoding: chance that each drafted token is accepted, independently (assumption: 0.8, a typical same-family draft; no published value)")
+
+
+SPECULATION_KEYS = ("draft_model", "draft_tokens", "acceptance")
+
+
+def speculation_options(options) -> dict:
+    """An engine's resolved options, without the speculation keys when it has no draft model
+    (what a run without speculation resolved to before speculation existed)."""
+    from ..schema import to_dict
+
+    d = to_dict(options)
+    if not getattr(options, "draft_model", None):
+        for k in SPECULATION_KEYS:
+            d.pop(k, None)
+    return d
+
+
+def tokens_per_step(acceptance: float, draft_tokens: int) -> float:
+    """Expected tokens a speculative step advances: the accepted prefix of the k drafted tokens
+    plus the target's own next token, (1 - a^(k+1)) / (1 - a) for independent acceptances a
+    (Leviathan et al. 2023)."""
+    a, k = acceptance, draft_tokens
+    return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
 @register
@@ -76,6 +104,22 @@ class Dense(Policy):
         self.pool = scaled_pool(CpuPool(cores, options.scheduling, d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
         self.sizes = ctx.sizes
         self._mem: MemoryPlan | None = None
+        self.draft_sizes = self._draft(options)
+
+    def _draft(self, o) -> ModelBytes | None:
+        """The draft model's sizes (same weight format as the target: assumption), or None."""
+        if not o.draft_model:
+            return None
+        draft = load_model(o.draft_model)
+        target = self.ctx.model
+        if draft.architecture.vocab != target.architecture.vocab:
+            raise InputError(None, "draft_model", f"a draft model with {target.name}'s vocabulary ({target.architecture.vocab} tokens; {draft.name} has {draft.architecture.vocab})", o.draft_model)
+        if draft.architecture.is_moe:
+            raise InputError(None, "draft_model", "a dense draft model", o.draft_model)
+        return ModelBytes(draft, self.ctx.quant)
+
+    def resolved_options(self):
+        return speculation_options(self.opt)
 
     # ---- what an engine built on this policy changes (pi2sim/policies/executorch.py, genie.py, ...)
     @property
@@ -127,6 +171,10 @@ class Dense(Policy):
         comps = {"weights": self.weights(), "kv_cache": self.kv_resident(), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
         if self.backend == "npu" and not o.weights_shared:
             comps["weights_second_graph"] = self.weights()
+        if self.draft_sizes is not None:  # speculative decoding: the draft model resides beside the target
+            ds = self.draft_sizes
+            comps["draft_weights"] = ds.non_ffn() + ds.ffn_total()
+            comps["draft_kv_cache"] = ds.kv_cache(ctx.context_tokens)
         need = sum(comps.values())
         if ctx.memory_gb is not None:
             budget = ctx.memory_gb * GB
@@ -170,6 +218,8 @@ class Dense(Policy):
         return AccessSummary(hit_rate=1.0, details={"resident": "all weights"})
 
     def decode_plan(self, acc, memory: MemoryPlan) -> DecodePlan:
+        if self.draft_sizes is not None:
+            return self.speculative_plan()
         ctx, s = self.ctx, self.sizes
         a = ctx.model.architecture
         d = ctx.device
@@ -206,7 +256,61 @@ class Dense(Policy):
         plan.validate()
         return plan
 
+    def _unit_fixed(self) -> float:
+        """Fixed cost of one pass of a model on the backend (QNN's context binaries, a GPU launch)."""
+        d = self.ctx.device
+        return {"npu": QNN_SPLITS * d.npu.invocation_s + d.npu.sync_s, "gpu": d.gpu.launch_s}.get(self.backend, 0.0)
+
+    def _stage(self, name: str, unit: str, work, op: str, fixed_s: float = 0.0, bytes_for_gemm=None) -> Compute:
+        pool = self.pool if unit == "cpu" else None
+        return Compute(name, unit, work, op, pool, self.ctx.quant.compute_dtype, fixed_s=fixed_s, bytes_for_gemm=bytes_for_gemm)
+
+    def speculative_plan(self) -> DecodePlan:
+        """Speculative decoding. A step: the draft model decodes ``draft_tokens`` (k) tokens one
+        after another, then the target verifies the k + 1 positions in one batched pass (each
+        weight read once for all of them: a GEMM at the unit's rate, floored by streaming the
+        layer's bytes), and the step advances by the expected accepted tokens E
+        (:func:`tokens_per_step`). Each simulated token carries 1/E of a step (mean throughput is
+        exact; the per-token latency is the step's average, not its burst). The draft runs on the
+        target's backend, in the same weight format (assumption)."""
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        a = ctx.model.architecture
+        T, L = ctx.decode_tokens, a.layers
+        k = o.draft_tokens
+        E = tokens_per_step(o.acceptance, k)
+        ctxlen = ctx.context_lengths()[:, None]
+        expert_params = a.ffn_neurons * a.matrices_per_neuron * a.hidden
+        layer_bytes = s.attention_per_layer() + s.router_per_layer() + a.top_k * expert_params * s.bpw + s.kv_per_token_layer(ctxlen)
+        layer_params = a.attention_params_per_layer + a.router_params_per_layer + a.top_k * expert_params
+        scores = 4.0 * a.heads * a.head_dim * np.minimum(ctxlen, a.kv_window())  # QK^T and AV of one position
+        verify_ops = (k + 1) * (2.0 * layer_params + scores)
+        unit = self.backend
+        fixed = self._unit_fixed()
+        stages = [self._stage("verify", unit, verify_ops / E, "gemm", bytes_for_gemm=layer_bytes / E)]
+        head_unit = self.head_unit()
+        head_ops = np.full(T, (k + 1) * 2.0 * a.vocab * a.hidden)
+        token = [self._stage("verify_lm_head", head_unit, head_ops / E, "gemm", fixed_s=fixed / E, bytes_for_gemm=np.full(T, s.lm_head() / E))]
+        ds = self.draft_sizes
+        da = ds.arch
+        d_expert = da.ffn_neurons * da.matrices_per_neuron * da.hidden * ds.bpw
+        d_layer = ds.attention_per_layer() + ds.router_per_layer() + da.top_k * d_expert + ds.kv_per_token_layer(ctxlen)  # [T, Ld]
+        draft_bytes = d_layer.sum(axis=1) + ds.lm_head()
+        token.append(self._stage("draft", unit, k * draft_bytes / E, "matvec", fixed_s=k * fixed / E))
+        plan = DecodePlan(T, L, stages, token, flash_bytes=np.zeros(T), flash_reads=np.zeros(T))
+        plan.speculation = {"draft_model": ds.model.name, "draft_tokens": k, "acceptance": o.acceptance, "tokens_per_step": E}
+        plan.validate()
+        return plan
+
     def prefill_plan(self, memory: MemoryPlan, access=None) -> PrefillPlan:
+        plan = self._prefill_plan()
+        ds = self.draft_sizes
+        if ds is not None:  # the draft reads the prompt too (after the target, on the same unit)
+            ops = ds.arch.prefill_ops_per_token(self.ctx.prompt_tokens) * self.ctx.prompt_tokens
+            plan.head.append(self._stage("draft_prefill", self.backend, np.array([ops]), "gemm", fixed_s=self._unit_fixed(),
+                                         bytes_for_gemm=np.array([ds.non_ffn() + ds.ffn_total() - ds.embeddings()])))
+        return plan
+
+    def _prefill_plan(self) -> PrefillPlan:
         ctx, s = self.ctx, self.sizes
         backend = self.backend
         if backend == "cpu":

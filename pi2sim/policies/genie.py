@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..schema import spec_field
 from . import register
 from ._common import EngineRefused
-from .dense import Dense, DenseOptions
+from .dense import Dense, DenseOptions, speculation_options
 from .memory import GB, RUNTIME_BYTES
 
 
@@ -34,6 +34,9 @@ class GenieOptions:
     weights_shared: bool = spec_field(default=True, help="prompt and token graphs share one copy of the weights (QNN weight sharing)")
     threads: int = spec_field(default=1, lo=1, hi=16, help="CPU threads (sampling and glue only)")
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
+    draft_model: str | None = spec_field(default=None, help="speculative decoding: the draft model (bundled name or YAML path); none: one token per step")
+    draft_tokens: int = spec_field(default=4, lo=1, hi=32, help="speculative decoding: tokens the draft proposes per step (assumption: 4)")
+    acceptance: float = spec_field(default=0.8, gt=0.0, hi=1.0, help="speculative decoding: chance that each drafted token is accepted, independently (assumption: 0.8, a typical same-family draft; no published value)")
 
 
 @register
@@ -47,7 +50,8 @@ class Genie(Dense):
 
     def __init__(self, ctx, options: GenieOptions):
         self.own = options
-        super().__init__(ctx, DenseOptions(backend="npu", threads=options.threads, weights_shared=options.weights_shared, runtime=options.runtime))
+        super().__init__(ctx, DenseOptions(backend="npu", threads=options.threads, weights_shared=options.weights_shared, runtime=options.runtime,
+                                     draft_model=options.draft_model, draft_tokens=options.draft_tokens, acceptance=options.acceptance))
 
     def static_context(self) -> int:
         return self.own.context
@@ -86,6 +90,4 @@ class Genie(Dense):
         return "Genie"
 
     def resolved_options(self):
-        from ..schema import to_dict
-
-        return to_dict(self.own)
+        return speculation_options(self.own)

@@ -77,6 +77,10 @@ def human(summary: dict) -> str:
         keys = [k for k in ("active_neurons_per_token", "hot_hit_share", "cold_hit_share", "miss_share") if k in cache]
         if keys:
             lines.append("    " + ", ".join(f"{k} {cache[k]:.4g}" for k in keys))
+    sp = summary.get("speculation")
+    if sp:
+        lines.append(f"  speculation     draft {sp['draft_model']}, {sp['draft_tokens']} tokens per step, acceptance {sp['acceptance']:.3g}: "
+                     f"{sp['tokens_per_step']:.2f} tokens per step; a step: draft {sp['draft_ms_per_step']:.1f} ms + verify {sp['verify_ms_per_step']:.1f} ms")
     util = summary.get("utilization", {})
     if util:
         lines.append("  utilization     " + ", ".join(f"{k} {v:.0%}" for k, v in util.items()))

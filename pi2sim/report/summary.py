@@ -75,6 +75,14 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
         "notes": list(mem.notes) + (list(workload.notes) if workload is not None else []),
         "config": resolved,
     }
+    spec = getattr(plan, "speculation", None)
+    if spec:  # speculative decoding: what a step advances and costs (each simulated token carries 1/E of a step)
+        per_tok = summary["stage_ms_per_token"]
+        E = spec["tokens_per_step"]
+        summary["speculation"] = {**{k: (_r(v) if isinstance(v, float) else v) for k, v in spec.items()},
+                                  "accepted_tokens_per_step": _r(E - 1.0),
+                                  "draft_ms_per_step": _r(per_tok.get("draft", 0.0) * E),
+                                  "verify_ms_per_step": _r((per_tok.get("verify", 0.0) + per_tok.get("verify_lm_head", 0.0)) * E)}
     df = {
         "token": np.arange(T),
         "context_tokens": ctx.context_lengths(),

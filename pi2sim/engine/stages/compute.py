@@ -127,7 +127,8 @@ class Compute(StageKind):
         if c.op == "cpu_seconds":
             yield env.timeout(work / max(1, c.pool.n))
         elif c.op == "gemm":
-            one = Compute(c.name, c.unit, np.asarray(work), "gemm", c.pool, c.dtype, bytes_for_gemm=c.bytes_for_gemm, gemm_factor=c.gemm_factor, barrier=False)
+            floor = None if c.bytes_for_gemm is None else np.asarray(value_at(c.bytes_for_gemm, eng._t, eng._l))  # this instance's bytes
+            one = Compute(c.name, c.unit, np.asarray(work), "gemm", c.pool, c.dtype, bytes_for_gemm=floor, gemm_factor=c.gemm_factor, barrier=False)
             yield env.timeout(float(one.closed_form(eng.comp).total))
         else:
             factor = 2.0 if c.op == "memcpy" else 1.0

@@ -144,7 +144,7 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
                                 prefill=prefill, resolved=resolved, workload=workload)
     if check:
         checks.check_timing(timing, plan)
-        checks.check_summary(summary, timing)
+        checks.check_summary(summary, timing, plan)
     if workload is not None:
         workload.trace.close()
     return SimResult(cfg, resolved, summary, tokens, timing, prefill, mem, access, acc_sum, pol, ctx.device, ctx.model)

@@ -80,6 +80,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fidelity", choices=tiers.NAMES, default=None, help=f"timing tier (default {tiers.DEFAULT})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run, policy, device.* or model.* option (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    p.add_argument("--best-of", type=int, default=None, metavar="N",
+                   help="Best-of-N: N candidates decode together after one prefill, one finishing every drop_every steps (an option of the dense engines)")
     p.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", type=paths.input_file_arg("--calibration"),
                    help="apply constants fitted by `pi2sim calibrate --out` (explicit --set values win)")
 
@@ -117,6 +119,15 @@ def config_from_args(args: argparse.Namespace):
         raise InputError(None, key, exc.expected, exc.got) from None
     if plan_opts:
         cfg = apply_values(cfg, plan_opts, source=f"{args.plan}: plan")
+    if getattr(args, "best_of", None) is not None:
+        from dataclasses import fields
+
+        from .. import policies
+
+        able = sorted(n for n in policies.names() if "best_of" in {f.name for f in fields(policies.get(n).Options)})
+        if "best_of" not in {f.name for f in fields(policies.get(cfg.policy).Options)}:
+            raise InputError(None, "--best-of", f"a policy that models Best-of-N ({', '.join(able)}); {cfg.policy} does not yet", args.best_of)
+        cfg = apply_values(cfg, {"best_of": args.best_of}, source="--best-of")
     cfg = apply_sets(cfg, args.set)
     if getattr(args, "calibration", None):
         from ..workflows.calibrate import apply_overlay, load_overlay

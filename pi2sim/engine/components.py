@@ -48,6 +48,7 @@ class Components:
     # --- demands (bytes/s a unit wants to stream)
     def demand(self, c):
         d = self.device
+        batch = getattr(c, "batch", None)
         if c.unit == "cpu":
             assert c.pool is not None
             if c.op == "memcpy":
@@ -55,10 +56,16 @@ class Components:
             r = c.pool.matvec_rate(c.dtype, sparse=c.op == "sparse")
             if c.op == "sparse" and c.density is not None:
                 r = r * sparse_factor(c.density, d.cpu.sparse_density_exponent, c.pool.sparse_efficiency)
+            if batch is not None:  # the cores compute each weight once per sequence: their byte rate is shared
+                r = r / np.asarray(batch, dtype=np.float64)
             return r
         if c.unit == "npu":
-            return d.npu.matvec_bps
-        return d.gpu.matvec_bps
+            r, gemm = d.npu.matvec_bps, d.npu.gemm_ops
+        else:
+            r, gemm = d.gpu.matvec_bps, d.gpu.gemm_ops
+        if batch is not None:  # several vectors at once: a small GEMM, bounded by the unit's GEMM rate
+            r = np.minimum(r, gemm * c.bytes_per_op / np.asarray(batch, dtype=np.float64))
+        return r
 
     def agent(self, c) -> str:
         return c.unit

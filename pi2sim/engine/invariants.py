@@ -139,11 +139,13 @@ def check_timing(timing, plan) -> None:
             raise InvariantViolation("busy-le-elapsed", f"{res} busy {busy:.6f} s in {elapsed:.6f} s of decode")
 
 
-def check_summary(summary: dict, timing) -> None:
+def check_summary(summary: dict, timing, plan=None) -> None:
     tok = np.asarray(timing.token_s)
-    want = len(tok) / float(tok.sum())
+    batch = getattr(plan, "batch", None)
+    n = len(tok) if batch is None else float(np.sum(batch))  # a batched step yields a token of every sequence in it
+    want = n / float(tok.sum())
     got = summary["decode_tok_s"]
     if not np.isclose(got, want, rtol=1e-5):
-        raise InvariantViolation("throughput-consistent", f"decode_tok_s {got} but {len(tok)} tokens in {tok.sum():.6f} s give {want:.6f}")
+        raise InvariantViolation("throughput-consistent", f"decode_tok_s {got} but {n:g} tokens in {tok.sum():.6f} s give {want:.6f}")
     if not np.isclose(summary["tbt_ms"]["mean"], tok.mean() * 1e3, rtol=1e-5):
         raise InvariantViolation("throughput-consistent", f"mean TBT {summary['tbt_ms']['mean']} ms but the token latencies average {tok.mean() * 1e3:.6f} ms")

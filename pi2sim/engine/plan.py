@@ -46,6 +46,7 @@ class DecodePlan:
     flash_reads: np.ndarray | None = None  # [T] requests
     dram_resident_bytes: np.ndarray | None = None  # [T, L] DRAM the engine holds during each layer (timelines, checks)
     speculation: dict | None = None  # speculative decoding: draft model, draft tokens, acceptance, tokens per step (report)
+    batch: np.ndarray | None = None  # [T] sequences decoded together in each step (Best-of-N); None: one
 
     def validate(self) -> None:
         T, L = self.n_tokens, self.n_layers

@@ -52,19 +52,31 @@ class DenseOptions:
     draft_model: str | None = spec_field(default=None, help="speculative decoding: the draft model (bundled name or YAML path); none: one token per step")
     draft_tokens: int = spec_field(default=4, lo=1, hi=32, help="speculative decoding: tokens the draft proposes per step (assumption: 4)")
     acceptance: float = spec_field(default=0.8, gt=0.0, hi=1.0, help="speculative decoding: chance that each drafted token is accepted, independently (assumption: 0.8, a typical same-family draft; no published value)")
+    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
+    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 SPECULATION_KEYS = ("draft_model", "draft_tokens", "acceptance")
+BEST_OF_KEYS = ("best_of", "drop_every")
+
+
+def batch_schedule(n_steps: int, best_of: int, drop_every: int) -> np.ndarray:
+    """[T] sequences alive in each decode step: N at the start, one fewer every ``drop_every``
+    steps, never below one (the last candidate decodes to the end)."""
+    return np.maximum(1, best_of - np.arange(n_steps) // drop_every).astype(np.float64)
 
 
 def speculation_options(options) -> dict:
-    """An engine's resolved options, without the speculation keys when it has no draft model
-    (what a run without speculation resolved to before speculation existed)."""
+    """An engine's resolved options, without the speculation keys when it has no draft model and
+    the Best-of-N keys for one sequence (what such a run resolved to before they existed)."""
     from ..schema import to_dict
 
     d = to_dict(options)
     if not getattr(options, "draft_model", None):
         for k in SPECULATION_KEYS:
+            d.pop(k, None)
+    if getattr(options, "best_of", 1) == 1:
+        for k in BEST_OF_KEYS:
             d.pop(k, None)
     return d
 
@@ -105,6 +117,8 @@ class Dense(Policy):
         self.sizes = ctx.sizes
         self._mem: MemoryPlan | None = None
         self.draft_sizes = self._draft(options)
+        if self.draft_sizes is not None and options.best_of > 1:
+            raise InputError(None, "best_of", "one sequence with speculative decoding (draft_model): not both", options.best_of)
 
     def _draft(self, o) -> ModelBytes | None:
         """The draft model's sizes (same weight format as the target: assumption), or None."""
@@ -157,7 +171,12 @@ class Dense(Policy):
 
     def kv_resident(self) -> float:
         ctx = self.ctx
-        return self.sizes.kv_cache(self.static_context() or ctx.context_tokens)
+        full = self.sizes.kv_cache(self.static_context() or ctx.context_tokens)
+        n = self.opt.best_of
+        if n > 1:  # Best-of-N: the prompt's KV shared, each candidate's own decoded part
+            prompt = self.sizes.kv_cache(ctx.prompt_tokens)
+            return prompt + n * (full - prompt)
+        return full
 
     def weights(self) -> float:
         s = self.sizes
@@ -220,6 +239,8 @@ class Dense(Policy):
     def decode_plan(self, acc, memory: MemoryPlan) -> DecodePlan:
         if self.draft_sizes is not None:
             return self.speculative_plan()
+        if self.opt.best_of > 1:
+            return self.batched_plan()
         ctx, s = self.ctx, self.sizes
         a = ctx.model.architecture
         d = ctx.device
@@ -298,6 +319,48 @@ class Dense(Policy):
         token.append(self._stage("draft", unit, k * draft_bytes / E, "matvec", fixed_s=k * fixed / E))
         plan = DecodePlan(T, L, stages, token, flash_bytes=np.zeros(T), flash_reads=np.zeros(T))
         plan.speculation = {"draft_model": ds.model.name, "draft_tokens": k, "acceptance": o.acceptance, "tokens_per_step": E}
+        plan.validate()
+        return plan
+
+    def batched_plan(self) -> DecodePlan:
+        """Best-of-N: the alive candidates decode together, one step per token of each. A step
+        streams every weight once for all of them (a batched matvec: the unit's compute is shared
+        by the sequences, :meth:`pi2sim.engine.components.Components.demand`), while each sequence
+        reads its own KV cache. The per-step batch is :func:`batch_schedule`."""
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        a = ctx.model.architecture
+        d = ctx.device
+        T, L = ctx.decode_tokens, a.layers
+        b = batch_schedule(T, o.best_of, o.drop_every)
+        bl = np.repeat(b[:, None], L, axis=1)
+        static = self.static_context()
+        ctxlen = np.full((T, 1), float(static)) if static else ctx.context_lengths()[:, None]
+        expert = a.ffn_neurons * a.matrices_per_neuron * a.hidden * s.bpw
+        weights = np.full((T, L), s.attention_per_layer() + s.router_per_layer() + a.top_k * expert)
+        kv = bl * s.kv_per_token_layer(ctxlen)
+        dtype = ctx.quant.compute_dtype
+        backend = self.backend
+        per_op = s.bpw / 2.0
+        if backend == "cpu":
+            stages = [Compute("layer", "cpu", weights, "matvec", self.pool, dtype, batch=bl),
+                      Compute("kv", "cpu", kv, "matvec", self.pool, dtype, barrier=False)]
+            k = self.opt.kernels_per_layer
+            if k > 1:
+                stages.append(Compute("dispatch", "cpu", np.full((T, L), (k - 1) * self.pool.barrier_s * self.pool.n), "cpu_seconds",
+                                      self.pool, category="other", barrier=False))
+        else:
+            layer_fixed = 0.0 if backend == "npu" else 4 * d.gpu.launch_s
+            stages = [Compute("layer", backend, weights, "matvec", fixed_s=layer_fixed, batch=bl, bytes_per_op=per_op),
+                      Compute("kv", backend, kv, "matvec")]
+        head = np.full(T, s.lm_head())
+        unit = self.head_unit()
+        fixed = self._unit_fixed()
+        if unit == "cpu":
+            token = [Compute("lm_head", "cpu", head, "matvec", self.pool, dtype, fixed_s=fixed, batch=b)]
+        else:
+            token = [Compute("lm_head", unit, head, "matvec", fixed_s=fixed, batch=b, bytes_per_op=per_op)]
+        plan = DecodePlan(T, L, stages, token, flash_bytes=np.zeros(T), flash_reads=np.zeros(T))
+        plan.batch = b
         plan.validate()
         return plan
 

@@ -25,7 +25,7 @@ from typing import Literal
 
 from ..schema import spec_field
 from . import register
-from .dense import Dense, DenseOptions
+from .dense import Dense, DenseOptions, speculation_options
 from .memory import RUNTIME_BYTES
 
 
@@ -36,6 +36,8 @@ class ExecuTorchOptions:
     scheduling: Literal["static", "dynamic"] = spec_field(default="dynamic", help="pthreadpool's work stealing (dynamic)")
     kernels_per_layer: int = spec_field(default=12, lo=1, hi=64, help="delegated operators per layer, each a fork-join (assumption: 12)")
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
+    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
+    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 def default_threads(device) -> int:
@@ -56,7 +58,8 @@ class ExecuTorch(Dense):
         self.own = options
         threads = options.threads or default_threads(ctx.device)
         dense = DenseOptions(backend="cpu", threads=threads, cores=options.cores, scheduling=options.scheduling,
-                             kernels_per_layer=options.kernels_per_layer, runtime=options.runtime)
+                             kernels_per_layer=options.kernels_per_layer, runtime=options.runtime,
+                             best_of=options.best_of, drop_every=options.drop_every)
         super().__init__(ctx, dense)
 
     def unbounded_budget(self, need: float) -> float:
@@ -66,6 +69,4 @@ class ExecuTorch(Dense):
         return "ExecuTorch"
 
     def resolved_options(self):
-        from ..schema import to_dict
-
-        return to_dict(replace(self.own, threads=self.opt.threads))
+        return speculation_options(replace(self.own, threads=self.opt.threads))

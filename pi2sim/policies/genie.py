@@ -37,6 +37,8 @@ class GenieOptions:
     draft_model: str | None = spec_field(default=None, help="speculative decoding: the draft model (bundled name or YAML path); none: one token per step")
     draft_tokens: int = spec_field(default=4, lo=1, hi=32, help="speculative decoding: tokens the draft proposes per step (assumption: 4)")
     acceptance: float = spec_field(default=0.8, gt=0.0, hi=1.0, help="speculative decoding: chance that each drafted token is accepted, independently (assumption: 0.8, a typical same-family draft; no published value)")
+    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
+    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 @register
@@ -51,7 +53,8 @@ class Genie(Dense):
     def __init__(self, ctx, options: GenieOptions):
         self.own = options
         super().__init__(ctx, DenseOptions(backend="npu", threads=options.threads, weights_shared=options.weights_shared, runtime=options.runtime,
-                                     draft_model=options.draft_model, draft_tokens=options.draft_tokens, acceptance=options.acceptance))
+                                     draft_model=options.draft_model, draft_tokens=options.draft_tokens, acceptance=options.acceptance,
+                                     best_of=options.best_of, drop_every=options.drop_every))
 
     def static_context(self) -> int:
         return self.own.context

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..schema import spec_field
 from . import register
-from .dense import Dense, DenseOptions
+from .dense import Dense, DenseOptions, speculation_options
 from .memory import RUNTIME_BYTES
 
 PREFILL_EFFICIENCY = 0.174  # fitted to MLC-LLM's Llama-2-7B q4f16_1 prefill on an 8 Gen 3 phone, 7 tok/s (mlc-llm #1359)
@@ -32,6 +32,8 @@ class MlcOptions:
     )
     large_buffers: bool = spec_field(default=True, help="cl_qcom_large_buffer available (no 1 GB per-allocation cap)")
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
+    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
+    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 @register
@@ -45,7 +47,8 @@ class Mlc(Dense):
 
     def __init__(self, ctx, options: MlcOptions):
         self.own = options
-        super().__init__(ctx, DenseOptions(backend="gpu", threads=1, large_buffers=options.large_buffers, runtime=options.runtime))
+        super().__init__(ctx, DenseOptions(backend="gpu", threads=1, large_buffers=options.large_buffers, runtime=options.runtime,
+                                     best_of=options.best_of, drop_every=options.drop_every))
 
     def prefill_efficiency(self) -> float:
         return self.own.prefill_efficiency
@@ -57,6 +60,4 @@ class Mlc(Dense):
         return "MLC-LLM"
 
     def resolved_options(self):
-        from ..schema import to_dict
-
-        return to_dict(self.own)
+        return speculation_options(self.own)

@@ -53,6 +53,8 @@ class PowerServeOptions:
         default=ACCEPTANCE, gt=0.0, hi=1.0,
         help="speculative decoding: chance that each drafted token is accepted (fitted to PowerServe's Llama-3.1-8B with a Llama-3.2-1B draft, 21.02 tok/s, with draft_tokens 4)",
     )
+    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
+    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 @register
@@ -67,7 +69,8 @@ class PowerServe(Dense):
     def __init__(self, ctx, options: PowerServeOptions):
         self.own = options
         super().__init__(ctx, DenseOptions(backend="npu", threads=options.n_threads, scheduling="dynamic", weights_shared=True, runtime=options.runtime,
-                                     draft_model=options.draft_model, draft_tokens=options.draft_tokens, acceptance=options.acceptance))
+                                     draft_model=options.draft_model, draft_tokens=options.draft_tokens, acceptance=options.acceptance,
+                                     best_of=options.best_of, drop_every=options.drop_every))
 
     def head_unit(self) -> str:
         return "cpu"

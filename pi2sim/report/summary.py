@@ -47,8 +47,9 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
     for k, v in sorted(timing.busy_s.items()):
         util[k] = _r(min(1.0, v / total), 4)
     dram_bw = sum(timing.dram_bytes.values()) / total
+    batch = getattr(plan, "batch", None)
     summary: dict[str, Any] = {
-        "decode_tok_s": _r(T / total),
+        "decode_tok_s": _r(T / total) if batch is None else _r(float(batch.sum()) / total),  # every sequence's tokens
         "prefill_tok_s": _r(ctx.prompt_tokens / prefill_s) if prefill_s > 0 else None,
         "ttft_ms": _r(prefill_s * 1e3),
         "tbt_ms": _pct(tok * 1e3),
@@ -75,6 +76,9 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
         "notes": list(mem.notes) + (list(workload.notes) if workload is not None else []),
         "config": resolved,
     }
+    if batch is not None:  # Best-of-N: tokens of all sequences, and of each
+        summary["best_of"] = {"sequences": int(batch.max()), "decode_tok_s_per_sequence": _r(T / total),
+                              "decode_tok_s_at_start": _r(float(batch[0]) / float(tok[0])), "mean_batch": _r(float(batch.mean()))}
     spec = getattr(plan, "speculation", None)
     if spec:  # speculative decoding: what a step advances and costs (each simulated token carries 1/E of a step)
         per_tok = summary["stage_ms_per_token"]
@@ -93,6 +97,8 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
         "flash_bytes": flash_bytes,
         "flash_reads": flash_reads,
     }
+    if batch is not None:
+        df["batch"] = batch
     if isinstance(access, NeuronAccess):  # per-neuron counts (the segmented cache and LLM in a Flash's buffer)
         tp = access.tp.sum(axis=1)
         df["active_neurons"] = access.active.sum(axis=1)

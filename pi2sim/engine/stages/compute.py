@@ -20,7 +20,9 @@ Op = Literal["matvec", "sparse", "gemm", "memcpy", "cpu_seconds"]
 class Compute(StageKind):
     """``matvec`` / ``sparse`` stream weight bytes, ``gemm`` is operations, ``memcpy`` moves bytes,
     ``cpu_seconds`` is plain CPU time split over the pool's threads; ``parallel`` runs a second
-    kernel on another unit at the same time (CPU + NPU split), the stage ending when both end."""
+    kernel on another unit at the same time (CPU + NPU split), the stage ending when both end.
+    A ``batch`` matvec streams its weight bytes once for ``batch`` sequences: its demand on DRAM is
+    the unit's compute rate shared by the sequences (:meth:`Components.demand`)."""
 
     name: str
     unit: Unit
@@ -35,6 +37,8 @@ class Compute(StageKind):
     parallel: "Compute | None" = None
     barrier: bool = True  # CPU pool fork-join after the kernel
     density: np.ndarray | None = None  # sparse: share of the layer's rows computed (sets kernel efficiency)
+    batch: np.ndarray | None = None  # matvec over several sequences at once (a batched decode step): weights streamed once per step
+    bytes_per_op: float = 0.0  # batched NPU/GPU matvec: weight bytes per multiply-add operation (bpw / 2), to bound it by the GEMM rate
 
     # ------------------------------------------------------------------ closed form
     def closed_form(self, comp) -> StageTime:

@@ -161,6 +161,12 @@ class Dense(Policy):
         """The engine's prefill kernels relative to the unit's GEMM rate."""
         return 1.0
 
+    def batches_sequences(self) -> bool:
+        """Whether one decode pass serves several sequences (Best-of-N). QNN's token graph is a
+        static one-sequence shape (AR-1, one KV cache), so an NPU engine runs a pass per sequence;
+        the CPU and GPU kernels take any batch."""
+        return self.backend != "npu"
+
     def unbounded_budget(self, need: float) -> float:
         """The budget of a run that names neither --memory-gb nor --ffn-offload: here, as for the
         other policies, a budget keeping half the FFN out of DRAM (so the engine refuses)."""
@@ -323,10 +329,11 @@ class Dense(Policy):
         return plan
 
     def batched_plan(self) -> DecodePlan:
-        """Best-of-N: the alive candidates decode together, one step per token of each. A step
-        streams every weight once for all of them (a batched matvec: the unit's compute is shared
-        by the sequences, :meth:`pi2sim.engine.components.Components.demand`), while each sequence
-        reads its own KV cache. The per-step batch is :func:`batch_schedule`."""
+        """Best-of-N: the alive candidates decode together, one step per token of each. On the CPU
+        and the GPU a step streams every weight once for all of them (a batched matvec: the unit's
+        compute is shared by the sequences, :meth:`pi2sim.engine.components.Components.demand`);
+        on the NPU a static one-sequence graph runs once per sequence (:meth:`batches_sequences`).
+        Each sequence reads its own KV cache. The per-step batch is :func:`batch_schedule`."""
         ctx, s, o = self.ctx, self.sizes, self.opt
         a = ctx.model.architecture
         d = ctx.device
@@ -348,17 +355,21 @@ class Dense(Policy):
             if k > 1:
                 stages.append(Compute("dispatch", "cpu", np.full((T, L), (k - 1) * self.pool.barrier_s * self.pool.n), "cpu_seconds",
                                       self.pool, category="other", barrier=False))
-        else:
-            layer_fixed = 0.0 if backend == "npu" else 4 * d.gpu.launch_s
-            stages = [Compute("layer", backend, weights, "matvec", fixed_s=layer_fixed, batch=bl, bytes_per_op=per_op),
+        elif self.batches_sequences():
+            stages = [Compute("layer", backend, weights, "matvec", fixed_s=4 * d.gpu.launch_s, batch=bl, bytes_per_op=per_op),
                       Compute("kv", backend, kv, "matvec")]
+        else:  # a static one-sequence graph: every sequence its own pass, weights streamed each time
+            stages = [Compute("layer", backend, bl * weights + kv, "matvec")]
         head = np.full(T, s.lm_head())
         unit = self.head_unit()
+        seq = self.batches_sequences()
         fixed = self._unit_fixed()
         if unit == "cpu":
             token = [Compute("lm_head", "cpu", head, "matvec", self.pool, dtype, fixed_s=fixed, batch=b)]
         else:
-            token = [Compute("lm_head", unit, head, "matvec", fixed_s=fixed, batch=b, bytes_per_op=per_op)]
+            token = [Compute("lm_head", unit, head * (1 if seq else b), "matvec", fixed_s=fixed, batch=b if seq else None, bytes_per_op=per_op)]
+        if not seq:  # the graphs' fixed costs, once per sequence
+            token.append(Compute("graph_calls", "cpu", (b - 1) * fixed * self.pool.n, "cpu_seconds", self.pool, category="other", barrier=False))
         plan = DecodePlan(T, L, stages, token, flash_bytes=np.zeros(T), flash_reads=np.zeros(T))
         plan.batch = b
         plan.validate()

@@ -229,6 +229,8 @@ class Dense(Policy):
                     f"cannot allocate a {biggest / 2**20:.0f} MB buffer: the OpenCL per-allocation cap is {d.gpu.max_alloc_bytes / 2**20:.0f} MB without cl_qcom_large_buffer",
                 )
         plan = MemoryPlan(budget=budget, components=comps)
+        if ctx.memory_gb is None and ctx.ffn_offload is None and type(self).unbounded_budget is not Dense.unbounded_budget:
+            plan.condition = "in memory"  # the engine's own default: the phone's app memory
         self._mem = plan
         return plan
 

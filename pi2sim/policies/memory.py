@@ -131,6 +131,7 @@ class MemoryPlan:
     neuron_cache: float = 0.0  # bytes of FFN weights cached (hot + cold regions, or page cache)
     cache_units: int = 0  # what that cache holds, in the policy's unit (neurons; page-cache blocks for llama.cpp)
     notes: list[str] = field(default_factory=list)
+    condition: str | None = None  # the memory condition when the run named none and the engine chose it (e.g. "in memory")
 
     @property
     def fixed(self) -> float:

@@ -177,6 +177,8 @@ class SmallThinker(Policy):
                                 f"cannot hold {cap} matrices of {self.matrix_bytes / 2**20:.2f} MiB: {budget / GB:.2f} GB leaves room for {fit}")
         cap = min(cap, self.total_matrices)
         plan = MemoryPlan(budget=budget, components=resident, neuron_cache=cap * self.matrix_bytes, cache_units=cap)
+        if ctx.memory_gb is None and ctx.ffn_offload is None:
+            plan.condition = "app memory"
         plan.notes.append(f"expert cache: {cap} of {self.total_matrices} matrices ({100 * cap / self.total_matrices:.0f}%), {self.matrix_bytes / 2**20:.2f} MiB each")
         self._mem = plan
         return plan

@@ -47,6 +47,8 @@ def human(summary: dict) -> str:
     run = c["run"]
     pol = c["policy"]
     mem_cond = f"{run['memory_gb']:g} GB" if run.get("memory_gb") is not None else f"{(run['ffn_offload'] if run.get('ffn_offload') is not None else 0.5):.0%} FFN offload"
+    if summary.get("memory_condition") and run.get("memory_gb") is None and run.get("ffn_offload") is None:
+        mem_cond = summary["memory_condition"]
     lines = [
         f"{pol['name']}{' (' + pol['preset'] + ')' if pol.get('preset') else ''} | {run['model']} on {run['device']} | "
         f"{mem_cond} | {run['quant']} | {run['decode_tokens']} decode tokens | {summary['tier']} tier",

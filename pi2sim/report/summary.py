@@ -76,6 +76,8 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
         "notes": list(mem.notes) + (list(workload.notes) if workload is not None else []),
         "config": resolved,
     }
+    if mem.condition:
+        summary["memory_condition"] = mem.condition
     if batch is not None:  # Best-of-N: tokens of all sequences, and of each
         summary["best_of"] = {"sequences": int(batch.max()), "decode_tok_s_per_sequence": _r(T / total),
                               "decode_tok_s_at_start": _r(float(batch[0]) / float(tok[0])), "mean_batch": _r(float(batch.mean()))}

@@ -2,7 +2,8 @@
 
 ``backend`` chooses the engine family:
 
-* ``cpu``: llama.cpp / ExecuTorch-style CPU decoding, threads with a static row split, at
+* ``cpu``: llama.cpp / ExecuTorch-style CPU decoding, threads with a static row split (or
+  ``scheduling: dynamic``, work stealing), ``kernels_per_layer`` fork-joins per layer, at
   ``kernel_efficiency`` of the device's best INT4 rate (1.0: ExecuTorch with KleidiAI, which
   reaches the DRAM limit; 0.951: llama.cpp's Q4_0 kernels, fitted to T18). Prefill is a CPU GEMM.
 * ``npu``: QNN / Genie-style. Static graphs: a prompt-processor graph of ``graph_tokens`` tokens
@@ -13,6 +14,13 @@
 
 No predictor and no sparsity: every FFN neuron of the (routed experts of the) layer is computed.
 A model that does not fit the memory budget is refused the way the real engine fails.
+
+The named engines (``executorch``, ``genie``, ``powerserve``, ``mlc``) are thin subclasses that
+set the options to their published configuration and override the hooks below (static context,
+where the head runs, prompt chunk, CPU work in prefill, prefill efficiency, default budget).
+Two options change what a decode step is, for every backend: speculative decoding
+(``draft_model``: :meth:`Dense.speculative_plan`) and Best-of-N (``best_of``:
+:meth:`Dense.batched_plan`).
 """
 
 from __future__ import annotations
@@ -66,9 +74,10 @@ def batch_schedule(n_steps: int, best_of: int, drop_every: int) -> np.ndarray:
     return np.maximum(1, best_of - np.arange(n_steps) // drop_every).astype(np.float64)
 
 
-def speculation_options(options) -> dict:
+def options_in_use(options) -> dict:
     """An engine's resolved options, without the speculation keys when it has no draft model and
-    the Best-of-N keys for one sequence (what such a run resolved to before they existed)."""
+    the Best-of-N keys for one sequence (so such a run resolves, and hashes, as it did before these
+    options existed)."""
     from ..schema import to_dict
 
     d = to_dict(options)
@@ -119,6 +128,8 @@ class Dense(Policy):
         self.draft_sizes = self._draft(options)
         if self.draft_sizes is not None and options.best_of > 1:
             raise InputError(None, "best_of", "one sequence with speculative decoding (draft_model): not both", options.best_of)
+        if options.best_of > 1 and ctx.model.architecture.is_moe:  # the candidates' experts differ: their union is not modelled
+            raise InputError(None, "best_of", f"a dense model for Best-of-N (the union of the candidates' experts of {ctx.model.name} is not modelled)", options.best_of)
 
     def _draft(self, o) -> ModelBytes | None:
         """The draft model's sizes (same weight format as the target: assumption), or None."""
@@ -133,7 +144,7 @@ class Dense(Policy):
         return ModelBytes(draft, self.ctx.quant)
 
     def resolved_options(self):
-        return speculation_options(self.opt)
+        return options_in_use(self.opt)
 
     # ---- what an engine built on this policy changes (pi2sim/policies/executorch.py, genie.py, ...)
     @property
@@ -276,7 +287,7 @@ class Dense(Policy):
             stages = [Compute("layer", backend, layer, "matvec", fixed_s=layer_fixed)]
         head = np.full(T, s.lm_head())
         unit = self.head_unit()
-        fixed = {"npu": QNN_SPLITS * d.npu.invocation_s + d.npu.sync_s, "gpu": d.gpu.launch_s}.get(backend, 0.0)
+        fixed = self._unit_fixed()
         if unit == "cpu":
             token = [Compute("lm_head", "cpu", head, "matvec", self.pool, dtype, fixed_s=fixed)]
         else:
@@ -307,7 +318,8 @@ class Dense(Policy):
         T, L = ctx.decode_tokens, a.layers
         k = o.draft_tokens
         E = tokens_per_step(o.acceptance, k)
-        ctxlen = ctx.context_lengths()[:, None]
+        static = self.static_context()
+        ctxlen = np.full((T, 1), float(static)) if static else ctx.context_lengths()[:, None]
         expert_params = a.ffn_neurons * a.matrices_per_neuron * a.hidden
         layer_bytes = s.attention_per_layer() + s.router_per_layer() + a.top_k * expert_params * s.bpw + s.kv_per_token_layer(ctxlen)
         layer_params = a.attention_params_per_layer + a.router_params_per_layer + a.top_k * expert_params

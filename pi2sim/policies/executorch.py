@@ -25,7 +25,7 @@ from typing import Literal
 
 from ..schema import spec_field
 from . import register
-from .dense import Dense, DenseOptions, speculation_options
+from .dense import Dense, DenseOptions, options_in_use
 from .memory import RUNTIME_BYTES
 
 
@@ -69,4 +69,4 @@ class ExecuTorch(Dense):
         return "ExecuTorch"
 
     def resolved_options(self):
-        return speculation_options(replace(self.own, threads=self.opt.threads))
+        return options_in_use(replace(self.own, threads=self.opt.threads))

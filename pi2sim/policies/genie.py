@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..schema import spec_field
 from . import register
 from ._common import EngineRefused
-from .dense import Dense, DenseOptions, speculation_options
+from .dense import Dense, DenseOptions, options_in_use
 from .memory import GB, RUNTIME_BYTES
 
 
@@ -93,4 +93,4 @@ class Genie(Dense):
         return "Genie"
 
     def resolved_options(self):
-        return speculation_options(self.own)
+        return options_in_use(self.own)

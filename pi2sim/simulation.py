@@ -116,7 +116,7 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
     workload = None
     trace_info: dict[str, Any] = {}
     if replays_trace(pol, ctx):
-        workload = _workload(cfg, ctx, progress)
+        workload = _workload(cfg, ctx, progress, pol)
         tpath = workload.trace_path
         meta = workload.trace.meta
         trace_info = {
@@ -146,7 +146,8 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
         checks.check_timing(timing, plan)
         checks.check_summary(summary, timing, plan)
     if workload is not None:
-        workload.trace.close()
+        for w in getattr(workload, "members", None) or [workload]:
+            w.trace.close()
     return SimResult(cfg, resolved, summary, tokens, timing, prefill, mem, access, acc_sum, pol, ctx.device, ctx.model)
 
 
@@ -167,11 +168,21 @@ def replays_trace(pol: Policy, ctx: RunContext) -> bool:
     return False
 
 
-def _workload(cfg: RunConfig, ctx: RunContext, progress: bool = False):
-    """The replayed tokens of a run: its trace (given, or the model's synthetic one) opened."""
-    from .access.workload import open_workload
+def _workload(cfg: RunConfig, ctx: RunContext, progress: bool = False, pol: Policy | None = None):
+    """The replayed tokens of a run: its trace (given, or the model's synthetic one) opened. A
+    policy decoding N sequences together replays their union: the model's synthetic traces of
+    seeds seed, seed + 1, ... (independent sequences sharing the model's neuron profile)."""
+    from .access.workload import open_workload, union_workload
+    from .errors import InputError
     from .trace.locate import model_trace_path, trace_path_for
 
+    n = pol.sequences() if pol is not None else 1
+    if n > 1:
+        if cfg.trace:
+            raise InputError(None, "best_of", "a model's synthetic traces for Best-of-N (one recorded trace is one sequence; its own sequences are not used yet)", n)
+        members = [open_workload(model_trace_path(ctx.model, cfg.decode_tokens, cfg.seed + i, progress=progress), ctx.model, cfg.decode_tokens,
+                                 cfg.prompt_tokens, cfg.sparsity) for i in range(n)]
+        return union_workload(members, pol.sequence_schedule(cfg.decode_tokens))
     tpath = trace_path_for(cfg.trace) if cfg.trace else model_trace_path(ctx.model, cfg.decode_tokens, cfg.seed, progress=progress)
     return open_workload(tpath, ctx.model, cfg.decode_tokens, cfg.prompt_tokens, cfg.sparsity)
 
@@ -190,7 +201,7 @@ def prefetch_access(cfgs: list[RunConfig]) -> int:
     for cfg in cfgs:
         try:
             ctx, pol, _ = build(cfg)
-            if not replays_trace(pol, ctx):
+            if not replays_trace(pol, ctx) or pol.sequences() > 1:  # a union of sequences: left to run()
                 continue
             mem = pol.memory()
             mem.check()

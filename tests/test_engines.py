@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import statistics
 
+import numpy as np
+
 import pytest
 
 from pi2sim import simulate
@@ -168,7 +170,7 @@ def test_every_tier_agrees_on_a_speculative_plan():
 
 # ---------------------------------------------------------------- Best-of-N on the dense engines (issue 17, items 1-2, part)
 def test_batch_schedule_drops_one_candidate_every_k_steps():
-    from pi2sim.policies.dense import batch_schedule
+    from pi2sim.policies._common import batch_schedule
 
     assert batch_schedule(18, 4, 4).tolist() == [4] * 4 + [3] * 4 + [2] * 4 + [1] * 6
 
@@ -211,7 +213,7 @@ def test_only_an_engine_with_batch_kernels_and_headroom_gains_from_a_batch():
 
 
 def test_best_of_refuses_policies_without_it(capsys):
-    rc = main(["run", "--policy", "powerinfer2", "--best-of", "4", "--decode-tokens", "4"])
+    rc = main(["run", "--policy", "llm-in-a-flash", "--best-of", "4", "--decode-tokens", "4"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--best-of" in err[0]
 
@@ -221,3 +223,47 @@ def test_every_tier_agrees_on_a_batched_plan():
         kw = dict(device="oneplus12", model="llama-3.2-3b", policy=engine, prompt_tokens=64, decode_tokens=8, best_of=4)
         got = {t: simulate(fidelity=t, **kw).summary["decode_tok_s"] for t in ("analytic", "cluster", "layer")}
         assert got["analytic"] == pytest.approx(got["cluster"], rel=1e-9) == pytest.approx(got["layer"], rel=1e-9), engine
+
+
+# ---------------------------------------------------------------- PowerInfer-2's Best-of-N: the union of the candidates' activity
+def test_powerinfer2_best_of_one_is_the_plain_run():
+    kw = dict(model="bamboo-7b", ffn_offload=0.5, decode_tokens=8, fidelity="analytic", preset="v3")
+    a, b = simulate(**kw), simulate(best_of=1, **kw)
+    assert a.summary == b.summary and "best_of" not in a.summary["config"]["policy"]["options"]
+
+
+def test_the_union_workload_is_the_or_of_the_alive_candidates():
+    from pi2sim.access.workload import open_workload, union_workload
+    from pi2sim.specs.model import load_model
+    from pi2sim.trace.locate import model_trace_path
+    from pi2sim.policies._common import batch_schedule
+
+    model = load_model("bamboo-7b")
+    members = [open_workload(model_trace_path(model, 8, seed, progress=False), model, 8, 64, None) for seed in (0, 1, 2)]
+    sched = batch_schedule(8, 3, 2)  # 3, 3, 2, 2, 1, 1, 1, 1
+    u = union_workload(members, sched)
+    for chunk, rows, positions in u.replay_chunks():
+        got = u.replay_block(chunk, rows, positions).packed
+        blocks = [m.replay_block(chunk, rows, positions).packed[rows] for m in members]
+        for j, p in enumerate(positions):
+            want = blocks[0][j].copy()
+            for i in range(1, int(sched[p])):
+                want |= blocks[i][j]
+            assert np.array_equal(got[j], want)
+    for w in members:
+        w.trace.close()
+
+
+def test_powerinfer2_best_of_n_computes_the_union_and_serves_every_candidate():
+    kw = dict(model="bamboo-7b", ffn_offload=0.0, decode_tokens=16, fidelity="analytic", preset="v3")
+    one, four = simulate(**kw), simulate(best_of=4, **kw)
+    act1, act4 = one.access.active.sum(axis=1), four.access.active.sum(axis=1)
+    assert (act4[:4] > 1.3 * act1[:4]).all()  # four candidates' union at the start is well above one's activity
+    assert four.summary["best_of"]["decode_tok_s_at_start"] > one.summary["decode_tok_s"]
+    assert float(four.timing.token_s[0]) > float(one.timing.token_s[0])  # a step of four costs more than one token
+
+
+def test_powerinfer2_best_of_tiers_agree():
+    kw = dict(model="bamboo-7b", ffn_offload=0.5, decode_tokens=8, preset="v3", best_of=4)
+    got = {t: simulate(fidelity=t, **kw).summary["decode_tok_s"] for t in ("analytic", "cluster", "layer")}
+    assert got["cluster"] == pytest.approx(got["analytic"], rel=0.02) and got["layer"] == pytest.approx(got["analytic"], rel=0.02)

@@ -87,7 +87,7 @@ class CacheRequest:
         """What the requests of one pass share: everything but the regions."""
         w = self.workload
         return memo.digest("replay", w.trace_path, w.level, w.decode_index, self.freqs, self.recall, self.precision, self.seed,
-                           self.warm, self.window)
+                           self.warm, self.window, *(() if w.union_key is None else (w.union_key,)))
 
 
 def run(req: CacheRequest) -> NeuronAccess:
@@ -148,7 +148,8 @@ def simulate_many(
     model), are done once for all of them. Each result is exactly the one :func:`simulate` gives
     for that cache alone, and is memoised under the same key (results already in the memo are not
     recomputed)."""
-    keys = [memo.digest("segmented", w.trace_path, w.level, w.decode_index, freqs, m, int(c), recall, precision, seed, warm, window)
+    union = () if w.union_key is None else (w.union_key,)  # a union of sequences replays other activity
+    keys = [memo.digest("segmented", w.trace_path, w.level, w.decode_index, freqs, m, int(c), recall, precision, seed, warm, window, *union)
             for m, c in caches]
     out: dict[int, NeuronAccess] = {}
     todo: list[int] = []

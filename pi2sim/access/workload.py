@@ -38,6 +38,7 @@ class Workload:
     decode_index: np.ndarray  # trace token indices replayed, in order
     prompt_tokens: int
     notes: list[str] = field(default_factory=list)
+    union_key: str | None = None  # set by a union of several sequences' workloads: part of every memo key of its replay
 
     @property
     def n_tokens(self) -> int:
@@ -210,3 +211,43 @@ def _neuron_frequencies(w: Workload) -> np.ndarray:
                     np.add.at(counts[l], ex[:, l, k], act[:, l, k, :])
                     np.add.at(routed[l], ex[:, l, k], 1)
     return (counts / np.maximum(routed, 1)[:, :, None]).astype(np.float32)
+
+
+@dataclass
+class UnionWorkload(Workload):
+    """Several sequences decoded together (Best-of-N): at decode position p a neuron is active if
+    it is in any of the ``batch[p]`` sequences still alive (the first ones of ``members``). The
+    access model replays the union as one workload, so the cache serves, and the predictor
+    predicts, the neurons any alive sequence needs. ReLU-family traces only (one-bit codes: the
+    union is a bitwise or); dense models only (the candidates' experts would differ)."""
+
+    members: list[Workload] = field(default_factory=list)
+    batch: np.ndarray = field(default_factory=lambda: np.ones(0))
+
+    def replay_block(self, chunk: int, rows: np.ndarray, positions: np.ndarray) -> "ReplayBlock":
+        blocks = [m.replay_block(chunk, rows, positions) for m in self.members]
+        first = blocks[0]
+        words = first.packed[rows].copy()
+        alive = self.batch[positions]
+        for i, blk in enumerate(blocks[1:], start=1):
+            live = alive > i
+            if live.any():
+                words[live] |= blk.packed[rows[live]]
+        n = len(rows)
+        return ReplayBlock(np.arange(n, dtype=np.int64), positions, words, first.experts[rows], first.bits)
+
+
+def union_workload(members: list[Workload], batch: np.ndarray) -> UnionWorkload:
+    """The union of ``members`` (one per sequence, the same model and replayed tokens) with
+    ``batch[p]`` of them alive at decode position p."""
+    w0 = members[0]
+    for m in members:
+        if m.trace.meta.activation_kind != "zero":
+            raise InputError(m.trace.path, "activation", "a ReLU-family trace for Best-of-N (the union of thresholded codes is not modelled)")
+        if m.n_tokens != w0.n_tokens:
+            raise InputError(m.trace.path, "decode_tokens", f"{w0.n_tokens} replayed tokens, as the other sequences'", m.n_tokens)
+    if w0.model.architecture.is_moe:
+        raise InputError(w0.model.path, "architecture.experts", "a dense model for Best-of-N (the union of the candidates' experts is not modelled)")
+    key = memo.digest("union", *[m.trace_path for m in members], batch)
+    return UnionWorkload(w0.trace, w0.trace_path, w0.model, w0.level, w0.decode_index, w0.prompt_tokens, list(w0.notes), key,
+                         members=members, batch=np.asarray(batch, dtype=np.float64))

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import pipeline_kernel as PK
 from .components import Components
-from .compute import sparse_factor
+from .compute import batched_rate, sparse_factor
 from .plan import NeuronPipeline
 
 
@@ -62,6 +62,9 @@ def kernel_inputs(comp: Components, p: NeuronPipeline, shape: tuple[int, int]) -
     g_hit, g_miss = _ints(p.gate_hit_n, shape), _ints(p.gate_miss_n, shape)
     rows = np.maximum(_flat(p.rows_total, shape), 1.0)
     factor = np.asarray(sparse_factor((g_hit + g_miss) / rows, dev.cpu.sparse_density_exponent, p.pool.sparse_efficiency), dtype=np.float64)
+    if p.batch is not None:  # each row serves several sequences: the same rule per core as the closed form
+        e = p.pool.sparse_efficiency
+        factor = batched_rate(e * factor, 1.0, _flat(p.batch, shape)) / e
     span = _flat(p.span, shape)
     per_g = _flat(ufs.period(p.gate_req_size, span, p.io_class), shape)
     per_u = _flat(ufs.period(p.ud_req_size, span, p.io_class), shape)
@@ -70,7 +73,12 @@ def kernel_inputs(comp: Components, p: NeuronPipeline, shape: tuple[int, int]) -
     if p.parallel is not None:
         npu_work = _flat(p.parallel.work, shape)
         unit = p.parallel.unit
-        npu_demand = float(comp.demand(p.parallel))
+        demands = np.asarray(comp.demand(p.parallel), dtype=np.float64)  # an array when the NPU part is batched (Best-of-N)
+        if demands.ndim and np.ptp(demands) > 1e-9 * demands.max():
+            from ..errors import InputError
+
+            raise InputError(None, "fidelity", "the analytic or layer tier: the cluster tier's NPU stream has one rate per stage, and this batch changes it", "cluster")
+        npu_demand = float(demands.max()) if demands.ndim else float(demands)
         npu_fixed = float(p.parallel.fixed_s)
         npu_cap = comp.dram.agent_cap(unit)
         joint = comp.dram.total_cap({"cpu", unit})

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..specs.device import DeviceSpec
-from .compute import CpuPool, sparse_factor
+from .compute import CpuPool, batched_rate, sparse_factor
 from .dram import DramModel
 from .result import TimingResult
 from .ufs import UfsModel
@@ -57,7 +57,7 @@ class Components:
             if c.op == "sparse" and c.density is not None:
                 r = r * sparse_factor(c.density, d.cpu.sparse_density_exponent, c.pool.sparse_efficiency)
             if batch is not None:  # the cores compute each weight once per sequence: their byte rate is shared
-                r = r / np.asarray(batch, dtype=np.float64)
+                r = batched_rate(r, c.pool.matvec_rate(c.dtype), batch)
             return r
         if c.unit == "npu":
             r, gemm = d.npu.matvec_bps, d.npu.gemm_ops

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import InputError
 from ..specs.device import Core, DeviceSpec
 
@@ -43,6 +45,16 @@ def sparse_factor(density, exponent: float, efficiency: float):
 
     d = np.maximum(np.asarray(density, dtype=np.float64), 1e-6)
     return np.minimum(1.0 / efficiency, (d / SPARSE_REF_DENSITY) ** exponent)
+
+
+def batched_rate(rate, dense_rate, batch):
+    """Weight bytes/s a kernel streams when each weight serves ``batch`` sequences (vectorised):
+    it loads (gathers) a row once at ``rate`` and computes it for each further sequence at the
+    dense rate, ``1 / (1/rate + (batch - 1)/dense_rate)``; a dense kernel's is ``rate / batch``."""
+    if batch is None:
+        return rate
+    b = np.asarray(batch, dtype=np.float64)
+    return 1.0 / (1.0 / np.asarray(rate, dtype=np.float64) + (b - 1.0) / np.asarray(dense_rate, dtype=np.float64))
 
 
 @dataclass(frozen=True)

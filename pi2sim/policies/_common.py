@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from ..engine.compute import CpuPool
 from ..errors import ConfigurationRefused
 
@@ -21,3 +23,29 @@ def scaled_pool(pool: CpuPool, eff: float) -> CpuPool:
         for c in pool.cores
     )
     return replace(pool, cores=cores)
+
+
+SPECULATION_KEYS = ("draft_model", "draft_tokens", "acceptance")
+BEST_OF_KEYS = ("best_of", "drop_every")
+
+
+def batch_schedule(n_steps: int, best_of: int, drop_every: int) -> np.ndarray:
+    """[T] sequences alive in each decode step: N at the start, one fewer every ``drop_every``
+    steps, never below one (the last candidate decodes to the end)."""
+    return np.maximum(1, best_of - np.arange(n_steps) // drop_every).astype(np.float64)
+
+
+def options_in_use(options) -> dict:
+    """An engine's resolved options, without the speculation keys when it has no draft model and
+    the Best-of-N keys for one sequence (so such a run resolves, and hashes, as it did before these
+    options existed)."""
+    from ..schema import to_dict
+
+    d = to_dict(options)
+    if not getattr(options, "draft_model", None):
+        for k in SPECULATION_KEYS:
+            d.pop(k, None)
+    if getattr(options, "best_of", 1) == 1:
+        for k in BEST_OF_KEYS:
+            d.pop(k, None)
+    return d

@@ -118,6 +118,15 @@ class Policy(ABC):
         """Layer-by-layer work of processing the prompt (``access``: the decode access result, for
         engines whose prompt pass depends on the cache state, e.g. llama.cpp's page cache)."""
 
+    def sequences(self) -> int:
+        """Sequences decoded together (Best-of-N); above one, the run replays the union of that
+        many sequences' activity (:func:`pi2sim.access.workload.union_workload`)."""
+        return 1
+
+    def sequence_schedule(self, n_steps: int) -> np.ndarray:
+        """[T] sequences alive at each decode step (used when :meth:`sequences` is above one)."""
+        return np.ones(n_steps)
+
     def check(self, access: Any, plan: DecodePlan) -> None:
         """Policy-specific invariants between its access result and its plan (checking mode);
         raise :class:`pi2sim.engine.invariants.InvariantViolation`. Default: nothing beyond the generic checks."""

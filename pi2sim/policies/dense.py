@@ -38,7 +38,7 @@ from .memory import GB, RUNTIME_BYTES, MemoryPlan, ModelBytes, budget_from
 from ..schema import spec_field
 from . import register
 from .base import AccessSummary, Policy
-from ._common import EngineRefused, scaled_pool
+from ._common import EngineRefused, batch_schedule, options_in_use, scaled_pool
 
 QNN_SPLITS = 4  # assumption: QNN/Genie 7B models ship as 4 context binaries (AI Hub splits Llama-2-7B so)
 MLC_TEMP_BYTES = 278e6  # MLC's temporary buffers for a 7-8B model at default prefill chunk (mlc-llm #2703: "temp 278 MB")
@@ -62,32 +62,6 @@ class DenseOptions:
     acceptance: float = spec_field(default=0.8, gt=0.0, hi=1.0, help="speculative decoding: chance that each drafted token is accepted, independently (assumption: 0.8, a typical same-family draft; no published value)")
     best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
     drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
-
-
-SPECULATION_KEYS = ("draft_model", "draft_tokens", "acceptance")
-BEST_OF_KEYS = ("best_of", "drop_every")
-
-
-def batch_schedule(n_steps: int, best_of: int, drop_every: int) -> np.ndarray:
-    """[T] sequences alive in each decode step: N at the start, one fewer every ``drop_every``
-    steps, never below one (the last candidate decodes to the end)."""
-    return np.maximum(1, best_of - np.arange(n_steps) // drop_every).astype(np.float64)
-
-
-def options_in_use(options) -> dict:
-    """An engine's resolved options, without the speculation keys when it has no draft model and
-    the Best-of-N keys for one sequence (so such a run resolves, and hashes, as it did before these
-    options existed)."""
-    from ..schema import to_dict
-
-    d = to_dict(options)
-    if not getattr(options, "draft_model", None):
-        for k in SPECULATION_KEYS:
-            d.pop(k, None)
-    if getattr(options, "best_of", 1) == 1:
-        for k in BEST_OF_KEYS:
-            d.pop(k, None)
-    return d
 
 
 def tokens_per_step(acceptance: float, draft_tokens: int) -> float:

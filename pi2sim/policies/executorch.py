@@ -25,7 +25,8 @@ from typing import Literal
 
 from ..schema import spec_field
 from . import register
-from .dense import Dense, DenseOptions, options_in_use
+from ._common import options_in_use
+from .dense import Dense, DenseOptions
 from .memory import RUNTIME_BYTES
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from ..schema import spec_field
 from . import register
 from ._common import EngineRefused
-from .dense import Dense, DenseOptions, options_in_use
+from ._common import options_in_use
+from .dense import Dense, DenseOptions
 from .memory import GB, RUNTIME_BYTES
 
 

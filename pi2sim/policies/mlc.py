@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from ..schema import spec_field
 from . import register
-from .dense import Dense, DenseOptions, options_in_use
+from ._common import options_in_use
+from .dense import Dense, DenseOptions
 from .memory import RUNTIME_BYTES
 
 PREFILL_EFFICIENCY = 0.174  # fitted to MLC-LLM's Llama-2-7B q4f16_1 prefill on an 8 Gen 3 phone, 7 tok/s (mlc-llm #1359)

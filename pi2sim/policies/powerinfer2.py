@@ -40,6 +40,7 @@ from .memory import MemoryPlan, budget_from, sparse_resident
 from ..schema import spec_field
 from ..specs.quant import bundle_layout
 from . import register
+from ._common import batch_schedule, options_in_use
 from .base import AccessSummary, Policy
 
 PREFILL_READ_BYTES = 512 * 1024  # large reads for layer preloading (PI2 §4.1.1; 512 KB reach 3.5-4 GB/s, §2.3.2)
@@ -95,6 +96,12 @@ class PowerInfer2Options:
     )
     cache_warmup: Literal["profile", "empty"] = spec_field(
         default="profile", help="cold region at the start: the next-hottest neurons (planner preload) or empty"
+    )
+    best_of: int = spec_field(default=1, lo=1, hi=16, help="Best-of-N: candidates decoded together after one prefill (--best-of); the access model replays their union")
+    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
+    npu_row_share_batched: float = spec_field(
+        default=0.7, lo=0.0, hi=1.0,
+        help="hybrid, Best-of-N: the NPU's row share at batch 4 and more (PI2 §4.1.2: ~70% at large batch; linear from npu_row_share at batch 1)",
     )
 
     def validate(self, source) -> None:
@@ -190,12 +197,30 @@ class PowerInfer2(Policy):
         return plan
 
     # ------------------------------------------------------------------ access
+    def row_share(self) -> float:
+        """The NPU's share of each layer's rows (hybrid): npu_row_share at batch 1, rising to
+        npu_row_share_batched at batch 4 (PI2 builds a graph per batch size 1-4, §4.1.3). A run
+        keeps the split of its starting batch (the graph swaps as candidates finish are not modelled)."""
+        o = self.opt
+        if o.best_of == 1:
+            return o.npu_row_share
+        return o.npu_row_share + (o.npu_row_share_batched - o.npu_row_share) * min(1.0, (o.best_of - 1) / 3.0)
+
+    def sequences(self) -> int:
+        return self.opt.best_of
+
+    def sequence_schedule(self, n_steps: int) -> np.ndarray:
+        return batch_schedule(n_steps, self.opt.best_of, self.opt.drop_every)
+
+    def resolved_options(self):
+        return options_in_use(self.opt)
+
     def hot_mask(self, freqs: np.ndarray, cache_neurons: int) -> tuple[np.ndarray, int]:
         """Hot region (read-only mask [L, E, N]) and cold capacity (neurons) of a cache of
         ``cache_neurons`` for the chosen decode mode; memoised on the profile and every option it
         depends on."""
         o = self.opt
-        key = memo.digest("hot_mask", freqs, cache_neurons, o.decode, o.npu_row_share, o.hot_fraction, o.neuron_cache)
+        key = memo.digest("hot_mask", freqs, cache_neurons, o.decode, self.row_share(), o.hot_fraction, o.neuron_cache)
         return memo.PROFILES.get(key, lambda: memo.persisted(key, lambda: self._hot_mask(freqs, cache_neurons)))
 
     def _hot_mask(self, freqs: np.ndarray, total: int) -> tuple[np.ndarray, int]:
@@ -204,7 +229,7 @@ class PowerInfer2(Policy):
         if o.decode == "hybrid":
             # the NPU computes the hottest npu_row_share of every (layer, expert) densely: those rows
             # must be resident, within hot_fraction of the cache; the rest of the cache is the cold LRU
-            rows = int(round(o.npu_row_share * N))
+            rows = int(round(self.row_share() * N))
             rows = min(rows, int(o.hot_fraction * total) // max(1, L * E))
             order = hottest_first(freqs, axis=2)
             mask = np.zeros((L, E, N), bool)
@@ -273,24 +298,32 @@ class PowerInfer2(Policy):
         kv = s.kv_per_token_layer(ctxlen)
         attn = s.attention_per_layer() + kv
         stages = []
+        # Best-of-N: each step serves the alive candidates; weights stream once for all of them
+        # (compute shared by the sequences), each candidate reads its own KV
+        bt = self.sequence_schedule(T) if o.best_of > 1 else None
+        bl = None if bt is None else np.repeat(bt[:, None], L, axis=1)
+        per_op = ctx.quant.dram_bytes_per_weight() / 2.0
+        if bl is not None:
+            attn = np.full((T, L), s.attention_per_layer())
+            stages.append(Compute("attention_kv", "cpu", bl * kv, "matvec", self.pool, ctx.quant.compute_dtype, barrier=False))
         # 1. attention (+ norms), CPU or split with the NPU
         if o.attention == "cpu":
-            stages.append(Compute("attention", "cpu", attn, "matvec", self.pool, ctx.quant.compute_dtype))
+            stages.append(Compute("attention", "cpu", attn, "matvec", self.pool, ctx.quant.compute_dtype, batch=bl))
         elif o.attention == "npu":
-            stages.append(Compute("attention", "npu", attn, "matvec", fixed_s=self.npu_call_s))
+            stages.append(Compute("attention", "npu", attn, "matvec", fixed_s=self.npu_call_s, batch=bl, bytes_per_op=per_op))
         else:
             share = o.attention_npu_share
-            npu_part = Compute("attention_npu", "npu", attn * share, "matvec", fixed_s=self.npu_call_s)
-            stages.append(Compute("attention", "cpu", attn * (1 - share), "matvec", self.pool, ctx.quant.compute_dtype, parallel=npu_part))
+            npu_part = Compute("attention_npu", "npu", attn * share, "matvec", fixed_s=self.npu_call_s, batch=bl, bytes_per_op=per_op)
+            stages.append(Compute("attention", "cpu", attn * (1 - share), "matvec", self.pool, ctx.quant.compute_dtype, parallel=npu_part, batch=bl))
         # 2. router + predictors of the routed experts
         pred = np.full((T, L), s.predictor_per_token_layer() + s.router_per_layer())
-        stages.append(Compute("predictor", "cpu", pred, "matvec", self.pool, ctx.quant.compute_dtype))
+        stages.append(Compute("predictor", "cpu", pred, "matvec", self.pool, ctx.quant.compute_dtype, batch=bl))
         # 3. FFN: CPU part through the neuron pipeline, hot rows on the NPU in hybrid mode
         if hybrid:
             gate_hit_n = acc.tp_cold_hit + acc.fp_cold_hit
             ud_hit_n = acc.tp_cold_hit
             npu_rows = acc.routed_hot
-            parallel = Compute("ffn_hot_npu", "npu", npu_rows * a.matrices_per_neuron * mat_bytes, "matvec", fixed_s=self.npu_call_s)
+            parallel = Compute("ffn_hot_npu", "npu", npu_rows * a.matrices_per_neuron * mat_bytes, "matvec", fixed_s=self.npu_call_s, batch=bl, bytes_per_op=per_op)
         else:
             gate_hit_n = acc.tp_hot + acc.tp_cold_hit + acc.fp_hot + acc.fp_cold_hit
             ud_hit_n = acc.tp_hot + acc.tp_cold_hit
@@ -342,18 +375,20 @@ class PowerInfer2(Policy):
             # separate matrices are read one by one as each matrix is computed
             sync_inflight=len(lay.whole_reads) if lay.bundled else 1,
             io_qd=self.io_queue_depth(),
+            batch=bl,
         )
         stages.append(pipe)
         # per token: final norm + LM head (NPU in hybrid mode)
         head = np.full(T, s.lm_head())
         if hybrid:
-            token = [Compute("lm_head", "npu", head, "matvec", fixed_s=self.npu_call_s)]
+            token = [Compute("lm_head", "npu", head, "matvec", fixed_s=self.npu_call_s, batch=bt, bytes_per_op=per_op)]
         else:
-            token = [Compute("lm_head", "cpu", head, "matvec", self.pool, ctx.quant.compute_dtype)]
+            token = [Compute("lm_head", "cpu", head, "matvec", self.pool, ctx.quant.compute_dtype, batch=bt)]
         flash_bytes = (gate_reqs * gate_size + ud_reqs * ud_size).sum(axis=1)
         flash_reads = (gate_reqs + ud_reqs).sum(axis=1)
         plan = DecodePlan(T, L, stages, token, flash_bytes=flash_bytes.astype(float), flash_reads=flash_reads.astype(float))
         plan.dram_resident_bytes = memory.fixed + (acc.hot_neurons + acc.cold_size) * self.cached_neuron_bytes()
+        plan.batch = bt
         plan.validate()
         return plan
 

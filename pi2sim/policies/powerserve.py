@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 from ..schema import spec_field
 from . import register
-from .dense import Dense, DenseOptions, options_in_use
+from ._common import options_in_use
+from .dense import Dense, DenseOptions
 from .memory import RUNTIME_BYTES
 
 ACCEPTANCE = 0.864  # fitted to PowerServe's speculative row (Llama-3.1-8B, Llama-3.2-1B draft, 21.02 tok/s) with 4 drafted tokens per step (assumption; 2-6 give 0.86-0.90)

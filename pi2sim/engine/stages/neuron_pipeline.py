@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from ..components import StageTime, busy_add, pool_class, reader_busy, zeros_like
-from ..compute import CpuPool, sparse_factor
+from ..compute import CpuPool, batched_rate, sparse_factor
 from . import neuron_pipeline_des
 from .base import StageKind
 from .compute import Compute
@@ -58,6 +58,7 @@ class NeuronPipeline(StageKind):
     rows_total: np.ndarray | float = 0.0  # rows a dense pass over the layer's (routed) FFN would compute
     io_qd: int | None = None  # requests the reader keeps in flight (None: the device queue depth)
     sync_inflight: int = 1  # sync mode, one-phase: requests of one neuron a blocked thread issues together
+    batch: np.ndarray | None = None  # sequences each computed row serves (Best-of-N): gathered once, computed per sequence
     category: str = "compute"
 
     def closed_form(self, comp) -> StageTime:
@@ -69,6 +70,7 @@ class NeuronPipeline(StageKind):
         rows = np.maximum(np.asarray(p.rows_total, dtype=np.float64), 1.0)
         density = np.asarray(p.gate_hit_n + p.gate_miss_n, dtype=np.float64) / rows
         demand = pool.matvec_rate(p.dtype, sparse=True) * sparse_factor(density, comp.device.cpu.sparse_density_exponent, pool.sparse_efficiency)
+        demand = batched_rate(demand, pool.matvec_rate(p.dtype), p.batch)
         work_hit = np.asarray(p.gate_hit_bytes + p.ud_hit_bytes, dtype=np.float64)
         work_miss = np.asarray(p.gate_miss_bytes + p.ud_miss_bytes, dtype=np.float64)
         work = work_hit + work_miss

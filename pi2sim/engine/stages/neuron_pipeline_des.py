@@ -16,7 +16,7 @@ from collections import deque
 
 import numpy as np
 
-from ..compute import sparse_factor
+from ..compute import batched_rate, sparse_factor
 from ..invariants import InvariantViolation, check_pipeline_outcome
 from ..recorder import cpu_track
 from .base import value_at as _at
@@ -39,6 +39,8 @@ def simulate(p, eng, t: int, l: int):
     demand = pool.matvec_rate(p.dtype, sparse=True) * float(
         sparse_factor((g_hit + g_miss) / rows, eng.device.cpu.sparse_density_exponent, pool.sparse_efficiency)
     )
+    if p.batch is not None:
+        demand = float(batched_rate(demand, pool.matvec_rate(p.dtype), _at(p.batch, t, l)))
     k = p.cluster_neurons
     work_total = (g_hit + g_miss) * p.gate_bytes_per_neuron + (u_hit + u_miss) * p.ud_bytes_per_neuron
     parallel_ev = None

@@ -26,7 +26,7 @@ def scaled_pool(pool: CpuPool, eff: float) -> CpuPool:
 
 
 SPECULATION_KEYS = ("draft_model", "draft_tokens", "acceptance")
-BEST_OF_KEYS = ("best_of", "drop_every")
+BEST_OF_KEYS = ("best_of", "drop_every", "npu_row_share_batched")  # the last: PowerInfer-2 only
 
 
 def batch_schedule(n_steps: int, best_of: int, drop_every: int) -> np.ndarray:

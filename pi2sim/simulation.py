@@ -171,17 +171,20 @@ def replays_trace(pol: Policy, ctx: RunContext) -> bool:
 def _workload(cfg: RunConfig, ctx: RunContext, progress: bool = False, pol: Policy | None = None):
     """The replayed tokens of a run: its trace (given, or the model's synthetic one) opened. A
     policy decoding N sequences together replays their union: the model's synthetic traces of
-    seeds seed, seed + 1, ... (independent sequences sharing the model's neuron profile)."""
-    from .access.workload import open_workload, union_workload
-    from .errors import InputError
+    seeds seed, seed + 1, ... (independent sequences sharing the model's neuron profile), or a
+    recorded trace's own sequences."""
+    from .access.workload import open_workload, sequence_workloads, union_workload
     from .trace.locate import model_trace_path, trace_path_for
 
     n = pol.sequences() if pol is not None else 1
     if n > 1:
-        if cfg.trace:
-            raise InputError(None, "best_of", "a model's synthetic traces for Best-of-N (one recorded trace is one sequence; its own sequences are not used yet)", n)
-        members = [open_workload(model_trace_path(ctx.model, cfg.decode_tokens, cfg.seed + i, progress=progress), ctx.model, cfg.decode_tokens,
-                                 cfg.prompt_tokens, cfg.sparsity) for i in range(n)]
+        synthetic = not cfg.trace and ctx.model.sparsity.trace == "synthetic"
+        if synthetic:
+            members = [open_workload(model_trace_path(ctx.model, cfg.decode_tokens, cfg.seed + i, progress=progress), ctx.model, cfg.decode_tokens,
+                                     cfg.prompt_tokens, cfg.sparsity) for i in range(n)]
+        else:  # a recorded trace: its own sequences are the candidates
+            tpath = trace_path_for(cfg.trace) if cfg.trace else model_trace_path(ctx.model, cfg.decode_tokens, cfg.seed, progress=progress)
+            members = sequence_workloads(tpath, ctx.model, cfg.decode_tokens, cfg.prompt_tokens, cfg.sparsity, n)
         return union_workload(members, pol.sequence_schedule(cfg.decode_tokens))
     tpath = trace_path_for(cfg.trace) if cfg.trace else model_trace_path(ctx.model, cfg.decode_tokens, cfg.seed, progress=progress)
     return open_workload(tpath, ctx.model, cfg.decode_tokens, cfg.prompt_tokens, cfg.sparsity)

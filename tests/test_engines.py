@@ -243,7 +243,7 @@ def test_the_union_workload_is_the_or_of_the_alive_candidates():
     sched = batch_schedule(8, 3, 2)  # 3, 3, 2, 2, 1, 1, 1, 1
     u = union_workload(members, sched)
     for chunk, rows, positions in u.replay_chunks():
-        got = u.replay_block(chunk, rows, positions).packed
+        got = u.replay_block(chunk, rows, positions).packed[rows]
         blocks = [m.replay_block(chunk, rows, positions).packed[rows] for m in members]
         for j, p in enumerate(positions):
             want = blocks[0][j].copy()
@@ -294,3 +294,32 @@ def test_on_the_real_trace_candidates_union_as_independent_sequences_with_shared
             independent = (1 - (1 - freq) ** n).sum(axis=1).mean()
             assert np.mean(unions) / one > 1.3 and np.mean(unions) == pytest.approx(independent, rel=0.03), (thr, n)
     t.close()
+
+
+def test_best_of_on_a_recorded_trace_takes_its_own_sequences_and_the_larger_code():
+    """On a recorded, multi-level trace the candidates are its own sequences and the union keeps,
+    neuron by neuron, the largest code of the alive ones (active at a level if any fires there)."""
+    from pi2sim import resources
+    from pi2sim.access.workload import sequence_workloads, union_workload
+    from pi2sim.policies._common import batch_schedule
+    from pi2sim.specs.model import load_model
+    from pi2sim.trace.format import unpack_codes
+
+    model = load_model("smollm2-135m")
+    path = resources.data_dir("traces") / "smollm2-135m.pi2t"
+    members = sequence_workloads(path, model, 16, 64, 0.9, 3)
+    assert len({int(m.trace.seq[m.decode_index[0]]) for m in members}) == 3  # three different sequences
+    sched = batch_schedule(16, 3, 4)
+    u = union_workload(members, sched)
+    codes = np.concatenate([b.codes for b in members[0].trace.iter_blocks()])[..., 0, :]  # [tokens, L, N]
+    N = model.architecture.ffn_neurons
+    for chunk, rows, positions in u.replay_chunks():
+        blk = u.replay_block(chunk, rows, positions)
+        got = unpack_codes(blk.packed[blk.rows][..., 0, :].view(np.uint8)[..., : (N * blk.bits + 7) // 8], blk.bits, N)
+        for j, p in enumerate(positions):
+            want = np.max([codes[m.decode_index[p]] for m in members[: int(sched[p])]], axis=0)
+            assert np.array_equal(got[j], want)
+    one = simulate(model="smollm2-135m", memory_gb=0.4, sparsity=0.9, decode_tokens=16, fidelity="analytic")
+    four = simulate(model="smollm2-135m", memory_gb=0.4, sparsity=0.9, decode_tokens=16, fidelity="analytic", best_of=4)
+    assert four.access.active.sum(axis=1)[0] > 1.5 * one.access.active.sum(axis=1)[0]
+    members[0].trace.close()

@@ -25,6 +25,7 @@ from ..errors import InputError
 from . import memo
 from ..specs.model import ModelSpec
 from ..trace import PHASE_DECODE, Trace, load, require_shape
+from ..trace.format import pack_codes, packed_width, unpack_codes
 
 MIN_PROFILE_TOKENS = 256
 
@@ -215,39 +216,90 @@ def _neuron_frequencies(w: Workload) -> np.ndarray:
 
 @dataclass
 class UnionWorkload(Workload):
-    """Several sequences decoded together (Best-of-N): at decode position p a neuron is active if
-    it is in any of the ``batch[p]`` sequences still alive (the first ones of ``members``). The
-    access model replays the union as one workload, so the cache serves, and the predictor
-    predicts, the neurons any alive sequence needs. ReLU-family traces only (one-bit codes: the
-    union is a bitwise or); dense models only (the candidates' experts would differ)."""
+    """Several sequences decoded together (Best-of-N): at decode position p a neuron's code is
+    the largest of the ``batch[p]`` sequences still alive (the first ones of ``members``), so it is
+    active at a level if any alive sequence fires it there. The access model replays the union as
+    one workload: the cache serves, and the predictor predicts, what any alive sequence needs.
+    The members are the same model's synthetic traces of other seeds, or the sequences of one
+    recorded trace; dense models only (the candidates' experts would differ)."""
 
     members: list[Workload] = field(default_factory=list)
     batch: np.ndarray = field(default_factory=lambda: np.ones(0))
 
+    def _rows_of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Member ``i``'s (chunk, row) of every decode position (computed once)."""
+        cache = self.__dict__.setdefault("_where", {})
+        if i not in cache:
+            m = self.members[i]
+            chunk_of = np.zeros(m.n_tokens, np.int64)
+            row_of = np.zeros(m.n_tokens, np.int64)
+            for chunk, rows, positions in m.replay_chunks():
+                chunk_of[positions], row_of[positions] = chunk, rows
+            cache[i] = (chunk_of, row_of)
+        return cache[i]
+
+    def _member_words(self, i: int, positions: np.ndarray) -> np.ndarray:
+        """Member ``i``'s packed words at ``positions`` (its tokens may lie in other chunks)."""
+        chunk_of, row_of = self._rows_of(i)
+        m = self.members[i]
+        out = None
+        for c in np.unique(chunk_of[positions]):
+            sel = chunk_of[positions] == c
+            words = m._words(int(c))[0]
+            if out is None:
+                out = np.empty((len(positions),) + words.shape[1:], words.dtype)
+            out[sel] = words[row_of[positions[sel]]]
+        return out
+
     def replay_block(self, chunk: int, rows: np.ndarray, positions: np.ndarray) -> "ReplayBlock":
-        blocks = [m.replay_block(chunk, rows, positions) for m in self.members]
-        first = blocks[0]
+        first = self.members[0].replay_block(chunk, rows, positions)
         words = first.packed[rows].copy()
         alive = self.batch[positions]
-        for i, blk in enumerate(blocks[1:], start=1):
+        bits = first.bits
+        n_neurons = self.model.architecture.ffn_neurons
+        for i in range(1, len(self.members)):
             live = alive > i
-            if live.any():
-                words[live] |= blk.packed[rows[live]]
-        n = len(rows)
-        return ReplayBlock(np.arange(n, dtype=np.int64), positions, words, first.experts[rows], first.bits)
+            if not live.any():
+                continue
+            other = self._member_words(i, positions[live])
+            if bits == 1:
+                words[live] |= other
+            else:  # the union at every level: the larger code, neuron by neuron
+                width = packed_width(n_neurons, bits)
+                a = unpack_codes(words[live].view(np.uint8)[..., :width], bits, n_neurons)
+                b = unpack_codes(other.view(np.uint8)[..., :width], bits, n_neurons)
+                words[live] = as_words(pack_codes(np.maximum(a, b), bits))
+        block = first.packed.copy()  # the block's shape, as every ReplayBlock (callers index it by ``rows``)
+        block[rows] = words
+        return ReplayBlock(rows, positions, block, first.experts, bits)
 
 
 def union_workload(members: list[Workload], batch: np.ndarray) -> UnionWorkload:
-    """The union of ``members`` (one per sequence, the same model and replayed tokens) with
-    ``batch[p]`` of them alive at decode position p."""
+    """The union of ``members`` (one per sequence, the same model and number of replayed tokens)
+    with ``batch[p]`` of them alive at decode position p."""
     w0 = members[0]
     for m in members:
-        if m.trace.meta.activation_kind != "zero":
-            raise InputError(m.trace.path, "activation", "a ReLU-family trace for Best-of-N (the union of thresholded codes is not modelled)")
         if m.n_tokens != w0.n_tokens:
             raise InputError(m.trace.path, "decode_tokens", f"{w0.n_tokens} replayed tokens, as the other sequences'", m.n_tokens)
+        if m.level != w0.level or m.trace.meta.activation_kind != w0.trace.meta.activation_kind:
+            raise InputError(m.trace.path, "levels", "the same activation kind and replay level as the other sequences")
     if w0.model.architecture.is_moe:
         raise InputError(w0.model.path, "architecture.experts", "a dense model for Best-of-N (the union of the candidates' experts is not modelled)")
-    key = memo.digest("union", *[m.trace_path for m in members], batch)
+    key = memo.digest("union", *[m.trace_path for m in members], *[m.decode_index for m in members], batch)
     return UnionWorkload(w0.trace, w0.trace_path, w0.model, w0.level, w0.decode_index, w0.prompt_tokens, list(w0.notes), key,
                          members=members, batch=np.asarray(batch, dtype=np.float64))
+
+
+def sequence_workloads(trace_path: Path, model: ModelSpec, decode_tokens: int, prompt_tokens: int, sparsity: float | None, n: int) -> list[Workload]:
+    """The first ``n`` sequences of a recorded trace with at least ``decode_tokens`` decode tokens,
+    each as its own workload (Best-of-N on a trace's own sequences)."""
+    base = open_workload(trace_path, model, decode_tokens, prompt_tokens, sparsity)
+    t = base.trace
+    out = []
+    for s in np.unique(t.seq):
+        idx = np.flatnonzero((t.seq == s) & (t.phase == PHASE_DECODE))
+        if len(idx) >= decode_tokens:
+            out.append(Workload(t, base.trace_path, model, base.level, idx[:decode_tokens], prompt_tokens))
+        if len(out) == n:
+            return out
+    raise InputError(trace_path, "seq", f"{n} sequences of at least {decode_tokens} decode tokens for --best-of {n} (this trace has {len(out)})", n)

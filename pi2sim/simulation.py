@@ -78,6 +78,10 @@ def build(cfg: RunConfig) -> tuple[RunContext, Policy, str | None]:
     device = load_device(cfg.device, cfg.device_overrides or None)
     model = load_model(cfg.model, cfg.model_overrides or None)
     cls = policies.get(cfg.policy)
+    if cfg.quant and cls.quant_formats is not None and cfg.quant not in cls.quant_formats:
+        from .errors import InputError
+
+        raise InputError(None, "quant", f"a weight format {cfg.policy} runs ({', '.join(cls.quant_formats)})", cfg.quant)
     quant = get_format(cfg.quant or cls.default_quant)
     ctx = RunContext(
         device=device,

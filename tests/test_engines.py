@@ -323,3 +323,17 @@ def test_best_of_on_a_recorded_trace_takes_its_own_sequences_and_the_larger_code
     four = simulate(model="smollm2-135m", memory_gb=0.4, sparsity=0.9, decode_tokens=16, fidelity="analytic", best_of=4)
     assert four.access.active.sum(axis=1)[0] > 1.5 * one.access.active.sum(axis=1)[0]
     members[0].trace.close()
+
+
+@pytest.mark.parametrize("engine,foreign", [("genie", "8da4w"), ("executorch", "w4a16"), ("mlc", "q4_0"), ("powerserve", "bf16"), ("smallthinker", "int4")])
+def test_an_engine_refuses_a_weight_format_it_does_not_run(engine, foreign, capsys):
+    model = "smallthinker-4b-a0.6b" if engine == "smallthinker" else "llama-3.2-1b"
+    rc = main(["run", "--policy", engine, "--model", model, "--set", f"quant={foreign}", "--decode-tokens", "4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "quant" in err[0] and foreign in err[0]
+
+
+def test_a_missing_draft_model_is_named_as_the_option():
+    with pytest.raises(InputError) as e:
+        simulate(policy="powerserve", draft_model="no-such-model", **SPEC)
+    assert e.value.key == "draft_model"

@@ -73,6 +73,7 @@ class Policy(ABC):
     uses_trace: ClassVar[bool] = True  # replays neuron activity (False: dense engines)
     needs_activity: ClassVar[bool] = True  # needs which neurons fire (False: only an MoE model's routing, or nothing)
     default_quant: ClassVar[str] = "int4"  # the weight format a run uses when it names none (the engine's own)
+    quant_formats: ClassVar[tuple[str, ...] | None] = None  # the formats the engine runs (None: any)
 
     def __init__(self, ctx: RunContext, options: Any):
         self.ctx = ctx

@@ -109,7 +109,10 @@ class Dense(Policy):
         """The draft model's sizes (same weight format as the target: assumption), or None."""
         if not o.draft_model:
             return None
-        draft = load_model(o.draft_model)
+        try:
+            draft = load_model(o.draft_model)
+        except InputError as e:  # name the option the user set, not --model
+            raise InputError(e.source, "draft_model", e.expected, e.got) from None
         target = self.ctx.model
         if draft.architecture.vocab != target.architecture.vocab:
             raise InputError(None, "draft_model", f"a draft model with {target.name}'s vocabulary ({target.architecture.vocab} tokens; {draft.name} has {draft.architecture.vocab})", o.draft_model)

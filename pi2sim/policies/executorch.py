@@ -54,6 +54,7 @@ class ExecuTorch(Dense):
     presets = {}
     preset_help = {}
     default_quant = "8da4w"
+    quant_formats = ("8da4w", "8da4w-g128", "bf16")  # what the engine exports and runs
 
     def __init__(self, ctx, options: ExecuTorchOptions):
         self.own = options

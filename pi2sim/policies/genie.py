@@ -50,6 +50,7 @@ class Genie(Dense):
     presets = {}
     preset_help = {}
     default_quant = "w4a16"
+    quant_formats = ("w4a16",)  # what the engine exports and runs
 
     def __init__(self, ctx, options: GenieOptions):
         self.own = options

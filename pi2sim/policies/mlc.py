@@ -45,6 +45,7 @@ class Mlc(Dense):
     presets = {}
     preset_help = {}
     default_quant = "q4f16_1"
+    quant_formats = ("q4f16_1",)  # what the engine exports and runs
 
     def __init__(self, ctx, options: MlcOptions):
         self.own = options

@@ -66,6 +66,7 @@ class PowerServe(Dense):
     presets = {}
     preset_help = {}
     default_quant = "w4a16"
+    quant_formats = ("w4a16",)  # what the engine exports and runs
 
     def __init__(self, ctx, options: PowerServeOptions):
         self.own = options

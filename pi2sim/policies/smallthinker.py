@@ -122,6 +122,7 @@ class SmallThinker(Policy):
     summary = "SmallThinker's MoE engine: expert-matrix LRU shared by all layers, router before attention, experts read during attention"
     Options = SmallThinkerOptions
     default_quant = "q4_0"
+    quant_formats = ("q4_0",)  # what the engine exports and runs
     needs_activity = False  # the routed experts only
 
     def __init__(self, ctx, options: SmallThinkerOptions):

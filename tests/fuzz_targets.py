@@ -321,9 +321,12 @@ def trace_file(data: bytes) -> str:
 
 # ---------------------------------------------------------------- CLI
 RUN_FLAGS = {
-    "--device": st.sampled_from(["oneplus12", "oneplus_ace2", "oneplus12.yaml", "nope", "", "../devices", "/dev/null"]),
-    "--model": st.sampled_from(["smollm2-135m", "turbosparse-mistral-7b", "turbosparse-mixtral-47b", "bamboo-7b", "x", ""]),
-    "--policy": st.sampled_from(["powerinfer2", "llamacpp", "llm-in-a-flash", "dense", "powerinfer", "Powerinfer2", ""]),
+    "--device": st.sampled_from(["oneplus12", "oneplus_ace2", "galaxy_s24", "oneplus13", "oneplus12.yaml", "nope", "", "../devices", "/dev/null"]),
+    "--model": st.sampled_from(["smollm2-135m", "turbosparse-mistral-7b", "turbosparse-mixtral-47b", "bamboo-7b", "llama-3.2-1b", "llama-3.1-8b",
+                                "smallthinker-4b-a0.6b", "qwen2.5-7b", "x", ""]),
+    "--policy": st.sampled_from(["powerinfer2", "llamacpp", "llm-in-a-flash", "dense", "powerinfer", "executorch", "genie", "powerserve", "mlc",
+                                 "smallthinker", "Powerinfer2", ""]),
+    "--best-of": st.sampled_from(["4", "1", "0", "-2", "x", "65"]),
     "--memory-gb": st.sampled_from(["4", "0", "-1", "nan", "inf", "1e9", "7 GB", "0.001", "19"]),
     "--ffn-offload": st.sampled_from(["0.5", "0", "1", "1.5", "-0.1", "nan", "50%"]),
     "--prompt-tokens": st.sampled_from(["64", "0", "-3", "1e3", "x", "100000000"]),
@@ -336,6 +339,9 @@ RUN_FLAGS = {
         "device.dram.bw_cpu=0 GB/s", "device.dram.bw_cpu=nan GB/s", "device.cpu.clusters[0].count=0", "model.architecture.layers=0",
         "model.predictor.bytes_per_block=10 GB", "sparsity=0.7", "sparsity=2", "nokey", "=1", "x.y.z=1", "io_core=nope",
         "hot_fraction=1.5", "decode_tokens=abc", "device.npu.sync=575 ms",
+        "quant=8da4w", "quant=w4a16", "quant=q4_0", "draft_model=llama-3.2-1b", "draft_model=nope", "draft_model=qwen3-0.6b",
+        "acceptance=1.5", "acceptance=0", "draft_tokens=0", "context=64", "context=1024", "max_cached_matrices=-1",
+        "max_cached_matrices=100", "best_of=3", "device.cpu.i8mm_gemm_speedup=0.5",
     ]),
     "--trace": st.sampled_from(["smollm2-135m", "missing.pi2t", "/dev/null", "", "devices"]),
 }

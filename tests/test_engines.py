@@ -337,3 +337,11 @@ def test_a_missing_draft_model_is_named_as_the_option():
     with pytest.raises(InputError) as e:
         simulate(policy="powerserve", draft_model="no-such-model", **SPEC)
     assert e.value.key == "draft_model"
+
+
+def test_powerinfer2_pays_a_graph_swap_each_time_the_batch_changes():
+    kw = dict(model="bamboo-7b", ffn_offload=0.0, decode_tokens=32, fidelity="analytic", preset="v3", best_of=4)
+    free = simulate(**kw)
+    swap = simulate(device_overrides={"npu.graph_switch": "2 ms"}, **kw)
+    extra = float(swap.timing.token_s.sum() - free.timing.token_s.sum())
+    assert extra == pytest.approx(3 * 2e-3, rel=1e-6)  # the batch changes 4 -> 3 -> 2 -> 1: three swaps

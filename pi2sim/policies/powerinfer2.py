@@ -384,6 +384,13 @@ class PowerInfer2(Policy):
             token = [Compute("lm_head", "npu", head, "matvec", fixed_s=self.npu_call_s, batch=bt, bytes_per_op=per_op)]
         else:
             token = [Compute("lm_head", "cpu", head, "matvec", self.pool, ctx.quant.compute_dtype, batch=bt)]
+        if hybrid and bt is not None:
+            # a candidate finishing changes the batch: the NPU switches to that batch size's graph
+            # (PI2 §4.1.3: ~10 KB, loaded while attention runs; the device's graph_switch is what stays exposed)
+            swaps = np.concatenate([[0.0], (np.diff(bt) != 0).astype(np.float64)])
+            if swaps.any() and ctx.device.npu.graph_switch_s > 0:
+                token.append(Compute("graph_swap", "cpu", swaps * ctx.device.npu.graph_switch_s * self.pool.n, "cpu_seconds", self.pool,
+                                     category="other", barrier=False))
         flash_bytes = (gate_reqs * gate_size + ud_reqs * ud_size).sum(axis=1)
         flash_reads = (gate_reqs + ud_reqs).sum(axis=1)
         plan = DecodePlan(T, L, stages, token, flash_bytes=flash_bytes.astype(float), flash_reads=flash_reads.astype(float))

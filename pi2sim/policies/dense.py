@@ -25,8 +25,8 @@ Two options change what a decode step is, for every backend: speculative decodin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -45,7 +45,31 @@ MLC_TEMP_BYTES = 278e6  # MLC's temporary buffers for a 7-8B model at default pr
 
 
 @dataclass(frozen=True, kw_only=True)
-class DenseOptions:
+class BestOfOptions:
+    """Best-of-N, for every engine built on this policy (and their options classes)."""
+
+    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
+    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeculationOptions:
+    """Speculative decoding, for the engines built on this policy that have it."""
+
+    draft_model: str | None = spec_field(default=None, help="speculative decoding: the draft model (bundled name or YAML path); none: one token per step")
+    draft_tokens: int = spec_field(default=4, lo=1, hi=32, help="speculative decoding: tokens the draft proposes per step (assumption: 4)")
+    acceptance: float = spec_field(default=0.8, gt=0.0, hi=1.0, help="speculative decoding: chance that each drafted token is accepted, independently (assumption: 0.8, a typical same-family draft; no published value)")
+
+
+def step_options(options) -> dict:
+    """The Best-of-N and speculation options an engine's options carry, to hand to
+    :class:`DenseOptions`."""
+    names = {f.name for f in fields(BestOfOptions)} | {f.name for f in fields(SpeculationOptions)}
+    return {f.name: getattr(options, f.name) for f in fields(options) if f.name in names}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DenseOptions(SpeculationOptions, BestOfOptions):
     backend: Literal["cpu", "npu", "gpu"] = spec_field(default="cpu", help="cpu (llama.cpp/ExecuTorch), npu (QNN/Genie), gpu (MLC-LLM)")
     threads: int = spec_field(default=6, lo=1, hi=16, help="CPU threads (cpu backend; also CPU-side work of the others)")
     cores: str = spec_field(default="auto", help="'auto' or core ids / cluster names")
@@ -57,11 +81,6 @@ class DenseOptions:
     weights_shared: bool = spec_field(default=False, help="npu: prefill and decode graphs share one copy of the weights")
     large_buffers: bool = spec_field(default=True, help="gpu: cl_qcom_large_buffer available (no 1 GB per-allocation cap)")
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
-    draft_model: str | None = spec_field(default=None, help="speculative decoding: the draft model (bundled name or YAML path); none: one token per step")
-    draft_tokens: int = spec_field(default=4, lo=1, hi=32, help="speculative decoding: tokens the draft proposes per step (assumption: 4)")
-    acceptance: float = spec_field(default=0.8, gt=0.0, hi=1.0, help="speculative decoding: chance that each drafted token is accepted, independently (assumption: 0.8, a typical same-family draft; no published value)")
-    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
-    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 def tokens_per_step(acceptance: float, draft_tokens: int) -> float:
@@ -91,9 +110,11 @@ class Dense(Policy):
     }
     uses_trace = True  # only for the routed experts of MoE models
     needs_activity = False
+    in_memory_by_default: ClassVar[bool] = False  # a run naming no memory condition gets the phone's app memory (the named engines)
 
     def __init__(self, ctx, options):
         super().__init__(ctx, options)
+        self.own = getattr(self, "own", options)  # the options as given (a named engine's own class, set before this)
         d = ctx.device
         cores = pick_cores(d, options.cores, options.threads, what="cores")
         self.pool = scaled_pool(CpuPool(cores, options.scheduling, d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
@@ -121,7 +142,7 @@ class Dense(Policy):
         return ModelBytes(draft, self.ctx.quant)
 
     def resolved_options(self):
-        return options_in_use(self.opt)
+        return options_in_use(self.own)
 
     # ---- what an engine built on this policy changes (pi2sim/policies/executorch.py, genie.py, ...)
     @property
@@ -156,8 +177,11 @@ class Dense(Policy):
         return self.backend != "npu"
 
     def unbounded_budget(self, need: float) -> float:
-        """The budget of a run that names neither --memory-gb nor --ffn-offload: here, as for the
+        """The budget of a run that names neither --memory-gb nor --ffn-offload: the phone's app
+        memory for a named engine (``in_memory_by_default``); for the generic policy, as for the
         other policies, a budget keeping half the FFN out of DRAM (so the engine refuses)."""
+        if self.in_memory_by_default:
+            return self.ctx.device.dram.app_usable_bytes
         s = self.sizes
         share = 0.5 if self.ctx.ffn_offload is None else self.ctx.ffn_offload
         twice = 2 if (self.backend == "npu" and not self.opt.weights_shared) else 1
@@ -176,11 +200,9 @@ class Dense(Policy):
         s = self.sizes
         return s.non_ffn() + s.ffn_total()
 
-    def memory(self) -> MemoryPlan:
-        if self._mem is not None:
-            return self._mem
+    def resident(self) -> dict[str, float]:
+        """What the engine keeps in DRAM, by component (bytes): every weight, the KV cache, buffers."""
         ctx, s, o = self.ctx, self.sizes, self.opt
-        d = ctx.device
         comps = {"weights": self.weights(), "kv_cache": self.kv_resident(), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
         if self.backend == "npu" and not o.weights_shared:
             comps["weights_second_graph"] = self.weights()
@@ -188,6 +210,14 @@ class Dense(Policy):
             ds = self.draft_sizes
             comps["draft_weights"] = ds.non_ffn() + ds.ffn_total()
             comps["draft_kv_cache"] = ds.kv_cache(ctx.context_tokens)
+        return comps
+
+    def memory(self) -> MemoryPlan:
+        if self._mem is not None:
+            return self._mem
+        ctx, s, o = self.ctx, self.sizes, self.opt
+        d = ctx.device
+        comps = self.resident()
         need = sum(comps.values())
         if ctx.memory_gb is not None:
             budget = ctx.memory_gb * GB
@@ -217,7 +247,7 @@ class Dense(Policy):
                     f"cannot allocate a {biggest / 2**20:.0f} MB buffer: the OpenCL per-allocation cap is {d.gpu.max_alloc_bytes / 2**20:.0f} MB without cl_qcom_large_buffer",
                 )
         plan = MemoryPlan(budget=budget, components=comps)
-        if ctx.memory_gb is None and ctx.ffn_offload is None and type(self).unbounded_budget is not Dense.unbounded_budget:
+        if ctx.memory_gb is None and ctx.ffn_offload is None and self.in_memory_by_default:
             plan.condition = "in memory"  # the engine's own default: the phone's app memory
         self._mem = plan
         return plan

@@ -26,19 +26,17 @@ from typing import Literal
 from ..schema import spec_field
 from . import register
 from ._common import options_in_use
-from .dense import Dense, DenseOptions
+from .dense import BestOfOptions, Dense, DenseOptions, step_options
 from .memory import RUNTIME_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExecuTorchOptions:
+class ExecuTorchOptions(BestOfOptions):
     threads: int = spec_field(default=0, lo=0, hi=16, help="CPU threads; 0: ExecuTorch's default, the cores that are not little (A5xx)")
     cores: str = spec_field(default="auto", help="'auto' or core ids / cluster names")
     scheduling: Literal["static", "dynamic"] = spec_field(default="dynamic", help="pthreadpool's work stealing (dynamic)")
     kernels_per_layer: int = spec_field(default=12, lo=1, hi=64, help="delegated operators per layer, each a fork-join (assumption: 12)")
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
-    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
-    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 def default_threads(device) -> int:
@@ -51,6 +49,7 @@ class ExecuTorch(Dense):
     name = "executorch"
     summary = "ExecuTorch: XNNPACK + KleidiAI on the CPU, 8da4w, every weight resident; refuses models that do not fit"
     Options = ExecuTorchOptions
+    in_memory_by_default = True
     presets = {}
     preset_help = {}
     default_quant = "8da4w"
@@ -60,12 +59,8 @@ class ExecuTorch(Dense):
         self.own = options
         threads = options.threads or default_threads(ctx.device)
         dense = DenseOptions(backend="cpu", threads=threads, cores=options.cores, scheduling=options.scheduling,
-                             kernels_per_layer=options.kernels_per_layer, runtime=options.runtime,
-                             best_of=options.best_of, drop_every=options.drop_every)
+                             kernels_per_layer=options.kernels_per_layer, runtime=options.runtime, **step_options(options))
         super().__init__(ctx, dense)
-
-    def unbounded_budget(self, need: float) -> float:
-        return self.ctx.device.dram.app_usable_bytes
 
     def engine_name(self) -> str:
         return "ExecuTorch"

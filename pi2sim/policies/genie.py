@@ -23,23 +23,17 @@ from dataclasses import dataclass
 from ..schema import spec_field
 from . import register
 from ._common import EngineRefused
-from ._common import options_in_use
-from .dense import Dense, DenseOptions
+from .dense import BestOfOptions, Dense, DenseOptions, SpeculationOptions, step_options
 from .memory import GB, RUNTIME_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
-class GenieOptions:
+class GenieOptions(SpeculationOptions, BestOfOptions):
     context: int = spec_field(default=4096, lo=128, hi=131072, help="context length the graphs are compiled for (AI Hub: 4096)")
     prompt_graph_tokens: int = spec_field(default=128, lo=1, hi=4096, help="positions per prompt-processor call (AI Hub: AR-128)")
     weights_shared: bool = spec_field(default=True, help="prompt and token graphs share one copy of the weights (QNN weight sharing)")
     threads: int = spec_field(default=1, lo=1, hi=16, help="CPU threads (sampling and glue only)")
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
-    draft_model: str | None = spec_field(default=None, help="speculative decoding: the draft model (bundled name or YAML path); none: one token per step")
-    draft_tokens: int = spec_field(default=4, lo=1, hi=32, help="speculative decoding: tokens the draft proposes per step (assumption: 4)")
-    acceptance: float = spec_field(default=0.8, gt=0.0, hi=1.0, help="speculative decoding: chance that each drafted token is accepted, independently (assumption: 0.8, a typical same-family draft; no published value)")
-    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
-    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 @register
@@ -47,6 +41,7 @@ class Genie(Dense):
     name = "genie"
     summary = "Qualcomm Genie/QNN on the NPU: static 128-token prompt graphs over a fixed context, w4a16, weights resident"
     Options = GenieOptions
+    in_memory_by_default = True
     presets = {}
     preset_help = {}
     default_quant = "w4a16"
@@ -55,17 +50,13 @@ class Genie(Dense):
     def __init__(self, ctx, options: GenieOptions):
         self.own = options
         super().__init__(ctx, DenseOptions(backend="npu", threads=options.threads, weights_shared=options.weights_shared, runtime=options.runtime,
-                                     draft_model=options.draft_model, draft_tokens=options.draft_tokens, acceptance=options.acceptance,
-                                     best_of=options.best_of, drop_every=options.drop_every))
+                                           **step_options(options)))
 
     def static_context(self) -> int:
         return self.own.context
 
     def prefill_chunk(self) -> int:
         return self.own.prompt_graph_tokens
-
-    def unbounded_budget(self, need: float) -> float:
-        return self.ctx.device.dram.app_usable_bytes
 
     def memory(self):
         ctx = self.ctx
@@ -78,21 +69,11 @@ class Genie(Dense):
             return super().memory()
         except EngineRefused as e:
             if ctx.memory_gb is None and ctx.ffn_offload is None:
-                need = sum(self._components().values())
+                need = sum(self.resident().values())
                 raise EngineRefused(None, "genie",
                                     f"cannot load: the weights and the {self.own.context}-token KV cache need {need / GB:.2f} GB and "
                                     f"{ctx.device.name} gives an app {ctx.device.dram.app_usable_bytes / GB:.2f} GB (AI Hub: an 8B model needs a 12 GB+ phone)") from e
             raise
 
-    def _components(self) -> dict:
-        s, ctx = self.sizes, self.ctx
-        comps = {"weights": self.weights(), "kv_cache": self.kv_resident(), "activations": s.activations(ctx.prompt_tokens), "runtime": self.own.runtime}
-        if not self.own.weights_shared:
-            comps["weights_second_graph"] = self.weights()
-        return comps
-
     def engine_name(self) -> str:
         return "Genie"
-
-    def resolved_options(self):
-        return options_in_use(self.own)

@@ -18,23 +18,20 @@ from dataclasses import dataclass
 
 from ..schema import spec_field
 from . import register
-from ._common import options_in_use
-from .dense import Dense, DenseOptions
+from .dense import BestOfOptions, Dense, DenseOptions, step_options
 from .memory import RUNTIME_BYTES
 
 PREFILL_EFFICIENCY = 0.174  # fitted to MLC-LLM's Llama-2-7B q4f16_1 prefill on an 8 Gen 3 phone, 7 tok/s (mlc-llm #1359)
 
 
 @dataclass(frozen=True, kw_only=True)
-class MlcOptions:
+class MlcOptions(BestOfOptions):
     prefill_efficiency: float = spec_field(
         default=PREFILL_EFFICIENCY, gt=0.0, hi=1.0,
         help="prefill kernels' speed relative to the GPU's GEMM rate (fitted to mlc-llm #1359: Llama-2-7B prefill 7 tok/s)",
     )
     large_buffers: bool = spec_field(default=True, help="cl_qcom_large_buffer available (no 1 GB per-allocation cap)")
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
-    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
-    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 @register
@@ -42,6 +39,7 @@ class Mlc(Dense):
     name = "mlc"
     summary = "MLC-LLM: OpenCL on the Adreno GPU, q4f16_1, weights in GPU memory; refuses what does not fit"
     Options = MlcOptions
+    in_memory_by_default = True
     presets = {}
     preset_help = {}
     default_quant = "q4f16_1"
@@ -50,16 +48,10 @@ class Mlc(Dense):
     def __init__(self, ctx, options: MlcOptions):
         self.own = options
         super().__init__(ctx, DenseOptions(backend="gpu", threads=1, large_buffers=options.large_buffers, runtime=options.runtime,
-                                     best_of=options.best_of, drop_every=options.drop_every))
+                                           **step_options(options)))
 
     def prefill_efficiency(self) -> float:
         return self.own.prefill_efficiency
 
-    def unbounded_budget(self, need: float) -> float:
-        return self.ctx.device.dram.app_usable_bytes
-
     def engine_name(self) -> str:
         return "MLC-LLM"
-
-    def resolved_options(self):
-        return options_in_use(self.own)

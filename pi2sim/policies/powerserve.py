@@ -31,8 +31,7 @@ from dataclasses import dataclass
 
 from ..schema import spec_field
 from . import register
-from ._common import options_in_use
-from .dense import Dense, DenseOptions
+from .dense import BestOfOptions, Dense, DenseOptions, SpeculationOptions, step_options
 from .memory import RUNTIME_BYTES
 
 ACCEPTANCE = 0.864  # fitted to PowerServe's speculative row (Llama-3.1-8B, Llama-3.2-1B draft, 21.02 tok/s) with 4 drafted tokens per step (assumption; 2-6 give 0.86-0.90)
@@ -40,7 +39,7 @@ PREFILL_CPU_S = 17.8e-6  # fitted to PowerServe's Llama-3.2-1B prefill (1,876.58
 
 
 @dataclass(frozen=True, kw_only=True)
-class PowerServeOptions:
+class PowerServeOptions(SpeculationOptions, BestOfOptions):
     n_threads: int = spec_field(default=4, lo=1, hi=16, help="CPU threads (PowerServe's n_threads: 4)")
     batch_size: int = spec_field(default=128, lo=1, hi=4096, help="prompt positions per NPU graph call (PowerServe's batch_size: 128)")
     prefill_cpu_s: float = spec_field(
@@ -48,14 +47,10 @@ class PowerServeOptions:
         help="CPU time per prompt token and layer beside the NPU's work (fitted to PowerServe's Llama-3.2-1B prefill, 1876.58 tok/s)",
     )
     runtime: float = spec_field(default=RUNTIME_BYTES, unit="bytes", lo=0.0, hi=8e9, help="app memory besides weights and KV")
-    draft_model: str | None = spec_field(default=None, help="speculative decoding: the draft model (bundled name or YAML path); none: one token per step")
-    draft_tokens: int = spec_field(default=4, lo=1, hi=32, help="speculative decoding: tokens the draft proposes per step (assumption: 4)")
-    acceptance: float = spec_field(
+    acceptance: float = spec_field(  # PowerServe's own default
         default=ACCEPTANCE, gt=0.0, hi=1.0,
         help="speculative decoding: chance that each drafted token is accepted (fitted to PowerServe's Llama-3.1-8B with a Llama-3.2-1B draft, 21.02 tok/s, with draft_tokens 4)",
     )
-    best_of: int = spec_field(default=1, lo=1, hi=64, help="Best-of-N: candidates decoded together after one prefill (--best-of)")
-    drop_every: int = spec_field(default=4, lo=1, hi=1_000_000, help="Best-of-N: a candidate finishes every this many steps (PI2 v3 §7.4: 4)")
 
 
 @register
@@ -63,6 +58,7 @@ class PowerServe(Dense):
     name = "powerserve"
     summary = "PowerServe (QNN backend): decoder layers on the NPU (w4a16, 128-token prompt batches), LM head on 4 CPU threads"
     Options = PowerServeOptions
+    in_memory_by_default = True
     presets = {}
     preset_help = {}
     default_quant = "w4a16"
@@ -71,8 +67,7 @@ class PowerServe(Dense):
     def __init__(self, ctx, options: PowerServeOptions):
         self.own = options
         super().__init__(ctx, DenseOptions(backend="npu", threads=options.n_threads, scheduling="dynamic", weights_shared=True, runtime=options.runtime,
-                                     draft_model=options.draft_model, draft_tokens=options.draft_tokens, acceptance=options.acceptance,
-                                     best_of=options.best_of, drop_every=options.drop_every))
+                                           **step_options(options)))
 
     def head_unit(self) -> str:
         return "cpu"
@@ -83,11 +78,5 @@ class PowerServe(Dense):
     def prefill_layer_cpu_s(self) -> float:
         return self.own.prefill_cpu_s
 
-    def unbounded_budget(self, need: float) -> float:
-        return self.ctx.device.dram.app_usable_bytes
-
     def engine_name(self) -> str:
         return "PowerServe"
-
-    def resolved_options(self):
-        return options_in_use(self.own)

@@ -281,6 +281,20 @@ def test_busy_le_elapsed(pi2):
     assert "ufs" in str(e.value)
 
 
+def test_busy_per_token(pi2):
+    r, plan = pi2
+    checks.check_timing(r.timing, plan)  # intact: passes
+    assert r.timing.busy_token_s and r.timing.dram_token_bytes
+    t = copy.deepcopy(r.timing)
+    res = sorted(t.busy_token_s)[0]
+    t.busy_token_s[res] = t.busy_token_s[res].copy()
+    t.busy_token_s[res][3] += 1e-3  # a token charged for busy time the run never had
+    with pytest.raises(InvariantViolation) as e:
+        checks.check_timing(t, plan)
+    _broken(e, "busy-per-token")
+    assert res in str(e.value)
+
+
 def test_throughput_consistent_split(pi2):
     r, plan = pi2
     t = copy.deepcopy(r.timing)

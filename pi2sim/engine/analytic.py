@@ -39,23 +39,28 @@ def run_prefill(device: DeviceSpec, plan: PrefillPlan) -> PrefillTiming:
     L = plan.n_layers
     compute = np.zeros(L)
     busy: dict[str, float] = {}
+    dram: dict[str, float] = {}
     for c in plan.compute:
         r = c.closed_form(comp)
         compute += np.broadcast_to(r.total, (L,))
         for k, v in r.busy.items():
-            busy[k] = busy.get(k, 0.0) + float(np.sum(v))
+            busy[k] = busy.get(k, 0.0) + float(np.sum(np.broadcast_to(v, (L,))))
+        for k, v in r.dram.items():
+            dram[k] = dram.get(k, 0.0) + float(np.sum(np.broadcast_to(v, (L,))))
     load = np.zeros(L)
     if plan.load is not None:
         r = plan.load.closed_form(comp)
         load = np.broadcast_to(r.total, (L,)).astype(np.float64)
         for k, v in r.busy.items():
-            busy[k] = busy.get(k, 0.0) + float(np.sum(v))
+            busy[k] = busy.get(k, 0.0) + float(np.sum(np.broadcast_to(v, (L,))))
     head = 0.0
     for c in plan.head:
         r = c.closed_form(comp)
         head += float(np.sum(r.total))
         for k, v in r.busy.items():
             busy[k] = busy.get(k, 0.0) + float(np.sum(v))
+        for k, v in r.dram.items():
+            dram[k] = dram.get(k, 0.0) + float(np.sum(v))
     if plan.pipelined:
         nxt = np.r_[load[1:], 0.0]
         per_layer = np.maximum(compute, nxt)
@@ -65,4 +70,4 @@ def run_prefill(device: DeviceSpec, plan: PrefillPlan) -> PrefillTiming:
         total = load.sum() + compute.sum() + head
         exposed_io = load.sum()
     split = {"compute": float(total - exposed_io), "io": float(exposed_io), "other": 0.0}
-    return PrefillTiming(float(total), split, busy)
+    return PrefillTiming(float(total), split, busy, dram)

@@ -131,8 +131,8 @@ def compose(plan, layer_times: list[StageTime], token_times: list[StageTime], ti
     io = np.zeros(T)
     oth = np.zeros(T)
     stage_s: dict[str, np.ndarray] = {}
-    busy: dict[str, float] = {}
-    dram: dict[str, float] = {}
+    busy: dict[str, np.ndarray] = {}
+    dram: dict[str, np.ndarray] = {}
 
     def add(st, r: StageTime, per_layer: bool) -> None:
         def red(x):
@@ -147,14 +147,15 @@ def compose(plan, layer_times: list[StageTime], token_times: list[StageTime], ti
         oth = oth + red(r.other)
         stage_s[st.name] = stage_s.get(st.name, 0.0) + tot
         for k, v in r.busy.items():
-            busy[k] = busy.get(k, 0.0) + float(red(v).sum())
+            busy[k] = busy.get(k, 0.0) + red(v)
         for k, v in r.dram.items():
-            dram[k] = dram.get(k, 0.0) + float(red(v).sum())
+            dram[k] = dram.get(k, 0.0) + red(v)
 
     for st, r in zip(plan.layer_stages, layer_times):
         add(st, r, True)
     for st, r in zip(plan.token_stages, token_times):
         add(st, r, False)
-    res = TimingResult(tier, token, cmp_, io, oth, stage_s, busy, dram)
+    res = TimingResult(tier, token, cmp_, io, oth, stage_s, {k: float(v.sum()) for k, v in busy.items()},
+                       {k: float(v.sum()) for k, v in dram.items()}, busy, dram)
     res.check_split()
     return res

@@ -51,12 +51,18 @@ class LayerEngine:
             recorder.core_order = [c.id for c in device.cores()]
             self.bus.on_rates = self._record_bandwidth
         self.busy: dict[str, float] = {}
+        self.busy_t: dict[str, np.ndarray] | None = None  # resource -> [T] busy seconds (set by run_decode)
+        self.n_tokens = 0
         self.io_free_at = 0.0
         self.events = 0
         self._t, self._l = 0, None
 
     def add_busy(self, key: str, v: float) -> None:
         self.busy[key] = self.busy.get(key, 0.0) + v
+        if self.busy_t is not None:  # and to the token being run (its stages end within it)
+            if key not in self.busy_t:
+                self.busy_t[key] = np.zeros(self.n_tokens)
+            self.busy_t[key][self._t] += v
 
     # ------------------------------------------------------------------ timeline
     def _record_bandwidth(self, rates: dict[str, float]) -> None:
@@ -83,6 +89,9 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False,
     dog.eng = eng
     env = eng.env
     T, L = plan.n_tokens, plan.n_layers
+    eng.n_tokens, eng.busy_t = T, {}
+    dram_t: dict[str, np.ndarray] = {}  # agent -> [T] bytes, from the bus's ledger at token ends
+    dram_before: dict[str, float] = {}
     # each stage instance's (duration, compute part, other part), composed into token latencies
     # like the closed forms' (components.compose); busy times come from the events themselves
     layer_parts = [np.zeros((3, T, L)) for _ in plan.layer_stages]
@@ -122,6 +131,11 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False,
             for st, parts in zip(plan.token_stages, token_parts):
                 parts[:, t] = yield from run_stage(st, t, None)
             tokens_done[0] = t + 1
+            for agent, moved in eng.bus.bytes_by_agent.items():
+                if agent not in dram_t:
+                    dram_t[agent] = np.zeros(T)
+                dram_t[agent][t] = moved - dram_before.get(agent, 0.0)
+            dram_before.update(eng.bus.bytes_by_agent)
             if rec is not None:
                 rec.token_span(t, t_start, env.now, token=t, latency_ms=round((env.now - t_start) * 1e3, 4))
             if progress and (t + 1) % max(1, T // 10) == 0:
@@ -139,5 +153,6 @@ def run_decode(device: DeviceSpec, plan: DecodePlan, *, progress: bool = False,
 
     res = compose(plan, [stage_time(p) for p in layer_parts], [stage_time(p) for p in token_parts], "layer")
     res.busy_s, res.dram_bytes = eng.busy, dict(eng.bus.bytes_by_agent)
+    res.busy_token_s, res.dram_token_bytes = eng.busy_t, dram_t
     res.events = eng.events
     return res

@@ -25,6 +25,7 @@ INVARIANTS: dict[str, str] = {
     "requests-complete": "every flash request that is issued completes, and exactly the planned requests are issued",
     "work-conserved": "the event tiers compute exactly the neurons the plan lists (none lost, none twice)",
     "busy-le-elapsed": "no resource is busy for longer than the time that elapsed",
+    "busy-per-token": "the per-token busy times and DRAM bytes (what energy is charged for) add up to the run's totals",
     "throughput-consistent": "tokens/s equals tokens divided by the sum of the per-token latencies, and the critical-path split adds up to each latency",
 }
 
@@ -137,6 +138,14 @@ def check_timing(timing, plan) -> None:
     for res, busy in sorted(timing.busy_s.items()):
         if busy > elapsed * (1 + 1e-6) + 1e-9:
             raise InvariantViolation("busy-le-elapsed", f"{res} busy {busy:.6f} s in {elapsed:.6f} s of decode")
+    # the per-token ledgers (what the energy account reads) are the same busy times, token by token
+    for res, per_token in sorted(timing.busy_token_s.items()):
+        _require("busy-per-token", np.shape(per_token) == (T,), f"{res}: one busy time per decode token ({T})")
+        _require("busy-per-token", np.isclose(float(np.sum(per_token)), timing.busy_s.get(res, 0.0), rtol=1e-6, atol=1e-12),
+                 f"{res}: the per-token busy times add up to its busy time")
+    for agent, per_token in sorted(timing.dram_token_bytes.items()):
+        _require("busy-per-token", np.isclose(float(np.sum(per_token)), timing.dram_bytes.get(agent, 0.0), rtol=1e-6, atol=1.0),
+                 f"{agent}: the per-token DRAM bytes add up to its bytes")
 
 
 def check_summary(summary: dict, timing, plan=None) -> None:

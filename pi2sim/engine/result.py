@@ -17,6 +17,8 @@ class TimingResult:
     stage_s: dict[str, np.ndarray] = field(default_factory=dict)  # stage name -> [T] seconds
     busy_s: dict[str, float] = field(default_factory=dict)  # resource -> busy seconds during decode
     dram_bytes: dict[str, float] = field(default_factory=dict)  # agent -> bytes moved during decode
+    busy_token_s: dict[str, np.ndarray] = field(default_factory=dict)  # resource -> [T] busy seconds in each token (sums to busy_s)
+    dram_token_bytes: dict[str, np.ndarray] = field(default_factory=dict)  # agent -> [T] bytes moved in each token (sums to dram_bytes)
     events: int = 0  # discrete events processed (event tiers)
 
     def check_split(self, rtol: float = 1e-6) -> None:
@@ -32,3 +34,4 @@ class PrefillTiming:
     seconds: float
     split: dict[str, float]  # compute / io / other seconds
     busy_s: dict[str, float]  # resource -> busy seconds
+    dram_bytes: dict[str, float] = field(default_factory=dict)  # agent -> bytes moved

@@ -52,6 +52,13 @@ class RunConfig:
     sparsity: float | None = spec_field(default=None, gt=0.0, hi=0.999, help="replay level of a magnitude (SiLU) trace")
     seed: int = spec_field(default=0, lo=0, hi=2**31 - 1, help="seed (synthetic traces, predictor errors)")
     fidelity: Fidelity = spec_field(default=tiers.DEFAULT, help=f"timing tier: {tiers.describe()}")
+    thermal: bool = spec_field(
+        default=False,
+        help="simulate heat and the CPU thermal governor (the device's thermal: section); false: a cool phone at full clocks, "
+        "as the published short runs were measured",
+    )
+    ambient_c: float | None = spec_field(default=None, lo=-20.0, hi=50.0, help="ambient temperature, degrees C, with thermal=true (default: the device's)")
+    start_temp_c: float | None = spec_field(default=None, lo=-20.0, hi=120.0, help="phone temperature when the run starts, degrees C (default: ambient)")
     options: dict[str, Any] = field(default_factory=dict)  # policy options as given (typed by the policy)
     device_overrides: dict[str, Any] = field(default_factory=dict)
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -59,9 +66,14 @@ class RunConfig:
     def validate(self, source) -> None:
         if self.memory_gb is not None and self.ffn_offload is not None:
             raise InputError(source, "memory_gb", "either --memory-gb or --ffn-offload, not both")
+        if not self.thermal:
+            for key in ("ambient_c", "start_temp_c"):
+                if getattr(self, key) is not None:
+                    raise InputError(source, key, "thermal=true (a temperature means nothing to a run without the thermal model)", getattr(self, key))
 
 
 RUN_KEYS = {f.name for f in fields(RunConfig) if f.name not in ("options", "device_overrides", "model_overrides")}
+THERMAL_KEYS = ("thermal", "ambient_c", "start_temp_c")  # left out of a resolved configuration that does not use them
 
 
 def parse_value(text: str) -> Any:
@@ -144,5 +156,8 @@ def override_yaml(data: dict, overrides: dict[str, Any], source: str) -> dict:
 
 def config_hash(resolved: dict) -> str:
     """Stable hash of a resolved configuration (sweep caches, regression goldens)."""
+    if resolved.get("thermal") is False and all(resolved.get(k) is None for k in THERMAL_KEYS[1:]):
+        # a configuration without the thermal model hashes as it did before the model existed
+        resolved = {k: v for k, v in resolved.items() if k not in THERMAL_KEYS}
     text = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -24,13 +24,13 @@ import numpy as np
 
 from . import policies
 from .access.segmented import NeuronAccess
-from .config import RUN_KEYS, RunConfig, config_hash
+from .config import RUN_KEYS, THERMAL_KEYS, RunConfig, config_hash
 from .engine import analytic, tiers
 from .engine.components import Components
 from .engine.result import PrefillTiming, TimingResult
 from .policies.memory import MemoryPlan, ModelBytes
 from .policies.base import AccessSummary, Policy, RunContext
-from .specs.device import DeviceSpec, load_device
+from .specs.device import DeviceSpec, at_cpu_clock, load_device
 from .specs.model import ModelSpec, load_model
 from .specs.quant import get_format
 from .version import __version__
@@ -73,9 +73,10 @@ def _progress(msg: str, enabled: bool) -> None:
         print(f"[pi2sim] {msg}", file=sys.stderr, flush=True)
 
 
-def build(cfg: RunConfig) -> tuple[RunContext, Policy, str | None]:
-    """Load specs, size the model, construct the policy (no trace read yet)."""
-    device = load_device(cfg.device, cfg.device_overrides or None)
+def build(cfg: RunConfig, cpu_clock: float = 1.0) -> tuple[RunContext, Policy, str | None]:
+    """Load specs, size the model, construct the policy (no trace read yet). ``cpu_clock``: the
+    CPU clusters run at this share of their nominal clock (a thermal governor's level)."""
+    device = at_cpu_clock(load_device(cfg.device, cfg.device_overrides or None), cpu_clock)
     model = load_model(cfg.model, cfg.model_overrides or None)
     cls = policies.get(cfg.policy)
     if cfg.quant and cls.quant_formats is not None and cfg.quant not in cls.quant_formats:
@@ -109,12 +110,23 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
     check = checks.enabled(check)
     from .report.summary import summarize
 
+    if recorder is not None and cfg.thermal:
+        from .errors import InputError
+
+        raise InputError(None, "thermal", "thermal=false for a timeline (a throttled run's tokens come from several clock levels' runs; "
+                         "its per-token clocks and temperatures are in the tokens table)", True)
     if recorder is not None and not tiers.TIERS[cfg.fidelity].events:
         from .errors import InputError
 
         event_tiers = " or ".join(t.name for t in tiers.TIERS.values() if t.events)
         raise InputError(None, "fidelity", f"an event tier ({event_tiers}) for a timeline: the {cfg.fidelity} tier has no events", cfg.fidelity)
     ctx, pol, preset = build(cfg)
+    if cfg.thermal:  # refused before any work: the thermal model heats the phone with the power model
+        from .errors import InputError
+
+        for key in ("power", "thermal"):
+            if getattr(ctx.device, key) is None:
+                raise InputError(ctx.device.path, key, f"a {key}: section for thermal=true (docs/energy.md)")
     mem = pol.memory()
     mem.check()
     workload = None
@@ -142,10 +154,17 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
         pol.check(access, plan)
     _progress(f"timing ({cfg.fidelity} tier)", progress)
     timing = execute(ctx.device, plan, cfg.fidelity, progress, recorder, check)
-    prefill = analytic.run_prefill(ctx.device, pol.prefill_plan(mem, access))
+    pplan = pol.prefill_plan(mem, access)
+    prefill = analytic.run_prefill(ctx.device, pplan)
+    energy, heat = _energy_and_heat(cfg, ctx, plan, timing, prefill, pplan, workload, progress, check)
+    if heat is not None:
+        timing = heat.timing
+    if recorder is not None and energy is not None:
+        recorder.power(np.r_[0.0, np.cumsum(timing.token_s)[:-1]], energy.token_w)
     resolved = resolve(cfg, ctx, pol, preset, trace_info)
     summary, tokens = summarize(cfg=cfg, ctx=ctx, memory=mem, access_summary=acc_sum, access=access, plan=plan, timing=timing,
-                                prefill=prefill, resolved=resolved, workload=workload)
+                                prefill=prefill, resolved=resolved, workload=workload, energy=energy,
+                                thermal=heat.trace if heat is not None else None)
     if check:
         checks.check_timing(timing, plan)
         checks.check_summary(summary, timing, plan)
@@ -153,6 +172,92 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
         for w in getattr(workload, "members", None) or [workload]:
             w.trace.close()
     return SimResult(cfg, resolved, summary, tokens, timing, prefill, mem, access, acc_sum, pol, ctx.device, ctx.model)
+
+
+@dataclass
+class _Heat:
+    timing: TimingResult  # the decode as throttled: each token from the run at its cooling level
+    trace: Any  # engine.thermal.ThermalTrace
+
+
+def _prefill_flash(pplan) -> tuple[float, float]:
+    """Bytes and requests the prefill reads from flash (its offloaded weights)."""
+    if pplan.load is None:
+        return 0.0, 0.0
+    reqs = float(np.sum(np.broadcast_to(np.asarray(pplan.load.requests, dtype=np.float64), (pplan.n_layers,))))
+    return reqs * float(pplan.load.size), reqs
+
+
+def _energy_and_heat(cfg: RunConfig, ctx: RunContext, plan, timing: TimingResult, prefill: PrefillTiming, pplan, workload, progress: bool, check: bool):
+    """The run's energy (:mod:`pi2sim.engine.power`; None when the device has no power model) and,
+    with ``thermal=true``, its heat (:mod:`pi2sim.engine.thermal`): the governor's levels each
+    re-run the decode plan on the device at that CPU clock, and every token is taken from the run
+    at the level it ran at (a token's latency depends on the clock, not on the tokens before it:
+    the access model, which carries the cache state, has no clock)."""
+    from .engine import power, thermal
+
+    dev = ctx.device
+    if dev.power is None:
+        return None, None
+    T = plan.n_tokens
+    zeros = np.zeros(T)
+    fb = plan.flash_bytes if plan.flash_bytes is not None else zeros
+    fr = plan.flash_reads if plan.flash_reads is not None else zeros
+    pfb, pfr = _prefill_flash(pplan)
+    pre_j = power.prefill_energy(dev, prefill, pfb, pfr)
+    dec_j = power.decode_energy(dev, timing, fb, fr)
+    if not cfg.thermal:
+        return power.Energy(dec_j, pre_j, timing.token_s, prefill.seconds), None
+    shares = dev.thermal.governor.cpu_clock_levels
+    runs: dict[int, tuple[TimingResult, dict]] = {0: (timing, dec_j)}
+
+    def at_level(k: int):
+        if k not in runs:
+            _progress(f"thermal: decode at {shares[k]:.0%} CPU clock", progress)
+            ctx_k, pol_k, _ = build(cfg, cpu_clock=shares[k])
+            mem_k = pol_k.memory()
+            plan_k = pol_k.decode_plan(pol_k.access(workload, mem_k), mem_k)
+            t_k = execute(ctx_k.device, plan_k, cfg.fidelity, False, None, check)
+            runs[k] = (t_k, power.decode_energy(dev, t_k, fb, fr, clock_share=shares[k]))
+        t_k, e_k = runs[k]
+        return t_k.token_s, sum(e_k.values()) / np.maximum(t_k.token_s, 1e-30)
+
+    pre_w = sum(pre_j.values()) / max(prefill.seconds, 1e-30)
+    trace = thermal.run(dev.thermal, T, at_level, prefill_s=prefill.seconds, prefill_w=pre_w, initial_c=cfg.start_temp_c, ambient_c=cfg.ambient_c)
+    mixed = _mix([runs[k][0] for k in sorted(runs)], sorted(runs), trace.level)
+    mixed_j = {c: _pick([runs[k][1][c] for k in sorted(runs)], sorted(runs), trace.level) for c in power.COMPONENTS}
+    return power.Energy(mixed_j, pre_j, mixed.token_s, prefill.seconds), _Heat(mixed, trace)
+
+
+def _pick(arrays: list, keys: list[int], level: np.ndarray) -> np.ndarray:
+    """Per token, the value from the array of the level the token ran at."""
+    out = np.zeros(len(level))
+    for k, a in zip(keys, arrays):
+        sel = level == k
+        out[sel] = np.broadcast_to(np.asarray(a, dtype=np.float64), (len(level),))[sel]
+    return out
+
+
+def _mix(results: list[TimingResult], keys: list[int], level: np.ndarray) -> TimingResult:
+    """A timing result whose token ``t`` is token ``t`` of the result at ``level[t]``."""
+    def pick_dict(name: str) -> dict[str, np.ndarray]:
+        names = sorted({k for r in results for k in getattr(r, name)})
+        return {n: _pick([getattr(r, name).get(n, 0.0) for r in results], keys, level) for n in names}
+
+    busy_t, dram_t = pick_dict("busy_token_s"), pick_dict("dram_token_bytes")
+    return TimingResult(
+        results[0].tier,
+        _pick([r.token_s for r in results], keys, level),
+        _pick([r.compute_s for r in results], keys, level),
+        _pick([r.io_s for r in results], keys, level),
+        _pick([r.other_s for r in results], keys, level),
+        pick_dict("stage_s"),
+        {k: float(v.sum()) for k, v in busy_t.items()},
+        {k: float(v.sum()) for k, v in dram_t.items()},
+        busy_t,
+        dram_t,
+        sum(r.events for r in results),
+    )
 
 
 def replays_trace(pol: Policy, ctx: RunContext) -> bool:
@@ -237,7 +342,7 @@ def _sha_of(path: str | Path) -> str:
 def resolve(cfg: RunConfig, ctx: RunContext, pol: Policy, preset: str | None, trace_info: dict) -> dict:
     """The fully resolved configuration, embedded in every result (no absolute paths: the same
     inputs give the same bytes from any directory)."""
-    run = {k: getattr(cfg, k) for k in sorted(RUN_KEYS)}
+    run = {k: getattr(cfg, k) for k in sorted(RUN_KEYS) if cfg.thermal or k not in THERMAL_KEYS}
     run["device"] = ctx.device.name
     run["model"] = ctx.model.name
     run["quant"] = ctx.quant.name  # the engine's own format when the run named none

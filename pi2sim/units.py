@@ -40,6 +40,14 @@ for _p, _f in {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}.items():
 _IOPS = {"IOPS": 1.0, "KIOPS": 1e3, "kIOPS": 1e3, "MIOPS": 1e6}
 _TOKEN_RATE = {"tok/s": 1.0}
 _FRACTION = {"%": 0.01, "": 1.0}
+_POWER = {"W": 1.0, "mW": 1e-3, "kW": 1e3}
+_ENERGY = {"J": 1.0, "mJ": 1e-3, "uJ": 1e-6, "nJ": 1e-9, "pJ": 1e-12, "Wh": 3600.0, "mWh": 3.6, "kWh": 3.6e6}
+# per byte moved: pJ/bit (how DRAM and link energy is usually quoted) or per byte
+_ENERGY_PER_BYTE = {f"{e}/{b}": f * (8.0 if b == "bit" else 1.0) for e, f in {"pJ": 1e-12, "nJ": 1e-9, "uJ": 1e-6}.items() for b in ("bit", "B")}
+# absolute temperatures are kept in degrees Celsius (differences are kelvin)
+_TEMPERATURE = {"C": 1.0, "°C": 1.0, "degC": 1.0}
+_THERMAL_RESISTANCE = {"K/W": 1.0}
+_HEAT_CAPACITY = {"J/K": 1.0, "kJ/K": 1e3}
 
 KINDS: dict[str, dict[str, float]] = {
     "bytes": _BYTES,
@@ -50,6 +58,12 @@ KINDS: dict[str, dict[str, float]] = {
     "iops": _IOPS,
     "token_rate": _TOKEN_RATE,
     "fraction": _FRACTION,
+    "power": _POWER,
+    "energy": _ENERGY,
+    "energy_per_byte": _ENERGY_PER_BYTE,
+    "temperature": _TEMPERATURE,
+    "thermal_resistance": _THERMAL_RESISTANCE,
+    "heat_capacity": _HEAT_CAPACITY,
 }
 
 EXAMPLES = {
@@ -61,6 +75,12 @@ EXAMPLES = {
     "iops": "'100 KIOPS'",
     "token_rate": "'770 tok/s'",
     "fraction": "'40%' or 0.4",
+    "power": "'1.2 W' or '30 mW'",
+    "energy": "'20.9 Wh' or '0.3 J'",
+    "energy_per_byte": "'4 pJ/bit' or '30 pJ/B'",
+    "temperature": "'25 C'",
+    "thermal_resistance": "'6 K/W'",
+    "heat_capacity": "'40 J/K'",
 }
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
@@ -118,6 +138,12 @@ _DISPLAY = {
     "iops": [(1e3, "KIOPS"), (1.0, "IOPS")],
     "token_rate": [(1.0, "tok/s")],
     "fraction": [(0.01, "%")],
+    "power": [(1.0, "W"), (1e-3, "mW")],
+    "energy": [(3600.0, "Wh"), (1.0, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ")],
+    "energy_per_byte": [(1e-12, "pJ/B")],
+    "temperature": [(1.0, "C")],
+    "thermal_resistance": [(1.0, "K/W")],
+    "heat_capacity": [(1.0, "J/K")],
 }
 
 

@@ -23,6 +23,7 @@ DECODE = "decode"  # one slice per token
 LAYERS = "layers"  # one slice per layer
 HIT_RATE = "neuron cache hit rate"
 DRAM_RESIDENT = "DRAM resident (GB)"
+POWER = "power (W)"  # the phone's power, one value per decode token (pi2sim.engine.power)
 
 
 def cpu_track(core_id: str, sub: str | None = None) -> str:
@@ -109,6 +110,16 @@ class Recorder:
 
     def dram_resident(self, t_s: float, gb: float) -> None:
         self.counter(DRAM_RESIDENT, t_s, gb)
+
+    def power(self, token_start_s, token_w) -> None:
+        """The power counter track, after the run: token ``t`` (within the window) draws
+        ``token_w[t]`` from ``token_start_s[t]`` on."""
+        stop = len(token_w) if self.stop_token is None else min(self.stop_token, len(token_w))
+        series = self.counters.setdefault(POWER, [])
+        for t in range(self.first_token, stop):
+            series.append((float(token_start_s[t]), round(float(token_w[t]), 4)))
+        if stop > self.first_token and stop < len(token_start_s):
+            series.append((float(token_start_s[stop]), 0.0))
 
     def counter(self, name: str, t_s: float, value: float) -> None:
         if not self.active:

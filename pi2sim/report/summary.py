@@ -30,7 +30,8 @@ def _pct(x: np.ndarray) -> dict[str, float]:
     }
 
 
-def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill, resolved, workload) -> tuple[dict, dict[str, np.ndarray]]:
+def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill, resolved, workload, energy=None,
+              thermal=None) -> tuple[dict, dict[str, np.ndarray]]:
     """The run's summary (headline metrics and their breakdowns) and its per-token table as
     columns (name -> array, in table order; :func:`tokens_frame` makes the DataFrame, which a
     run that writes no table never needs: pandas costs 0.3 s to import)."""
@@ -89,6 +90,10 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
                                   "accepted_tokens_per_step": _r(E - 1.0),
                                   "draft_ms_per_step": _r(per_tok.get("draft", 0.0) * E),
                                   "verify_ms_per_step": _r((per_tok.get("verify", 0.0) + per_tok.get("verify_lm_head", 0.0)) * E)}
+    if energy is not None:
+        summary.update(_energy_summary(energy, ctx.device, batch, T))
+    if thermal is not None:
+        summary["thermal"] = _thermal_summary(thermal, timing, ctx.device, batch)
     df = {
         "token": np.arange(T),
         "context_tokens": ctx.context_lengths(),
@@ -101,6 +106,15 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
     }
     if batch is not None:
         df["batch"] = batch
+    if energy is not None:
+        df["energy_j"] = energy.total_token_j
+        df["power_w"] = energy.token_w
+    if thermal is not None:
+        df["soc_temp_c"] = thermal.soc_c
+        df["body_temp_c"] = thermal.body_c
+        df["cpu_clock_share"] = thermal.clock_share
+        for c in ctx.device.cpu.clusters:
+            df[f"{c.name}_clock_ghz"] = thermal.clock_share * c.clock_hz / 1e9
     if isinstance(access, NeuronAccess):  # per-neuron counts (the segmented cache and LLM in a Flash's buffer)
         tp = access.tp.sum(axis=1)
         df["active_neurons"] = access.active.sum(axis=1)
@@ -113,6 +127,53 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
     for k, v in timing.stage_s.items():
         df[f"{k}_ms"] = np.asarray(v) * 1e3
     return summary, df
+
+
+def _energy_summary(energy, device, batch, T: int) -> dict:
+    """Energy per generated token (the request's: its prefill is shared by the tokens it
+    generates), its components, the power drawn, and what that does to the battery."""
+    n = float(batch.sum()) if batch is not None else float(T)  # tokens generated (every sequence's)
+    dec_j = float(np.sum(energy.total_token_j))
+    pre_j = energy.prefill_total_j
+    dec_s = float(np.sum(energy.token_s))
+    total_s = dec_s + energy.prefill_s
+    watts = energy.token_w
+    pre_w = pre_j / energy.prefill_s if energy.prefill_s > 0 else 0.0
+    mean_w = (dec_j + pre_j) / max(total_s, 1e-30)
+    return {
+        "energy_j_per_token": _r((dec_j + pre_j) / n),
+        "decode_energy_j_per_token": _r(dec_j / n),
+        "prefill_energy_j": _r(pre_j),
+        "energy_breakdown_j_per_token": {c: _r((float(np.sum(energy.token_j[c])) + energy.prefill_j[c]) / n) for c in energy.token_j},
+        "power_w": {"mean": _r(mean_w), "peak": _r(max(float(watts.max()), pre_w)), "decode_mean": _r(dec_j / max(dec_s, 1e-30)),
+                    "prefill_mean": _r(pre_w)},
+        "battery_pct_per_hour": _r(mean_w * 3600.0 / device.power.battery_j * 100.0),
+    }
+
+
+def _thermal_summary(tr, timing, device, batch) -> dict:
+    """How hot the phone got and what the governor did, with the speed of the first and the last
+    tenth of the decode (what a long generation feels like)."""
+    tok = timing.token_s
+    T = len(tok)
+    k = max(1, T // 10)
+    per = batch if batch is not None else np.ones(T)
+
+    def rate(sl):
+        return _r(float(np.sum(per[sl])) / float(np.sum(tok[sl])))
+
+    throttled = tr.level > 0
+    return {
+        "ambient_c": _r(tr.ambient_c),
+        "start_temp_c": _r(tr.start_c[0]),
+        "soc_temp_c": {"after_prefill": _r(tr.after_prefill_c[0]), "end": _r(float(tr.soc_c[-1])), "max": _r(float(tr.soc_c.max()))},
+        "body_temp_c": {"after_prefill": _r(tr.after_prefill_c[1]), "end": _r(float(tr.body_c[-1])), "max": _r(float(tr.body_c.max()))},
+        "min_cpu_clock_share": _r(float(tr.clock_share.min())),
+        "throttled_time_share": _r(float(np.sum(tok[throttled])) / float(np.sum(tok)), 4),
+        "first_throttle_s": _r(float(np.sum(tok[: int(np.argmax(throttled))]))) if throttled.any() else None,
+        "decode_tok_s_first_tenth": rate(slice(0, k)),
+        "decode_tok_s_last_tenth": rate(slice(T - k, T)),
+    }
 
 
 def tokens_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -146,6 +207,11 @@ def summary_row(summary: dict) -> dict:
         "other_share": cp["other"],
         "reason": "",
     }
+    if "energy_j_per_token" in summary:
+        row["energy_j_per_token"] = summary["energy_j_per_token"]
+        row["power_mean_w"] = summary["power_w"]["mean"]
+        row["power_peak_w"] = summary["power_w"]["peak"]
+        row["battery_pct_per_hour"] = summary["battery_pct_per_hour"]
     for k, v in summary.get("critical_path_ms_per_token", {}).items():
         row[f"critical_{k}_ms"] = v
     for k, v in summary.get("stage_ms_per_token", {}).items():

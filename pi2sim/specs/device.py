@@ -139,6 +139,62 @@ class Storage:
 
 
 @dataclass(frozen=True, kw_only=True)
+class UnitPower:
+    active_w: float = spec_field(key="active", unit="power", lo=0.02, hi=15.0, help="power while busy (at the nominal clock)")
+    idle_w: float = spec_field(key="idle", unit="power", lo=1e-4, hi=2.0, zero_ok=True, help="power while powered but idle")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Power:
+    """What each component draws (:mod:`pi2sim.engine.power`): a busy unit its ``active`` power,
+    an idle one its ``idle`` power, DRAM and UFS per byte moved, the rest of the phone a baseline."""
+
+    cores: dict[str, UnitPower] = spec_field(help="per CPU cluster (by name): power of one core, busy at the cluster's clock / idle")
+    clock_exponent: float = spec_field(lo=1.0, hi=4.0, help="a core's active power scales as (clock / nominal clock) ** clock_exponent")
+    npu: UnitPower = spec_field(help="NPU power, busy / idle")
+    gpu: UnitPower = spec_field(help="GPU power, busy / idle")
+    dram_j_per_byte: float = spec_field(key="dram_energy", unit="energy_per_byte", lo=1e-13, hi=1e-9, help="DRAM energy per byte read or written")
+    dram_background_w: float = spec_field(key="dram_background", unit="power", lo=1e-3, hi=5.0, help="DRAM power while the phone is awake (refresh, standby)")
+    ufs_j_per_byte: float = spec_field(key="ufs_energy", unit="energy_per_byte", lo=1e-12, hi=1e-8, help="UFS energy per byte read")
+    ufs_j_per_request: float = spec_field(key="ufs_request_energy", unit="energy", lo=1e-8, hi=1e-4, zero_ok=True, help="UFS energy per read request")
+    ufs_active_w: float = spec_field(key="ufs_active", unit="power", lo=1e-3, hi=5.0, help="UFS power while it serves requests (above its idle power)")
+    platform_w: float = spec_field(key="platform", unit="power", lo=1e-2, hi=10.0, help="the rest of the phone while it decodes (SoC uncore, rails, radios idle; display off)")
+    battery_j: float = spec_field(key="battery", unit="energy", lo=1e3, hi=1e6, help="battery capacity")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Governor:
+    """A step-wise thermal governor (Linux ``step_wise``): every ``poll`` it lowers the CPU
+    clusters' clock by one level while the sensed temperature is above ``trip`` and rising, and
+    raises it by one when the temperature is below ``trip - hysteresis``."""
+
+    sensor: Literal["soc", "body"] = spec_field(help="which node of the thermal model the governor reads")
+    trip_c: float = spec_field(key="trip", unit="temperature", lo=20.0, hi=120.0, help="trip temperature")
+    hysteresis_k: float = spec_field(key="hysteresis", unit="temperature", lo=0.1, hi=20.0, help="clocks rise again below trip - hysteresis (kelvin)")
+    poll_s: float = spec_field(key="poll", unit="time", lo=1e-2, hi=60.0, help="how often the governor acts")
+    cpu_clock_levels: list[float] = spec_field(help="the CPU clock as a share of nominal at each cooling level, from 1.0 down")
+
+    def validate(self, source) -> None:
+        lv = self.cpu_clock_levels
+        if not lv or lv[0] != 1.0 or any(b >= a for a, b in zip(lv, lv[1:])) or lv[-1] <= 0.1:
+            raise InputError(source, "cpu_clock_levels", "a falling list of clock shares from 1.0 down to above 0.1", lv)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thermal:
+    """A lumped RC model (:mod:`pi2sim.engine.thermal`): the SoC node (die, package, shield) takes
+    the phone's power and passes it through ``soc_to_body`` to the body node (frame, battery,
+    glass), which sheds it through ``body_to_ambient``."""
+
+    ambient_c: float = spec_field(key="ambient", unit="temperature", lo=5.0, hi=50.0, help="ambient temperature (default start temperature of both nodes)")
+    soc_heat_capacity: float = spec_field(key="soc_capacity", unit="heat_capacity", lo=0.1, hi=1000.0, help="heat capacity of the SoC node")
+    soc_to_body: float = spec_field(unit="thermal_resistance", lo=0.05, hi=100.0, help="thermal resistance SoC node -> body node")
+    body_heat_capacity: float = spec_field(key="body_capacity", unit="heat_capacity", lo=1.0, hi=10000.0, help="heat capacity of the body node")
+    body_to_ambient: float = spec_field(unit="thermal_resistance", lo=0.1, hi=200.0, help="thermal resistance body node -> ambient")
+    governor: Governor = spec_field(help="the thermal governor")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeviceSpec:
     name: str = spec_field(help="device name (the file stem)")
     description: str = spec_field(default="")
@@ -148,6 +204,8 @@ class DeviceSpec:
     gpu: Gpu = spec_field()
     dram: Dram = spec_field()
     storage: Storage = spec_field()
+    power: Power | None = spec_field(default=None, help="power model (energy per token); none: energy is not reported")
+    thermal: Thermal | None = spec_field(default=None, help="thermal model (thermal=true); none: the phone stays cool")
     path: str = spec_field(default="", help="(set by the loader)")
 
     def validate(self, source) -> None:
@@ -156,6 +214,10 @@ class DeviceSpec:
             raise InputError(source, "name", f"the file name without .yaml ({stem!r})", self.name)
         if self.gpu.usable_bytes > self.dram.app_usable_bytes:
             raise InputError(source, "gpu.usable", "at most dram.app_usable", self.gpu.usable_bytes)
+        if self.power is not None:
+            names = [c.name for c in self.cpu.clusters]
+            if sorted(self.power.cores) != sorted(names):
+                raise InputError(source, "power.cores", f"one entry per CPU cluster ({', '.join(names)})", sorted(self.power.cores))
 
     # -- cores
     def cores(self) -> list["Core"]:
@@ -188,6 +250,22 @@ class Core:
         """GEMM rate per kernel class; the int8-matmul class ("i8mm") is the INT4 rate times the
         CPU's ``i8mm_gemm_speedup`` (applied by the timing engine, which has the CPU spec)."""
         return self.cluster.gemm_fp16_ops if dtype == "fp16" else self.cluster.gemm_int4_ops
+
+
+def at_cpu_clock(device: DeviceSpec, share: float) -> DeviceSpec:
+    """The device with every CPU cluster clocked at ``share`` of its nominal clock (a thermal
+    governor's cooling level): the cores' kernel and copy rates scale with the clock, and so do the
+    CPU-side costs of an I/O request, a barrier and a page fault (they are instructions too).
+    DRAM, UFS, NPU and GPU are unchanged (the governor throttles the CPU clusters only)."""
+    if share == 1.0:
+        return device
+    clusters = [replace(c, clock_hz=c.clock_hz * share, matvec_int4_bps=c.matvec_int4_bps * share, matvec_fp16_bps=c.matvec_fp16_bps * share,
+                        gemm_int4_ops=c.gemm_int4_ops * share, gemm_fp16_ops=c.gemm_fp16_ops * share, memcpy_bps=c.memcpy_bps * share)
+                for c in device.cpu.clusters]
+    cpu = replace(device.cpu, clusters=clusters, barrier_s=device.cpu.barrier_s / share, page_fault_s=device.cpu.page_fault_s / share)
+    ic = device.storage.issue_cost
+    storage = replace(device.storage, issue_cost=replace(ic, big_s=ic.big_s / share, mid_s=ic.mid_s / share, little_s=ic.little_s / share))
+    return replace(device, cpu=cpu, storage=storage)
 
 
 def load_device(name_or_path: str | Path, overrides: dict | None = None) -> DeviceSpec:

@@ -195,7 +195,8 @@ def code_version() -> str:
 METRICS = [
     "status", "decode_tok_s", "prefill_tok_s", "ttft_ms", "tbt_mean_ms", "tbt_p50_ms", "tbt_p90_ms", "tbt_p99_ms",
     "peak_memory_gb", "memory_budget_gb", "flash_bytes_per_token", "flash_reads_per_token", "flash_read_gbs",
-    "neuron_cache_hit_rate", "compute_share", "io_stall_share", "other_share", "reason",
+    "neuron_cache_hit_rate", "compute_share", "io_stall_share", "other_share",
+    "energy_j_per_token", "power_mean_w", "power_peak_w", "battery_pct_per_hour", "reason",  # energy: devices with a power model
 ]
 
 

@@ -220,7 +220,7 @@ def _energy_and_heat(cfg: RunConfig, ctx: RunContext, plan, timing: TimingResult
             t_k = execute(ctx_k.device, plan_k, cfg.fidelity, False, None, check)
             runs[k] = (t_k, power.decode_energy(dev, t_k, fb, fr, clock_share=shares[k]))
         t_k, e_k = runs[k]
-        return t_k.token_s, sum(e_k.values()) / np.maximum(t_k.token_s, 1e-30)
+        return t_k.token_s, power.Energy(e_k, {}, t_k.token_s, 0.0).token_w
 
     pre_w = sum(pre_j.values()) / max(prefill.seconds, 1e-30)
     trace = thermal.run(dev.thermal, T, at_level, prefill_s=prefill.seconds, prefill_w=pre_w, initial_c=cfg.start_temp_c, ambient_c=cfg.ambient_c)

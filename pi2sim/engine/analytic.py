@@ -40,27 +40,26 @@ def run_prefill(device: DeviceSpec, plan: PrefillPlan) -> PrefillTiming:
     compute = np.zeros(L)
     busy: dict[str, float] = {}
     dram: dict[str, float] = {}
+
+    def ledger(r, per_layer: bool) -> None:  # a per-layer stage's scalar is paid by every layer
+        for into, parts in ((busy, r.busy), (dram, r.dram)):
+            for k, v in parts.items():
+                into[k] = into.get(k, 0.0) + float(np.sum(np.broadcast_to(v, (L,)) if per_layer else v))
+
     for c in plan.compute:
         r = c.closed_form(comp)
         compute += np.broadcast_to(r.total, (L,))
-        for k, v in r.busy.items():
-            busy[k] = busy.get(k, 0.0) + float(np.sum(np.broadcast_to(v, (L,))))
-        for k, v in r.dram.items():
-            dram[k] = dram.get(k, 0.0) + float(np.sum(np.broadcast_to(v, (L,))))
+        ledger(r, True)
     load = np.zeros(L)
     if plan.load is not None:
         r = plan.load.closed_form(comp)
         load = np.broadcast_to(r.total, (L,)).astype(np.float64)
-        for k, v in r.busy.items():
-            busy[k] = busy.get(k, 0.0) + float(np.sum(np.broadcast_to(v, (L,))))
+        ledger(r, True)
     head = 0.0
     for c in plan.head:
         r = c.closed_form(comp)
         head += float(np.sum(r.total))
-        for k, v in r.busy.items():
-            busy[k] = busy.get(k, 0.0) + float(np.sum(v))
-        for k, v in r.dram.items():
-            dram[k] = dram.get(k, 0.0) + float(np.sum(v))
+        ledger(r, False)
     if plan.pipelined:
         nxt = np.r_[load[1:], 0.0]
         per_layer = np.maximum(compute, nxt)

@@ -14,7 +14,7 @@ were busy and how many bytes each agent moved through DRAM (``busy_token_s``,
 * the rest of the phone: ``platform x latency``.
 
 Power is energy over latency; the prefill is charged the same way from its busy times and bytes.
-No number here is fitted except what the device file says is (``devices/README.md``).
+No number here is fitted: the device file says which of its values are (docs/energy.md).
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ def charge(device: DeviceSpec, span_s, busy: dict, dram_bytes: dict, flash_bytes
     for unit, p in (("npu", pw.npu), ("gpu", pw.gpu)):
         t = b(unit)
         units[unit] = p.active_w * t + p.idle_w * (span - t)
-    moved = sum((np.asarray(v, dtype=np.float64) for v in dram_bytes.values()), zero) + np.asarray(flash_bytes, dtype=np.float64)
+    # the compute units' traffic, plus the flash reads written into DRAM counted once from the plan's
+    # flash bytes (the ledger's "dma" agent is the same bytes, and the layer tier does not record it)
+    moved = sum((np.asarray(v, dtype=np.float64) for a, v in dram_bytes.items() if a != "dma"), zero) + np.asarray(flash_bytes, dtype=np.float64)
     dram = pw.dram_j_per_byte * moved + pw.dram_background_w * span
     ufs = pw.ufs_j_per_byte * np.asarray(flash_bytes, dtype=np.float64) + pw.ufs_j_per_request * np.asarray(flash_reads, dtype=np.float64) \
         + pw.ufs_active_w * b("ufs")

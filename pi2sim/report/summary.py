@@ -93,7 +93,7 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
     if energy is not None:
         summary.update(_energy_summary(energy, ctx.device, batch, T))
     if thermal is not None:
-        summary["thermal"] = _thermal_summary(thermal, timing, ctx.device, batch)
+        summary["thermal"] = _thermal_summary(thermal, timing, batch)
     df = {
         "token": np.arange(T),
         "context_tokens": ctx.context_lengths(),
@@ -151,7 +151,7 @@ def _energy_summary(energy, device, batch, T: int) -> dict:
     }
 
 
-def _thermal_summary(tr, timing, device, batch) -> dict:
+def _thermal_summary(tr, timing, batch) -> dict:
     """How hot the phone got and what the governor did, with the speed of the first and the last
     tenth of the decode (what a long generation feels like)."""
     tok = timing.token_s

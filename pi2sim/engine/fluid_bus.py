@@ -50,6 +50,12 @@ class FluidBus:
         self._reallocate()
         return done
 
+    def account(self, agent: str, nbytes: float) -> None:
+        """Bytes a kernel moved outside the bus's contention (a gemm's weight stream, whose time is
+        its operations at the unit's rate): counted in ``bytes_by_agent`` like a transfer's."""
+        if nbytes > 0:
+            self.bytes_by_agent[agent] = self.bytes_by_agent.get(agent, 0.0) + float(nbytes)
+
     def _advance(self) -> None:
         dt = self.env.now - self._last
         if dt > 0:

@@ -82,6 +82,8 @@ class StageKind:
         r = self.at(t, l).closed_form(eng.comp)
         for k, v in r.busy.items():
             eng.add_busy(k, float(np.sum(v)))
+        for agent, v in r.dram.items():  # its DRAM traffic, outside the bus's contention (closed form)
+            eng.bus.account(agent, float(np.sum(v)))
         dt = float(np.sum(r.total))
         yield eng.env.timeout(dt)
         eng.events += 1

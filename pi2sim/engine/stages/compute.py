@@ -133,9 +133,10 @@ class Compute(StageKind):
         elif c.op == "gemm":
             floor = None if c.bytes_for_gemm is None else np.asarray(value_at(c.bytes_for_gemm, eng._t, eng._l))  # this instance's bytes
             one = Compute(c.name, c.unit, np.asarray(work), "gemm", c.pool, c.dtype, bytes_for_gemm=floor, gemm_factor=c.gemm_factor, barrier=False)
-            yield env.timeout(float(one.closed_form(eng.comp).total))
-            if floor is not None:  # its weights still cross DRAM (the other tiers' ledger counts them: account())
-                eng.bus.account(c.unit, float(np.sum(floor)))
+            r = one.closed_form(eng.comp)
+            yield env.timeout(float(r.total))
+            for agent, v in r.dram.items():  # its weights still cross DRAM, outside the bus's contention (as StageKind.simulate)
+                eng.bus.account(agent, float(np.sum(v)))
         else:
             factor = 2.0 if c.op == "memcpy" else 1.0
             demand = eng.comp.demand(c)

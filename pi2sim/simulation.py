@@ -153,14 +153,20 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
         checks.check_plan(plan, mem)
         pol.check(access, plan)
     _progress(f"timing ({cfg.fidelity} tier)", progress)
-    timing = execute(ctx.device, plan, cfg.fidelity, progress, recorder, check)
+    sampler = _power_sampler(cfg, ctx, recorder)
+    timing = execute(ctx.device, plan, cfg.fidelity, progress, recorder if recorder is not None else sampler, check)
+    if sampler is not None and sampler is not recorder and recorder is not None:  # the timeline's window misses the first tokens
+        execute(ctx.device, plan, cfg.fidelity, False, sampler, False)
     pplan = pol.prefill_plan(mem, access)
     prefill = analytic.run_prefill(ctx.device, pplan)
-    energy, heat = _energy_and_heat(cfg, ctx, plan, timing, prefill, pplan, workload, progress, check)
+    energy, heat = _energy_and_heat(cfg, ctx, plan, timing, prefill, pplan, workload, progress, check, sampler)
     if heat is not None:
         timing = heat.timing
-    if recorder is not None and energy is not None:
-        recorder.power(np.r_[0.0, np.cumsum(timing.token_s)[:-1]], energy.token_w)
+    if recorder is not None and energy is not None:  # the window's power, phase by phase (thermal runs have no timeline)
+        from .engine import power
+
+        stop = plan.n_tokens if recorder.stop_token is None else min(recorder.stop_token, plan.n_tokens)
+        recorder.power(*power.profile(ctx.device, recorder.slices, energy.token_j, timing, _flash_per_token(plan)[0], recorder.first_token, stop))
     resolved = resolve(cfg, ctx, pol, preset, trace_info)
     summary, tokens = summarize(cfg=cfg, ctx=ctx, memory=mem, access_summary=acc_sum, access=access, plan=plan, timing=timing,
                                 prefill=prefill, resolved=resolved, workload=workload, energy=energy,
@@ -180,6 +186,12 @@ class _Heat:
     trace: Any  # engine.thermal.ThermalTrace
 
 
+def _flash_per_token(plan) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes and requests each decode token reads from flash (zeros for an in-memory plan)."""
+    zeros = np.zeros(plan.n_tokens)
+    return (plan.flash_bytes if plan.flash_bytes is not None else zeros, plan.flash_reads if plan.flash_reads is not None else zeros)
+
+
 def _prefill_flash(pplan) -> tuple[float, float]:
     """Bytes and requests the prefill reads from flash (its offloaded weights)."""
     if pplan.load is None:
@@ -188,7 +200,23 @@ def _prefill_flash(pplan) -> tuple[float, float]:
     return reqs * float(pplan.load.size), reqs
 
 
-def _energy_and_heat(cfg: RunConfig, ctx: RunContext, plan, timing: TimingResult, prefill: PrefillTiming, pplan, workload, progress: bool, check: bool):
+def _power_sampler(cfg: RunConfig, ctx: RunContext, recorder):
+    """The recorder whose slices of the first decode tokens give the peak power
+    (:func:`pi2sim.engine.power.profile`): the timeline's own when its window starts at the first
+    token, else one of its own; None without a power model or on a tier without events."""
+    from .engine import power
+    from .engine.recorder import Recorder
+
+    if ctx.device.power is None or not tiers.TIERS[cfg.fidelity].events:
+        return None
+    n = power.PEAK_SAMPLE_TOKENS
+    if recorder is not None and recorder.first_token == 0 and (recorder.stop_token is None or recorder.stop_token >= n):
+        return recorder
+    return Recorder(0, n)
+
+
+def _energy_and_heat(cfg: RunConfig, ctx: RunContext, plan, timing: TimingResult, prefill: PrefillTiming, pplan, workload, progress: bool,
+                     check: bool, sampler=None):
     """The run's energy (:mod:`pi2sim.engine.power`; None when the device has no power model) and,
     with ``thermal=true``, its heat (:mod:`pi2sim.engine.thermal`): the governor's levels each
     re-run the decode plan on the device at that CPU clock, and every token is taken from the run
@@ -200,14 +228,16 @@ def _energy_and_heat(cfg: RunConfig, ctx: RunContext, plan, timing: TimingResult
     if dev.power is None:
         return None, None
     T = plan.n_tokens
-    zeros = np.zeros(T)
-    fb = plan.flash_bytes if plan.flash_bytes is not None else zeros
-    fr = plan.flash_reads if plan.flash_reads is not None else zeros
+    fb, fr = _flash_per_token(plan)
     pfb, pfr = _prefill_flash(pplan)
     pre_j = power.prefill_energy(dev, prefill, pfb, pfr)
     dec_j = power.decode_energy(dev, timing, fb, fr)
+    sampled = {}
+    if sampler is not None:  # at the nominal clock: the first tokens of a run from a cool phone
+        edges, watts = power.profile(dev, sampler.slices, dec_j, timing, fb, 0, power.PEAK_SAMPLE_TOKENS)
+        sampled = {"sampled_peak_w": power.windowed_peak_w(edges, watts, dev.power.peak_window_s), "peak_window_s": dev.power.peak_window_s}
     if not cfg.thermal:
-        return power.Energy(dec_j, pre_j, timing.token_s, prefill.seconds), None
+        return power.Energy(dec_j, pre_j, timing.token_s, prefill.seconds, **sampled), None
     shares = dev.thermal.governor.cpu_clock_levels
     runs: dict[int, tuple[TimingResult, dict]] = {0: (timing, dec_j)}
 
@@ -226,7 +256,7 @@ def _energy_and_heat(cfg: RunConfig, ctx: RunContext, plan, timing: TimingResult
     trace = thermal.run(dev.thermal, T, at_level, prefill_s=prefill.seconds, prefill_w=pre_w, initial_c=cfg.start_temp_c, ambient_c=cfg.ambient_c)
     mixed = _mix([runs[k][0] for k in sorted(runs)], sorted(runs), trace.level)
     mixed_j = {c: _pick([runs[k][1][c] for k in sorted(runs)], sorted(runs), trace.level) for c in power.COMPONENTS}
-    return power.Energy(mixed_j, pre_j, mixed.token_s, prefill.seconds), _Heat(mixed, trace)
+    return power.Energy(mixed_j, pre_j, mixed.token_s, prefill.seconds, **sampled), _Heat(mixed, trace)
 
 
 def _pick(arrays: list, keys: list[int], level: np.ndarray) -> np.ndarray:

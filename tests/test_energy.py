@@ -40,11 +40,47 @@ def test_t22_energy_per_token(t22):
 
 def test_t22_peak_power(t22):
     pi2, llama = t22
-    assert abs(llama.summary["power_w"]["peak"] / T22_LLAMA[1] - 1) <= 0.25
-    # known miss (docs/energy.md): PowerInfer-2's 5.095 W peak with 0.257 J/token implies a decode of
-    # ~20 tok/s if its power is steady, where pi2sim decodes Bamboo-7B in memory at ~11 tok/s; when
-    # this comes within 25%, move it to the assertion above
-    assert abs(pi2.summary["power_w"]["peak"] / T22_PI2[1] - 1) > 0.25
+    assert abs(llama.summary["power_w"]["peak"] / T22_LLAMA[1] - 1) <= 0.25  # predicted
+    # fitted (the peak window, devices/oneplus12.yaml): PowerInfer-2's peak is its FFN phase with six
+    # cores and the NPU busy, well above its mean; a per-token power (the analytic tier) cannot show it
+    assert abs(pi2.summary["power_w"]["peak"] / T22_PI2[1] - 1) <= 0.25
+    assert pi2.summary["power_w"]["peak"] > 1.3 * pi2.summary["power_w"]["decode_mean"]
+    assert pi2.summary["power_w"]["peak_window_ms"] == pytest.approx(pi2.device.power.peak_window_s * 1e3)
+    flat = simulate(policy="powerinfer2", preset="v3", fidelity="analytic", **{**T22, "decode_tokens": 8}).summary["power_w"]
+    assert flat["peak_window_ms"] is None and flat["peak"] < 0.8 * T22_PI2[1]
+
+
+def test_windowed_peak_by_hand():
+    # 1 W for 1 ms, 5 W for 0.5 ms, 1 W for 1 ms
+    edges, watts = np.array([0.0, 1e-3, 1.5e-3, 2.5e-3]), np.array([1.0, 5.0, 1.0])
+    assert power.windowed_peak_w(edges, watts, 0.5e-3) == pytest.approx(5.0)
+    assert power.windowed_peak_w(edges, watts, 0.25e-3) == pytest.approx(5.0)
+    assert power.windowed_peak_w(edges, watts, 1e-3) == pytest.approx((5 * 0.5 + 1 * 0.5) / 1.0)
+    assert power.windowed_peak_w(edges, watts, 2e-3) == pytest.approx((5 * 0.5 + 1 * 1.5) / 2.0)
+    assert power.windowed_peak_w(edges, watts, 1.0) == pytest.approx((1 + 2.5 + 1) / 2.5)  # longer than the span: its mean
+
+
+@pytest.mark.parametrize("tier", ["cluster", "layer"])
+@pytest.mark.parametrize("policy,kw", [("powerinfer2", {"preset": "v3"}), ("llamacpp", {})])
+def test_power_profile_integrates_to_the_ledger(tier, policy, kw):
+    from pi2sim.engine.recorder import Recorder
+
+    r = simulate(policy=policy, fidelity=tier, device="oneplus12", model="bamboo-7b", ffn_offload=0.5, decode_tokens=6, **kw)
+    from pi2sim.simulation import execute
+
+    plan = r.policy.decode_plan(r.access, r.memory)
+    rec = Recorder(0, power.PEAK_SAMPLE_TOKENS)
+    timing = execute(r.device, plan, tier, recorder=rec)
+    fb = plan.flash_bytes if plan.flash_bytes is not None else np.zeros(plan.n_tokens)
+    dec_j = power.decode_energy(r.device, timing, fb, plan.flash_reads if plan.flash_reads is not None else np.zeros(plan.n_tokens))
+    n = power.PEAK_SAMPLE_TOKENS
+    edges, watts = power.profile(r.device, rec.slices, dec_j, timing, fb, 0, n)
+    assert np.all(watts >= 0)
+    ledger = sum(float(np.sum(dec_j[c][:n])) for c in power.COMPONENTS)
+    assert float(np.sum(watts * np.diff(edges))) == pytest.approx(ledger, rel=1e-9)
+    assert edges[-1] == pytest.approx(float(np.sum(timing.token_s[:n])), rel=1e-9)
+    mean = ledger / edges[-1]
+    assert mean <= power.windowed_peak_w(edges, watts, 1e-3) <= float(watts.max()) + 1e-9
 
 
 def test_energy_adds_up(t22):

@@ -36,6 +36,8 @@ class Energy:
     prefill_j: dict[str, float]  # component -> joules of the prefill
     token_s: np.ndarray  # [T] the latencies charged (power = energy / latency)
     prefill_s: float
+    sampled_peak_w: float | None = None  # highest mean power over any peak_window in the first tokens (event tiers)
+    peak_window_s: float | None = None
 
     @property
     def total_token_j(self) -> np.ndarray:
@@ -99,3 +101,115 @@ def prefill_energy(device: DeviceSpec, prefill, flash_bytes: float = 0.0, flash_
     """Joules of the prompt pass by component (at the nominal clock)."""
     out = charge(device, prefill.seconds, prefill.busy_s, prefill.dram_bytes, flash_bytes, flash_reads)
     return {k: float(v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- peak power
+#
+# A token's mean power hides its phases: PowerInfer-2 runs attention on the NPU and the FFN on six
+# cores plus the NPU, so its power swings within every layer (~1.5 ms) while a dense CPU engine's
+# stays flat. A power meter reports the highest power averaged over its own sampling window, so
+# the peak comes from the event tiers' slices of the first few tokens: each component's ledger
+# energy is laid onto the times its resource was busy, and the peak is the highest mean of that
+# profile over any ``peak_window`` (the device's power section).
+
+PEAK_SAMPLE_TOKENS = 4  # decode tokens whose slices give the power profile (a token holds every layer's phases)
+
+
+def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for s, e in sorted(intervals):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def _spread(segments: list, spans: list[tuple[float, float]], joules: float, a: float, b: float) -> None:
+    """Lay ``joules`` evenly over the busy ``spans`` within the token [a, b], or over the whole
+    token where the ledger has energy its slices do not show (a closed-form stage draws none)."""
+    if joules == 0.0:
+        return
+    spans = [(max(s, a), min(e, b)) for s, e in spans if min(e, b) > max(s, a)]
+    busy = sum(e - s for s, e in spans)
+    if busy <= 0.0:
+        spans, busy = [(a, b)], b - a
+    for s, e in spans:
+        segments.append((s, e, joules / busy))
+
+
+def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, flash_bytes, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The phone's power over decode tokens ``first..stop-1`` as a step function: ``edges``
+    [K+1] seconds and ``watts`` [K]. It integrates to those tokens' ledger energy (``token_j``, by
+    component, at the nominal clock): idle, background and platform power are laid evenly over a
+    token, a unit's active part (and, for DRAM, the per-byte part) over the times the recorder saw
+    the unit busy (the compute units for DRAM traffic, the UFS queue for flash reads)."""
+    pw = device.power
+    assert pw is not None
+    starts = np.r_[0.0, np.cumsum(timing.token_s)]
+    by_track: dict[str, list[tuple[float, float]]] = {}
+    for s in slices:
+        by_track.setdefault(s.track, []).append((s.start_s, s.end_s))
+    cores = {c.id: pw.cores[c.cluster.name] for c in device.cores()}
+
+    def busy_spans(prefix: str) -> list[tuple[float, float]]:
+        return _union([iv for tr, ivs in by_track.items() if tr == prefix or tr.startswith(prefix + ":") for iv in ivs])
+
+    spans = {cid: busy_spans(f"cpu:{cid}") for cid in cores}
+    spans["npu"], spans["gpu"] = busy_spans("npu"), busy_spans("gpu")
+    spans["ufs"] = _union([iv for tr, ivs in by_track.items() if tr.startswith("ufs:") for iv in ivs])
+    compute = _union([iv for k in list(cores) + ["npu", "gpu"] for iv in spans[k]])
+    segments: list[tuple[float, float, float]] = []
+    zero = np.zeros(len(timing.token_s))
+    for t in range(first, min(stop, len(timing.token_s))):
+        a, b = float(starts[t]), float(starts[t + 1])
+        lat = b - a
+        if lat <= 0.0:
+            continue
+
+        def busy(key: str) -> float:
+            return min(float(np.asarray(timing.busy_token_s.get(key, zero))[t]), lat)
+
+        base = pw.dram_background_w + pw.platform_w
+        cpu_extra = 0.0
+        for cid, p in cores.items():
+            base += p.idle_w
+            extra = (p.active_w - p.idle_w) * busy(cid)
+            cpu_extra += extra
+            _spread(segments, spans[cid], extra, a, b)
+        for unit, p in (("npu", pw.npu), ("gpu", pw.gpu)):
+            base += p.idle_w
+            _spread(segments, spans[unit], (p.active_w - p.idle_w) * busy(unit), a, b)
+        segments.append((a, b, base))
+        # what the ledger holds beyond the parts laid out above (rounding of busy times, a clamp)
+        ledger = {c: float(token_j[c][t]) for c in COMPONENTS}
+        laid_cpu = sum(p.idle_w for p in cores.values()) * lat + cpu_extra
+        units = sum(p.idle_w * lat + (p.active_w - p.idle_w) * busy(u) for u, p in (("npu", pw.npu), ("gpu", pw.gpu)))
+        rest = ledger["cpu"] - laid_cpu + ledger["npu"] + ledger["gpu"] - units
+        flash_dram = pw.dram_j_per_byte * float(np.broadcast_to(np.asarray(flash_bytes, dtype=np.float64), zero.shape)[t])
+        _spread(segments, compute, ledger["dram"] - pw.dram_background_w * lat - flash_dram, a, b)
+        _spread(segments, spans["ufs"], ledger["ufs"] + flash_dram, a, b)
+        _spread(segments, [(a, b)], rest + ledger["platform"] - pw.platform_w * lat, a, b)
+    if not segments:
+        return np.array([0.0, 0.0]), np.zeros(0)
+    edges = np.unique(np.array([x for s, e, _ in segments for x in (s, e)]))
+    delta = np.zeros(len(edges))
+    for s, e, w in segments:
+        delta[np.searchsorted(edges, s)] += w
+        delta[np.searchsorted(edges, e)] -= w
+    return edges, np.cumsum(delta)[:-1]
+
+
+def windowed_peak_w(edges: np.ndarray, watts: np.ndarray, window_s: float) -> float:
+    """The highest mean of a step-function power over any window of ``window_s`` seconds within
+    it (the whole span's mean when the span is shorter)."""
+    if len(watts) == 0:
+        return 0.0
+    energy = np.r_[0.0, np.cumsum(watts * np.diff(edges))]
+    span = edges[-1] - edges[0]
+    if span <= window_s:
+        return float(energy[-1] / max(span, 1e-30))
+    # the mean over [x, x + w] is piecewise linear in x between breakpoints: its maximum is at one
+    starts = np.clip(np.r_[edges, edges - window_s], edges[0], edges[-1] - window_s)
+    gained = np.interp(starts + window_s, edges, energy) - np.interp(starts, edges, energy)
+    return float(gained.max() / window_s)

@@ -111,15 +111,16 @@ class Recorder:
     def dram_resident(self, t_s: float, gb: float) -> None:
         self.counter(DRAM_RESIDENT, t_s, gb)
 
-    def power(self, token_start_s, token_w) -> None:
-        """The power counter track, after the run: token ``t`` (within the window) draws
-        ``token_w[t]`` from ``token_start_s[t]`` on."""
-        stop = len(token_w) if self.stop_token is None else min(self.stop_token, len(token_w))
+    def power(self, edges, watts) -> None:
+        """The power counter track, after the run: a step function drawing ``watts[i]`` from
+        ``edges[i]`` to ``edges[i + 1]`` (:func:`pi2sim.engine.power.profile` of the window)."""
         series = self.counters.setdefault(POWER, [])
-        for t in range(self.first_token, stop):
-            series.append((float(token_start_s[t]), round(float(token_w[t]), 4)))
-        if stop > self.first_token and stop < len(token_start_s):
-            series.append((float(token_start_s[stop]), 0.0))
+        for t_s, w in zip(edges[:-1], watts):
+            w = round(float(w), 4)
+            if not series or series[-1][1] != w:
+                series.append((float(t_s), w))
+        if len(edges):
+            series.append((float(edges[-1]), 0.0))
 
     def counter(self, name: str, t_s: float, value: float) -> None:
         if not self.active:

@@ -83,6 +83,19 @@ def human(summary: dict) -> str:
     if sp:
         lines.append(f"  speculation     draft {sp['draft_model']}, {sp['draft_tokens']} tokens per step, acceptance {sp['acceptance']:.3g}: "
                      f"{sp['tokens_per_step']:.2f} tokens per step; a step: draft {sp['draft_ms_per_step']:.1f} ms + verify {sp['verify_ms_per_step']:.1f} ms")
+    if "energy_j_per_token" in summary:
+        pw = summary["power_w"]
+        window = f" over {pw['peak_window_ms']:g} ms" if pw.get("peak_window_ms") is not None else " (per token)"
+        lines += [
+            f"  energy          {summary['energy_j_per_token']:.3f} J/token   power mean {pw['mean']:.2f} W, peak {pw['peak']:.2f} W{window}; "
+            f"battery {summary['battery_pct_per_hour']:.1f}%/h",
+            "    " + ", ".join(f"{k} {v:.3f}" for k, v in summary["energy_breakdown_j_per_token"].items()) + " (J/token)",
+        ]
+    th = summary.get("thermal")
+    if th:
+        first = f"first throttle after {th['first_throttle_s']:.0f} s" if th.get("first_throttle_s") is not None else "no throttling"
+        lines.append(f"  thermal         body {th['body_temp_c']['end']:.1f} C at the end (max {th['body_temp_c']['max']:.1f}), {first}; "
+                     f"decode {th['decode_tok_s_first_tenth']:.2f} tok/s in the first tenth, {th['decode_tok_s_last_tenth']:.2f} in the last")
     util = summary.get("utilization", {})
     if util:
         lines.append("  utilization     " + ", ".join(f"{k} {v:.0%}" for k, v in util.items()))

@@ -145,8 +145,11 @@ def _energy_summary(energy, device, batch, T: int) -> dict:
         "decode_energy_j_per_token": _r(dec_j / n),
         "prefill_energy_j": _r(pre_j),
         "energy_breakdown_j_per_token": {c: _r((float(np.sum(energy.token_j[c])) + energy.prefill_j[c]) / n) for c in energy.token_j},
-        "power_w": {"mean": _r(mean_w), "peak": _r(max(float(watts.max()), pre_w)), "decode_mean": _r(dec_j / max(dec_s, 1e-30)),
-                    "prefill_mean": _r(pre_w)},
+        # peak: the highest of any token's mean, the prefill's mean and, on the event tiers, the
+        # mean over any peak_window of the first tokens' power profile (a token's phases)
+        "power_w": {"mean": _r(mean_w), "peak": _r(max(float(watts.max()), pre_w, energy.sampled_peak_w or 0.0)),
+                    "decode_mean": _r(dec_j / max(dec_s, 1e-30)), "prefill_mean": _r(pre_w),
+                    "peak_window_ms": _r(energy.peak_window_s * 1e3) if energy.sampled_peak_w is not None else None},
         "battery_pct_per_hour": _r(mean_w * 3600.0 / device.power.battery_j * 100.0),
     }
 

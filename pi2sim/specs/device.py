@@ -160,6 +160,8 @@ class Power:
     ufs_active_w: float = spec_field(key="ufs_active", unit="power", lo=1e-3, hi=5.0, help="UFS power while it serves requests (above its idle power)")
     platform_w: float = spec_field(key="platform", unit="power", lo=1e-2, hi=10.0, help="the rest of the phone while it decodes (SoC uncore, rails, radios idle; display off)")
     battery_j: float = spec_field(key="battery", unit="energy", lo=1e3, hi=1e6, help="battery capacity")
+    peak_window_s: float = spec_field(key="peak_window", unit="time", lo=1e-5, hi=0.1,
+                                      help="peak power is the highest mean power over any window this long (a power meter's averaging time)")
 
 
 @dataclass(frozen=True, kw_only=True)

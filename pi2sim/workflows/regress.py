@@ -41,6 +41,9 @@ METRICS = {
     "neuron_cache_hit_rate": "abs",
     "compute_share": "abs",
     "io_stall_share": "abs",
+    # on devices with a power model only (docs/energy.md)
+    "energy_j_per_token": "rel",
+    "power_peak_w": "rel",
 }
 
 
@@ -79,7 +82,7 @@ def _metrics(summary: dict) -> dict[str, float]:
     from ..report.summary import summary_row
 
     row = summary_row(summary)
-    return {m: row[m] for m in METRICS}
+    return {m: row[m] for m in METRICS if row.get(m) is not None}
 
 
 def _round(x: float) -> float:

@@ -164,7 +164,7 @@ class Compute(StageKind):
             p = self.parallel
             ta, tb = comp.dram.staggered_time(np.asarray(w), comp.demand(self), comp.agent(self), self.fixed_s,
                                               np.asarray(pw), comp.demand(p), comp.agent(p), p.fixed_s)
-            ta, tb = float(ta), float(tb)
+            ta, tb = value_at(ta, t, l), value_at(tb, t, l)  # a batched step's demand is per token ([T])
             if pw > 0:
                 rec.on_unit(p.unit, p.name, start, start + tb, **args)
         else:

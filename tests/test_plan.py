@@ -32,6 +32,41 @@ def test_max_cores_is_honoured():
     assert p.meets_requirement is False and "NOT met" in p.explain()
 
 
+def test_energy_objective_is_the_fewest_joules():
+    base = apply_values(RunConfig(), BASE)
+    p = plan(base, trials=12, seed=1, objective="energy")
+    ran = p.trials[p.trials["feasible"]]
+    assert p.summary["energy_j_per_token"] == pytest.approx(ran["energy_j_per_token"].min())
+    assert p.summary["energy_j_per_token"] <= p.default_summary["energy_j_per_token"]
+    assert p.to_yaml_dict()["predicted"]["objective"] == "energy" and "J/token vs default" in p.explain()
+
+
+def test_max_power_is_a_constraint():
+    base = apply_values(RunConfig(), BASE)
+    free = plan(base, trials=12, seed=2)
+    cap = float(free.trials["power_w_mean"].median())
+    p = plan(base, trials=12, seed=2, max_power_w=cap)
+    t = p.trials.dropna(subset=["decode_tok_s"])
+    assert (t["feasible"] == (t["power_w_mean"] <= cap)).all()
+    assert p.summary["power_w"]["mean"] <= cap
+    assert p.decode_tok_s == pytest.approx(t[t["feasible"]]["decode_tok_s"].max())
+    none = plan(base, trials=4, seed=2, max_power_w=0.5)  # below the platform's own draw: nothing meets it
+    assert "NOT met" in none.explain() and none.summary["power_w"]["mean"] == pytest.approx(none.trials["power_w_mean"].min())
+
+
+def test_thermal_plan_scores_the_heated_run():
+    base = apply_values(RunConfig(), {**BASE, "thermal": True})
+    p = plan(base, trials=3, seed=0)
+    assert "thermal" in p.summary and p.to_yaml_dict()["predicted"]["thermal"] is True
+    assert "thermal: first throttle" in p.explain()
+
+
+def test_energy_objective_needs_a_power_model():
+    r = subprocess.run([sys.executable, "-m", "pi2sim", "plan", "--device", "oneplus_ace2", "--model", "bamboo-7b", "--objective", "energy",
+                        "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 2 and "power" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_cli_plan_then_run_with_it(tmp_path):
     out = tmp_path / "plan.yaml"
     args = ["--model", "smollm2-135m", "--memory-gb", "0.4", "--decode-tokens", "8", "--trials", "4", "--quiet"]
@@ -50,7 +85,8 @@ def test_cli_plan_then_run_with_it(tmp_path):
     assert abs(s["decode_tok_s"] - data["predicted"]["decode_tok_s"]) / s["decode_tok_s"] < 1e-3
 
 
-@pytest.mark.parametrize("args, key", [(["--policy", "llamacpp"], "--policy"), (["--trials", "0"], "--trials"), (["--max-cores", "1"], "--max-cores")])
+@pytest.mark.parametrize("args, key", [(["--policy", "llamacpp"], "--policy"), (["--trials", "0"], "--trials"), (["--max-cores", "1"], "--max-cores"),
+                                       (["--max-power-w", "5000"], "--max-power-w"), (["--objective", "fastest"], "--objective")])
 def test_bad_plan_input(args, key):
     r = subprocess.run([sys.executable, "-m", "pi2sim", "plan", "--model", "smollm2-135m", "--quiet", *args], capture_output=True, text=True)
     assert r.returncode == 2 and key in r.stderr and "Traceback" not in r.stderr

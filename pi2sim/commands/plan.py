@@ -21,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_arguments(p)
     p.add_argument("--trials", type=int, default=40, help="configurations to simulate (default 40)")
     p.add_argument("--max-cores", type=int, default=None, help="at most this many cores (compute threads + the I/O thread)")
-    p.add_argument("--min-tok-s", type=float, default=None, help="required decode speed; the output says whether the plan meets it")
+    p.add_argument("--min-tok-s", type=float, default=None, help="required decode speed: slower trials are infeasible; the output says whether the plan meets it")
+    p.add_argument("--objective", choices=("speed", "energy"), default="speed",
+                   help="speed: the fastest decode (with --set thermal=true: the speed sustained as the phone heats); "
+                   "energy: the fewest joules per generated token (needs the device's power model)")
+    p.add_argument("--max-power-w", type=float, default=None, help="at most this mean power over the request (W); trials above it are infeasible")
     p.add_argument("--out", default=None, type=paths.output_file_arg("--out"), help="write the plan as YAML (usable with `pi2sim run --plan`)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_plan)
@@ -41,14 +45,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise InputError(None, "--max-cores", "at least 2 (one compute thread and the I/O thread)", args.max_cores)
     if args.min_tok_s is not None and args.min_tok_s <= 0:
         raise InputError(None, "--min-tok-s", "a positive speed", args.min_tok_s)
+    if args.max_power_w is not None and not 0.1 <= args.max_power_w <= 100:
+        raise InputError(None, "--max-power-w", "a power between 0.1 and 100 W", args.max_power_w)
     base = config_from_args(args)
     if args.decode_tokens is None:
         base = replace(base, decode_tokens=64)
     if args.fidelity is None:
         base = replace(base, fidelity="analytic")
-    p = plan(base, trials=args.trials, seed=base.seed, max_cores=args.max_cores, min_tok_s=args.min_tok_s, progress=not args.quiet)
+    p = plan(base, trials=args.trials, seed=base.seed, max_cores=args.max_cores, min_tok_s=args.min_tok_s, progress=not args.quiet,
+             objective=args.objective, max_power_w=args.max_power_w)
     where = f"{base.memory_gb:g} GB" if base.memory_gb is not None else f"{100 * (base.ffn_offload if base.ffn_offload is not None else 0.5):.0f}% FFN offload"
-    print(f"plan for {base.model} on {base.device}, {where} ({args.trials} trials, {base.decode_tokens} tokens, {base.fidelity} tier)")
+    heat = ", thermal" if base.thermal else ""
+    print(f"plan for {base.model} on {base.device}, {where} ({args.trials} trials, {base.decode_tokens} tokens, {base.fidelity} tier{heat}; "
+          f"objective {args.objective})")
     for k in sorted(p.options):
         print(f"  {k:18s} {p.options[k]}")
     print()

@@ -13,7 +13,7 @@ from ..engine import tiers
 
 def register(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("validate", help="reproduce the paper's evaluation points; print simulated vs paper with errors")
-    v.add_argument("--set", dest="which", default="calibration", choices=("calibration", "unfitted", "baselines", "micro", "external", "external-memory", "all"),
+    v.add_argument("--set", dest="which", default="calibration", choices=("calibration", "unfitted", "energy", "baselines", "micro", "external", "external-memory", "all"),
                    help="which points (default calibration; external: other engines on today's phones, experiments/external)")
     v.add_argument("--only", default=None, metavar="GLOBS", help="only scenario ids matching these comma-separated globs (e.g. 'T8*,T9')")
     v.add_argument("--scenarios", default=None, metavar="DIR", type=paths.input_dir_arg("--scenarios"), help="scenario tree to run instead of the bundled experiments/paper (your own measurements; use with --set all)")

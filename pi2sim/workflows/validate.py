@@ -38,6 +38,8 @@ SETS = {
     # points nothing is fitted to: predicted from mechanisms only (the SiLU model, T19; the Ace 2's
     # Mixtral condition, T23)
     "unfitted": ("silu", "feasibility"),
+    # energy per token and peak power (T22, docs/energy.md): two fitted, two predicted
+    "energy": ("energy",),
     "baselines": ("baselines", "baselines-memory", "baselines-50", "baselines-in-memory"),
     "micro": ("micro-ufs", "micro-dram", "micro-prefill"),
     # other engines on today's phones, measured by others (external-measurements.md §1, and the
@@ -48,7 +50,8 @@ SETS = {
 }
 EXTERNAL_SETS = ("external", "external-memory")  # their scenarios live in experiments/external
 FAST_TOKENS = 256  # decode tokens simulated by --fast
-METRICS = ("decode_tok_s", "ttft_ms", "tbt_mean_ms", "peak_memory_gb", "prefill_tok_s", "compute_share", "io_share", "hit_rate", "miss_rate", "fixed_memory_gb", "bandwidth_mbs", "bandwidth_gbs")
+METRICS = ("decode_tok_s", "ttft_ms", "tbt_mean_ms", "peak_memory_gb", "prefill_tok_s", "compute_share", "io_share", "hit_rate", "miss_rate", "fixed_memory_gb", "bandwidth_mbs", "bandwidth_gbs",
+           "energy_j_per_token", "power_peak_w")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +178,10 @@ def _metric(summary: dict, memory, metric: str) -> float:
         return 1.0 - summary["neuron_cache_hit_rate"]
     if metric == "fixed_memory_gb":
         return memory.fixed / 1e9
+    if metric in ("energy_j_per_token", "power_peak_w"):
+        if "energy_j_per_token" not in summary:
+            raise InputError(None, "run.device", f"a device with a power: section for metric {metric} (docs/energy.md)", summary["config"]["run"]["device"])
+        return summary["energy_j_per_token"] if metric == "energy_j_per_token" else summary["power_w"]["peak"]
     raise KeyError(metric)
 
 

@@ -6,7 +6,9 @@ were busy and how many bytes each agent moved through DRAM (``busy_token_s``,
 
 * per core: ``active x busy + idle x (latency - busy)``, the active power scaled by
   ``(clock share) ** clock_exponent`` when a thermal governor runs the CPU below its nominal clock
-  (dynamic power goes as C V^2 f, and the voltage falls with the clock);
+  (dynamic power goes as C V^2 f, and the voltage falls with the clock); per cluster, its
+  ``shared`` power (clock tree, rail, its share of the L3) while its busiest core is busy, scaled
+  the same way;
 * NPU and GPU: the same with their own powers;
 * DRAM: ``dram_energy x bytes`` (the compute units' traffic plus the flash reads written into
   DRAM) plus its background power over the latency;
@@ -64,6 +66,20 @@ def _core_power(device: DeviceSpec, clock_share) -> dict[str, tuple[np.ndarray, 
     return out
 
 
+def _clusters(device: DeviceSpec) -> dict[str, list[str]]:
+    """cluster name -> its core ids."""
+    out: dict[str, list[str]] = {}
+    for core in device.cores():
+        out.setdefault(core.cluster.name, []).append(core.id)
+    return out
+
+
+def _cluster_busy(core_busy: list):
+    """How long a cluster is busy: as long as its busiest core (its cores run a pool kernel
+    together, so the union of their busy times is close to the longest; it is never shorter)."""
+    return np.maximum.reduce([np.asarray(x, dtype=np.float64) for x in core_busy])
+
+
 def charge(device: DeviceSpec, span_s, busy: dict, dram_bytes: dict, flash_bytes, flash_reads, clock_share=1.0) -> dict[str, np.ndarray]:
     """Joules by component for intervals of ``span_s`` seconds (scalar or [T]) in which each
     resource was ``busy[res]`` seconds busy and each agent moved ``dram_bytes[agent]`` bytes."""
@@ -79,6 +95,9 @@ def charge(device: DeviceSpec, span_s, busy: dict, dram_bytes: dict, flash_bytes
     for cid, (act, idle) in _core_power(device, clock_share).items():
         t = b(cid)
         cpu = cpu + act * t + idle * (span - t)
+    scale = np.asarray(clock_share, dtype=np.float64) ** pw.clock_exponent
+    for name, ids in _clusters(device).items():  # a cluster's shared power while any core of it works
+        cpu = cpu + pw.cores[name].shared_w * scale * _cluster_busy([b(i) for i in ids])
     units = {}
     for unit, p in (("npu", pw.npu), ("gpu", pw.gpu)):
         t = b(unit)
@@ -151,6 +170,7 @@ def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, 
     for s in slices:
         by_track.setdefault(s.track, []).append((s.start_s, s.end_s))
     cores = {c.id: pw.cores[c.cluster.name] for c in device.cores()}
+    clusters = _clusters(device)
 
     def busy_spans(prefix: str) -> list[tuple[float, float]]:
         return _union([iv for tr, ivs in by_track.items() if tr == prefix or tr.startswith(prefix + ":") for iv in ivs])
@@ -177,6 +197,10 @@ def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, 
             extra = (p.active_w - p.idle_w) * busy(cid)
             cpu_extra += extra
             _spread(segments, spans[cid], extra, a, b)
+        for name, ids in clusters.items():
+            extra = pw.cores[name].shared_w * float(_cluster_busy([busy(i) for i in ids]))
+            cpu_extra += extra
+            _spread(segments, _union([iv for i in ids for iv in spans[i]]), extra, a, b)
         for unit, p in (("npu", pw.npu), ("gpu", pw.gpu)):
             base += p.idle_w
             _spread(segments, spans[unit], (p.active_w - p.idle_w) * busy(unit), a, b)

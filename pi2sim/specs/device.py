@@ -145,11 +145,19 @@ class UnitPower:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CorePower(UnitPower):
+    """One core of a CPU cluster, and what the cluster draws beyond its cores while any is busy."""
+
+    shared_w: float = spec_field(key="shared", unit="power", default=0.0, lo=1e-3, hi=3.0, zero_ok=True,
+                                 help="the cluster's own draw while any of its cores is busy (clock tree, rail, its share of the L3 and DSU)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Power:
     """What each component draws (:mod:`pi2sim.engine.power`): a busy unit its ``active`` power,
     an idle one its ``idle`` power, DRAM and UFS per byte moved, the rest of the phone a baseline."""
 
-    cores: dict[str, UnitPower] = spec_field(help="per CPU cluster (by name): power of one core, busy at the cluster's clock / idle")
+    cores: dict[str, CorePower] = spec_field(help="per CPU cluster (by name): power of one core, busy at the cluster's clock / idle, and the cluster's shared power")
     clock_exponent: float = spec_field(lo=1.0, hi=4.0, help="a core's active power scales as (clock / nominal clock) ** clock_exponent")
     npu: UnitPower = spec_field(help="NPU power, busy / idle")
     gpu: UnitPower = spec_field(help="GPU power, busy / idle")

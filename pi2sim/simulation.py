@@ -153,9 +153,9 @@ def run(cfg: RunConfig, progress: bool = False, recorder=None, check: bool | Non
         checks.check_plan(plan, mem)
         pol.check(access, plan)
     _progress(f"timing ({cfg.fidelity} tier)", progress)
-    sampler = _power_sampler(cfg, ctx, recorder)
+    sampler = _power_sampler(cfg, ctx)
     timing = execute(ctx.device, plan, cfg.fidelity, progress, recorder if recorder is not None else sampler, check)
-    if sampler is not None and sampler is not recorder and recorder is not None:  # the timeline's window misses the first tokens
+    if sampler is not None and recorder is not None:  # the timeline has its own recorder: sample the peak in a second pass
         execute(ctx.device, plan, cfg.fidelity, False, sampler, False)
     pplan = pol.prefill_plan(mem, access)
     prefill = analytic.run_prefill(ctx.device, pplan)
@@ -200,19 +200,16 @@ def _prefill_flash(pplan) -> tuple[float, float]:
     return reqs * float(pplan.load.size), reqs
 
 
-def _power_sampler(cfg: RunConfig, ctx: RunContext, recorder):
-    """The recorder whose slices of the first decode tokens give the peak power
-    (:func:`pi2sim.engine.power.profile`): the timeline's own when its window starts at the first
-    token, else one of its own; None without a power model or on a tier without events."""
+def _power_sampler(cfg: RunConfig, ctx: RunContext):
+    """The coarse recorder whose slices of the first decode tokens give the peak power
+    (:func:`pi2sim.engine.power.profile`), always its own so that a run gives the same peak with
+    or without a timeline; None without a power model or on a tier without events."""
     from .engine import power
     from .engine.recorder import Recorder
 
     if ctx.device.power is None or not tiers.TIERS[cfg.fidelity].events:
         return None
-    n = power.PEAK_SAMPLE_TOKENS
-    if recorder is not None and recorder.first_token == 0 and (recorder.stop_token is None or recorder.stop_token >= n):
-        return recorder
-    return Recorder(0, n)
+    return Recorder(0, power.PEAK_SAMPLE_TOKENS, coarse=True)
 
 
 def _energy_and_heat(cfg: RunConfig, ctx: RunContext, plan, timing: TimingResult, prefill: PrefillTiming, pplan, workload, progress: bool,

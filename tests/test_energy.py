@@ -64,23 +64,40 @@ def test_windowed_peak_by_hand():
 @pytest.mark.parametrize("policy,kw", [("powerinfer2", {"preset": "v3"}), ("llamacpp", {})])
 def test_power_profile_integrates_to_the_ledger(tier, policy, kw):
     from pi2sim.engine.recorder import Recorder
-
-    r = simulate(policy=policy, fidelity=tier, device="oneplus12", model="bamboo-7b", ffn_offload=0.5, decode_tokens=6, **kw)
     from pi2sim.simulation import execute
 
+    r = simulate(policy=policy, fidelity=tier, device="oneplus12", model="bamboo-7b", ffn_offload=0.5, decode_tokens=6, **kw)
     plan = r.policy.decode_plan(r.access, r.memory)
-    rec = Recorder(0, power.PEAK_SAMPLE_TOKENS)
-    timing = execute(r.device, plan, tier, recorder=rec)
-    fb = plan.flash_bytes if plan.flash_bytes is not None else np.zeros(plan.n_tokens)
-    dec_j = power.decode_energy(r.device, timing, fb, plan.flash_reads if plan.flash_reads is not None else np.zeros(plan.n_tokens))
     n = power.PEAK_SAMPLE_TOKENS
-    edges, watts = power.profile(r.device, rec.slices, dec_j, timing, fb, 0, n)
-    assert np.all(watts >= 0)
-    ledger = sum(float(np.sum(dec_j[c][:n])) for c in power.COMPONENTS)
-    assert float(np.sum(watts * np.diff(edges))) == pytest.approx(ledger, rel=1e-9)
-    assert edges[-1] == pytest.approx(float(np.sum(timing.token_s[:n])), rel=1e-9)
-    mean = ledger / edges[-1]
-    assert mean <= power.windowed_peak_w(edges, watts, 1e-3) <= float(watts.max()) + 1e-9
+    fb = plan.flash_bytes if plan.flash_bytes is not None else np.zeros(plan.n_tokens)
+    peaks = {}
+    for coarse in (False, True):  # a full timeline's slices and the peak sampler's busy runs
+        rec = Recorder(0, n, coarse=coarse)
+        timing = execute(r.device, plan, tier, recorder=rec)
+        dec_j = power.decode_energy(r.device, timing, fb, plan.flash_reads if plan.flash_reads is not None else np.zeros(plan.n_tokens))
+        edges, watts = power.profile(r.device, rec.slices, dec_j, timing, fb, 0, n)
+        assert np.all(watts >= 0)
+        ledger = sum(float(np.sum(dec_j[c][:n])) for c in power.COMPONENTS)
+        assert float(np.sum(watts * np.diff(edges))) == pytest.approx(ledger, rel=1e-9)
+        assert edges[-1] == pytest.approx(float(np.sum(timing.token_s[:n])), rel=1e-9)
+        mean = ledger / edges[-1]
+        assert mean <= power.windowed_peak_w(edges, watts, 1e-3) <= float(watts.max()) + 1e-9
+        peaks[coarse] = [power.windowed_peak_w(edges, watts, w) for w in (1e-4, 2e-4, 1e-3)]
+    # the coarse recorder keeps the union of every busy interval, so it gives the same profile's peaks
+    assert peaks[True] == pytest.approx(peaks[False], rel=1e-9)
+
+
+def test_peak_is_the_same_with_a_timeline(tmp_path):
+    from pi2sim.engine.recorder import Recorder
+    from pi2sim.simulation import run
+    from pi2sim.config import RunConfig, apply_values
+
+    cfg = apply_values(RunConfig(), {"device": "oneplus12", "model": "bamboo-7b", "ffn_offload": 0.5, "decode_tokens": 6, "preset": "v3"})
+    plain = run(cfg).summary["power_w"]
+    for window in ((0, None), (2, 5)):
+        rec = Recorder(*window)
+        assert run(cfg, recorder=rec).summary["power_w"] == plain
+        assert rec.counters["power (W)"], "the timeline has its power counter"
 
 
 def test_energy_adds_up(t22):

@@ -55,11 +55,17 @@ class Flow:
 
 
 class Recorder:
-    def __init__(self, first_token: int = 0, stop_token: int | None = None):
+    """Records of the decode tokens ``first_token..stop_token-1``. ``coarse``: busy spans only (a
+    neuron pipeline's stage gives one slice per core, per I/O thread and per batch of reads, no
+    single requests, flows or bandwidth counters): what the power profile needs, at a fraction of
+    the cost of a full timeline."""
+
+    def __init__(self, first_token: int = 0, stop_token: int | None = None, coarse: bool = False):
         if first_token < 0 or (stop_token is not None and stop_token <= first_token):
             raise ValueError("token window must satisfy 0 <= first < stop")
         self.first_token = first_token
         self.stop_token = stop_token
+        self.coarse = coarse
         self.active = False
         self.token = -1
         self.slices: list[Slice] = []

@@ -33,6 +33,64 @@ def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[t
     io_track = cpu_track(p.io_core, "io" if p.io_core in p.pool.ids() else None)
     cores = p.pool.ids()
     k_of = {0: "gate", 1: "up/down"}
+    if rec.coarse:
+        _pipeline_spans(rec, stages, starts, (r_task, r_io, r_req, r_count), io_track, cores)
+    else:
+        _pipeline_detail(rec, p, stages, starts, (r_task, r_io, r_req, r_bw, r_count), io_track, cores, k_of)
+    for s, (t, l, s0) in enumerate(stages):
+        rec.begin_token(t)
+        body = out[s, PK.BODY]
+        rec.dram_bandwidth("cpu", s0 + body, 0.0)
+        if p.parallel is not None and out[s, PK.NPU_END] > 0:
+            rec.on_unit(p.parallel.unit, p.parallel.name, s0, s0 + out[s, PK.NPU_END], token=t, layer=l)
+            rec.dram_bandwidth(p.parallel.unit, s0 + out[s, PK.NPU_END], 0.0)
+        g = sub.g_hit[s] + sub.g_miss[s]
+        if g > 0:
+            rec.hit_rate(s0, round(float(sub.g_hit[s]) / g, 4))
+        if p.pool.barrier_s and (g > 0 or sub.u_hit[s] + sub.u_miss[s] > 0):
+            rec.on_pool(p.pool, "barrier", s0 + body, s0 + body + p.pool.barrier_s, stage=p.name)
+
+
+def _merged(keys: np.ndarray, t0: np.ndarray, t1: np.ndarray):
+    """The union of intervals [t0, t1) per key: (key, start, end) of each maximal busy run."""
+    if len(keys) == 0:
+        return []
+    order = np.lexsort((t0, keys))
+    k, a, b = keys[order], t0[order], t1[order]
+    # running maximum of the ends within each key: the offset keeps the sorted keys' values apart
+    off = float(b.max() - min(a.min(), 0.0) + 1.0)
+    run = np.maximum.accumulate(b + k * off) - k * off
+    first = np.flatnonzero(np.r_[True, (k[1:] != k[:-1]) | (a[1:] > run[:-1] + 1e-12)])
+    return zip(k[first].tolist(), a[first].tolist(), np.maximum.reduceat(b, first).tolist())
+
+
+def _pipeline_spans(rec: Recorder, stages, starts, records, io_track: str, cores: list[str]) -> None:
+    """A coarse recorder's view of the window's pipeline stages: each core's, the I/O thread's and
+    the UFS queue's busy runs (the union of their tasks, issues and requests), no single records."""
+    r_task, r_io, r_req, r_count = records
+    n_task, n_io, n_req = int(r_count[0]), int(r_count[1]), int(r_count[2])
+    C = len(cores)
+    tasks = r_task[:n_task]
+    for key, a, b in _merged(tasks[:, 0].astype(np.int64) * C + tasks[:, 1].astype(np.int64), tasks[:, 4], tasks[:, 5]):
+        s, i = divmod(key, C)
+        t, l, _ = stages[s]
+        rec.begin_token(t)
+        rec.slice(cpu_track(cores[i]), "neuron clusters", starts[s] + a, starts[s] + b, token=t, layer=l)
+    io = r_io[:n_io]
+    for s, a, b in _merged(io[:, 0].astype(np.int64), io[:, 3], io[:, 4]):
+        t, l, _ = stages[s]
+        rec.begin_token(t)
+        rec.slice(io_track, "issue reads", starts[s] + a, starts[s] + b, token=t, layer=l)
+    req = r_req[:n_req]
+    for s, a, b in _merged(req[:, 0].astype(np.int64), req[:, 2], req[:, 3]):
+        t, l, _ = stages[s]
+        rec.begin_token(t)
+        rec.ufs_batch("reads", starts[s] + a, starts[s] + b, token=t, layer=l)
+
+
+def _pipeline_detail(rec: Recorder, p: NeuronPipeline, stages, starts, records, io_track: str, cores: list[str], k_of: dict) -> None:
+    """Every request, I/O issue, task and bandwidth change of the window's pipeline stages."""
+    r_task, r_io, r_req, r_bw, r_count = records
     # requests first (their queue slots are the flows' sources), batch by batch in issue order
     last_req: dict[int, tuple[str, float]] = {}
     batch_of_req = r_req[: r_count[2], 4].astype(np.int64)
@@ -70,18 +128,6 @@ def _pipeline(rec: Recorder, comp: Components, p: NeuronPipeline, stages: list[t
         rec.dram_bandwidth("cpu", starts[s] + r_bw[j, 1], round(r_bw[j, 2] / 1e9, 3))
         if p.parallel is not None:
             rec.dram_bandwidth(p.parallel.unit, starts[s] + r_bw[j, 1], round(r_bw[j, 3] / 1e9, 3))
-    for s, (t, l, s0) in enumerate(stages):
-        rec.begin_token(t)
-        body = out[s, PK.BODY]
-        rec.dram_bandwidth("cpu", s0 + body, 0.0)
-        if p.parallel is not None and out[s, PK.NPU_END] > 0:
-            rec.on_unit(p.parallel.unit, p.parallel.name, s0, s0 + out[s, PK.NPU_END], token=t, layer=l)
-            rec.dram_bandwidth(p.parallel.unit, s0 + out[s, PK.NPU_END], 0.0)
-        g = sub.g_hit[s] + sub.g_miss[s]
-        if g > 0:
-            rec.hit_rate(s0, round(float(sub.g_hit[s]) / g, 4))
-        if p.pool.barrier_s and (g > 0 or sub.u_hit[s] + sub.u_miss[s] > 0):
-            rec.on_pool(p.pool, "barrier", s0 + body, s0 + body + p.pool.barrier_s, stage=p.name)
 
 
 def record_window(comp: Components, plan: DecodePlan, layer_times: list[StageTime], token_times: list[StageTime],

@@ -230,6 +230,9 @@ class _IoThread:
         # the I/O thread's own track; if its core also runs compute threads, a second track on that core
         core = cpu_track(self.p.io_core, "io" if self.p.io_core in self.p.pool.ids() else None)
         rec.slice(core, f"issue {n} {what} reads", now, now + n * per, token=e._t, layer=e._l)
+        if rec.coarse:  # the batch as one busy span, from its first issue to its last completion
+            rec.ufs_batch(f"{n} {what} reads", now, now + (n - 1) * per + lat, token=e._t, layer=e._l)
+            return None
         track = None
         for i in range(int(n)):
             track = rec.ufs_request(now + i * per, now + i * per + lat, f"{what} read {size / 1024:g} KiB", token=e._t, layer=e._l)

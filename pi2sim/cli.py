@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv[0] if argv else None)
     try:
         args = parser.parse_args(argv)
+        args.argv = argv  # the command as typed (reports embed it)
         result = args.func(args)
         return int(result or 0)
     except InputError as exc:

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", default=None, type=paths.output_dir_arg("--out"), help="write compare.csv and compare.json (and compare.png with --plot) here")
     c.add_argument("--plot", action="store_true", help="save a bar chart (decode tok/s and where the time goes)")
     c.add_argument("--json", action="store_true", help="print the table as JSON")
+    c.add_argument("--report", default=None, type=paths.output_file_arg("--report"), metavar="FILE.html",
+                   help="also write one self-contained HTML page: the chart, the table, every run's resolved configuration, the version and this command")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_compare)
 
@@ -71,55 +73,67 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..workflows.compare import run_policies, split_sets
 
     specs = [s.strip() for s in args.policies.split(",") if s.strip()]
+    if args.report:
+        from ..report.html import check_path
+
+        check_path(args.report)
     run_sets, per = split_sets(args.set, specs)
     base = _base(args, run_sets)
-    table, _ = run_policies(base, specs, per, progress=not args.quiet)
+    table, results = run_policies(base, specs, per, progress=not args.quiet)
     mem = f"{base.memory_gb:g} GB" if base.memory_gb is not None else f"{(0.5 if base.ffn_offload is None else base.ffn_offload):.0%} FFN offload"
     if args.json:
         print(table.to_json(orient="records", indent=2))
     else:
         _print_table(table, f"{base.model} on {base.device}, {mem}, {base.decode_tokens} decode tokens ({base.fidelity} tier)")
+    title = f"{base.model} on {base.device}, {mem}"
+    if args.plot and not args.out:
+        print("pi2sim: --plot needs --out DIR", file=sys.stderr)
+        return 2
+    written = []
     if args.out:
         written = _write(table, args.out, "compare")
         if args.plot:
-            written.append(plot_compare(table, Path(args.out) / "compare.png", f"{base.model} on {base.device}, {mem}"))
-        for p in written:
-            print(f"wrote {p}", file=sys.stderr)
-    elif args.plot:
-        print("pi2sim: --plot needs --out DIR", file=sys.stderr)
-        return 2
+            from ..atomic import write_bytes
+
+            p = Path(args.out) / "compare.png"
+            write_bytes(p, compare_png(table, title))
+            written.append(p)
+    if args.report:
+        from ..report import html
+        from ..workflows.reports import compare_sections
+
+        resolved = {label: r.resolved for label, r in results.items()}
+        png = compare_png(table, title) if (table["status"] == "ok").any() else None
+        html.write(args.report, f"pi2sim compare: {title}", compare_sections(table, resolved, title, png), getattr(args, "argv", None))
+        written.append(Path(args.report))
+    for p in written:
+        print(f"wrote {p}", file=sys.stderr)
     return 0
 
 
-def plot_compare(table, path: Path, title: str) -> Path:
-    import matplotlib
+def compare_png(table, title: str) -> bytes:
+    """Decode speed and where the time goes, by engine, as PNG bytes."""
+    from ..report.figures import CATEGORY_COLOURS, _plt, png_bytes
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..atomic import atomic_open
-
+    plt = _plt()
     ok = table[table["status"] == "ok"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.bar(ok["policy"], ok["decode_tok_s"], color="#4c72b0")
-    ax1.set_ylabel("decode tok/s")
+    ax1.set_ylabel("decode speed (tokens/s)")
     ax1.set_title("decode speed")
     ax1.tick_params(axis="x", rotation=30)
     bottom = None
-    for col, color in (("compute_share", "#55a868"), ("io_stall_share", "#c44e52"), ("other_share", "#8172b2")):
-        vals = ok[col].astype(float) * 1000.0 / ok["decode_tok_s"].astype(float)
-        ax2.bar(ok["policy"], vals, bottom=bottom, color=color, label=col.replace("_share", ""))
+    for cat, label in (("compute", "compute"), ("io_stall", "exposed I/O"), ("other", "other")):
+        vals = ok[f"{cat}_share"].astype(float) * 1000.0 / ok["decode_tok_s"].astype(float)
+        ax2.bar(ok["policy"], vals, bottom=bottom, color=CATEGORY_COLOURS[cat], label=label)
         bottom = vals if bottom is None else bottom + vals
-    ax2.set_ylabel("ms per token")
+    ax2.set_ylabel("critical path per token (ms)")
     ax2.set_title("where the time goes")
     ax2.legend()
     ax2.tick_params(axis="x", rotation=30)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_open(path) as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return png_bytes(fig)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

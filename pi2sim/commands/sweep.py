@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--dask", action="store_true", help="run on a local Dask cluster (--jobs workers) instead of a process pool")
     where.add_argument("--scheduler", default=None, metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786")
     s.add_argument("--no-cache", action="store_true", help="simulate every point even if an identical run is cached")
+    s.add_argument("--report", default=None, type=paths.output_file_arg("--report"), metavar="FILE.html",
+                   help="also write one self-contained HTML page: the plot, the table, the grid, the version and this command")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
 
@@ -72,6 +74,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise InputError(None, "--out", "a path ending in .parquet or .csv", str(out))
     if out.suffix == ".parquet":
         require_parquet(out)  # before hours of runs, not after
+    if args.report:
+        from ..report.html import check_path
+
+        check_path(args.report)
     journal = out.with_name(out.name + ".journal.jsonl")
     client = executor = None
     if args.dask or args.scheduler:
@@ -88,6 +94,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{stats.from_journal} from the journal); {ok} ok, {stats.total - ok} refused or infeasible",
         file=sys.stderr,
     )
+    if args.report:
+        from dataclasses import asdict
+
+        from ..report import html
+        from ..workflows.reports import sweep_sections
+
+        spec = {k: v for k, v in asdict(grid).items() if k != "source" and v is not None}
+        html.write(args.report, f"pi2sim sweep: {grid.name}", sweep_sections(table, spec, grid.name), getattr(args, "argv", None))
+        paths = [*paths, Path(args.report)]
     for p in paths:
         print(f"wrote {p}", file=sys.stderr)
     return 0

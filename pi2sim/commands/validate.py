@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"--cross: record the spreads in experiments/paper/{CROSS_RECORD}, where --fitted reads them")
     v.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", type=paths.input_file_arg("--calibration"), help="apply constants fitted by `pi2sim calibrate --out` to every point")
     v.add_argument("--no-sweep", action="store_true", help="skip the Mixtral memory sweep plot")
+    v.add_argument("--report", default=None, type=paths.output_file_arg("--report"), metavar="FILE.html",
+                   help="also write one self-contained HTML page: the figures, every point, the fitted constants, each point's configuration, the version and this command")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=cmd_validate)
 
@@ -45,6 +47,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"\n{len(rows)} fitted constants")
         print(render_free_set())
         return 0
+    if args.report:
+        from ..report.html import check_path
+
+        check_path(args.report)
     root = None
     if args.scenarios:
         from ..errors import InputError
@@ -76,6 +82,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
             write_text(out / "mixtral-memory-sweep.csv", sweep.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
         for p in V.plot(df, out, sweep):
             print(f"wrote {p}", file=sys.stderr)
+    if args.report:
+        from ..report import html
+        from ..schema import to_dict
+        from ..workflows.reports import validate_sections
+
+        configs = {o.scenario.id: (to_dict(V.run_config(o.scenario, args.fast)) if o.scenario.kind == "run" else dict(o.scenario.bench or {}))
+                   for o in outcomes}
+        sections = validate_sections(df, configs, args.which, args.fast, args.fidelity, V.fitted_constants())
+        html.write(args.report, f"pi2sim validate: set {args.which}", sections, getattr(args, "argv", None))
+        print(f"wrote {args.report}", file=sys.stderr)
     return 0
 
 

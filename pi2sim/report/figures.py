@@ -38,6 +38,15 @@ def png_bytes(fig, metadata: dict[str, str] | None = None) -> bytes:
     return buf.getvalue()
 
 
+def _plain_log_ticks(axis) -> None:
+    """A log axis labelled 0.2, 0.5, 1, 2, 5, 10 ... instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def memory_curve(curve: pd.DataFrame, paper: pd.DataFrame, title: str):
     """Decode tok/s against the app's memory, one line per engine (``curve``: policy, memory_gb,
     decode_tok_s), with the published points (``paper``: policy, memory_gb, paper, id)."""
@@ -52,10 +61,7 @@ def memory_curve(curve: pd.DataFrame, paper: pd.DataFrame, title: str):
         ax.scatter(sub["memory_gb"], sub["paper"], marker="s", s=42, facecolor=colours.get(policy, "k"), edgecolor="k", zorder=4,
                    label=f"paper: {policy}")
     ax.set_yscale("log")
-    from matplotlib.ticker import FuncFormatter
-
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
+    _plain_log_ticks(ax.yaxis)
     ax.set_xlabel("memory available to the app (GB)")
     ax.set_ylabel("decode speed (tokens/s, log scale)")
     ax.set_title(title)
@@ -84,6 +90,8 @@ def validation_scatter(points: pd.DataFrame, title: str, band: float = 0.10):
                     arrowprops=dict(arrowstyle="-", lw=0.4, color="0.4"))
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_ticks(ax.xaxis)
+    _plain_log_ticks(ax.yaxis)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("published value (each point in its own unit: tok/s, ms, GB, MB/s, J, W, share)")

@@ -62,7 +62,9 @@ def _check_targets(name, tokens):
     path = synth.synthesize_cached(m, tokens, seed=0, progress=False)
     profile, _ = synth.load_profile(name)
     with f.load(path) as t:
-        assert t.meta.n_tokens == tokens + profile.prompt_tokens
+        # at least what was asked: the cache keeps one trace per model and a longer run (another test's,
+        # in parallel) extends it; its first tokens are this length's trace (prefix-stable generation)
+        assert t.meta.n_tokens >= tokens + profile.prompt_tokens
         st = compute(t)
     bad = []
     for key, level, target, label in profile_targets(profile):

@@ -105,9 +105,10 @@ def test_report_in_a_real_browser(reports, name, tmp_path):
                 assert not errors, errors
                 assert all(u == page_url or u.startswith("data:") for u in requests), requests  # offline: nothing fetched
                 images = page.evaluate("""() => Array.from(document.images).map(i => ({ok: i.complete && i.naturalWidth > 0,
-                                          w: i.getBoundingClientRect().width, alt: i.alt}))""")
+                                          w: i.getBoundingClientRect().width, box: i.parentElement.getBoundingClientRect().width, alt: i.alt}))""")
                 assert images and all(i["ok"] for i in images), images
-                assert all(0 < i["w"] <= w for i in images), f"an image wider than the {label} viewport"
+                assert all(0 < i["box"] <= w for i in images), f"a figure's box wider than the {label} viewport"
+                assert all(i["w"] >= min(480, w - 40) for i in images), "a figure shrunk below a readable width"
                 assert all(i["alt"] for i in images)
                 # the page itself never scrolls sideways (wide tables scroll inside their box)
                 assert page.evaluate("() => document.documentElement.scrollWidth") <= w + 1

@@ -72,7 +72,11 @@ details { margin: 0.4rem 0; border: 1px solid var(--line); border-radius: 6px; p
 summary { cursor: pointer; color: var(--accent); }
 details pre { overflow-x: auto; margin: 0.5rem 0; }
 .note { color: var(--muted); font-size: 0.85rem; }
-@media (max-width: 600px) { body { font-size: 14px; } main { padding: 0.8rem 0.6rem 2rem; } h1 { font-size: 1.25rem; } }
+@media (max-width: 600px) {
+  body { font-size: 14px; } main { padding: 0.8rem 0.6rem 2rem; } h1 { font-size: 1.25rem; }
+  /* a figure keeps a readable size and scrolls sideways in its box instead of shrinking its text away */
+  figure { overflow-x: auto; } figure img { width: 640px; max-width: none; }
+}
 </style>
 </head>
 <body>

@@ -21,6 +21,7 @@ No number here is fitted: the device file says which of its values are (docs/ene
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,17 +145,34 @@ def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(s, e) for s, e in out]
 
 
-def _spread(segments: list, spans: list[tuple[float, float]], joules: float, a: float, b: float) -> None:
-    """Lay ``joules`` evenly over the busy ``spans`` within the token [a, b], or over the whole
-    token where the ledger has energy its slices do not show (a closed-form stage draws none)."""
+class _Busy:
+    """A unit's busy runs: disjoint intervals sorted by time (a :func:`_union`), searchable."""
+
+    def __init__(self, runs: list[tuple[float, float]]):
+        self.runs = runs
+        self.ends = [e for _, e in runs]
+
+    def within(self, a: float, b: float) -> list[tuple[float, float]]:
+        """The runs clipped to [a, b]."""
+        out = []
+        for s, e in self.runs[bisect.bisect_right(self.ends, a):]:
+            if s >= b:
+                break
+            out.append((max(s, a), min(e, b)))
+        return out
+
+
+def _spread(segments: list, busy: _Busy | None, joules: float, a: float, b: float) -> None:
+    """Lay ``joules`` evenly over the busy runs within the token [a, b], or over the whole token
+    where the ledger has energy its slices do not show (a closed-form stage draws none)."""
     if joules == 0.0:
         return
-    spans = [(max(s, a), min(e, b)) for s, e in spans if min(e, b) > max(s, a)]
-    busy = sum(e - s for s, e in spans)
-    if busy <= 0.0:
-        spans, busy = [(a, b)], b - a
+    spans = busy.within(a, b) if busy is not None else []
+    total = sum(e - s for s, e in spans)
+    if total <= 0.0:
+        spans, total = [(a, b)], b - a
     for s, e in spans:
-        segments.append((s, e, joules / busy))
+        segments.append((s, e, joules / total))
 
 
 def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, flash_bytes, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,13 +190,16 @@ def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, 
     cores = {c.id: pw.cores[c.cluster.name] for c in device.cores()}
     clusters = _clusters(device)
 
-    def busy_spans(prefix: str) -> list[tuple[float, float]]:
+    def busy_runs(prefix: str) -> list[tuple[float, float]]:
         return _union([iv for tr, ivs in by_track.items() if tr == prefix or tr.startswith(prefix + ":") for iv in ivs])
 
-    spans = {cid: busy_spans(f"cpu:{cid}") for cid in cores}
-    spans["npu"], spans["gpu"] = busy_spans("npu"), busy_spans("gpu")
-    spans["ufs"] = _union([iv for tr, ivs in by_track.items() if tr.startswith("ufs:") for iv in ivs])
-    compute = _union([iv for k in list(cores) + ["npu", "gpu"] for iv in spans[k]])
+    runs = {cid: busy_runs(f"cpu:{cid}") for cid in cores}
+    runs["npu"], runs["gpu"] = busy_runs("npu"), busy_runs("gpu")
+    runs["ufs"] = _union([iv for tr, ivs in by_track.items() if tr.startswith("ufs:") for iv in ivs])
+    spans = {k: _Busy(v) for k, v in runs.items()}
+    for name, ids in clusters.items():
+        spans[f"cluster:{name}"] = _Busy(_union([iv for i in ids for iv in runs[i]]))
+    compute = _Busy(_union([iv for k in list(cores) + ["npu", "gpu"] for iv in runs[k]]))
     segments: list[tuple[float, float, float]] = []
     zero = np.zeros(len(timing.token_s))
     for t in range(first, min(stop, len(timing.token_s))):
@@ -200,7 +221,7 @@ def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, 
         for name, ids in clusters.items():
             extra = pw.cores[name].shared_w * float(_cluster_busy([busy(i) for i in ids]))
             cpu_extra += extra
-            _spread(segments, _union([iv for i in ids for iv in spans[i]]), extra, a, b)
+            _spread(segments, spans[f"cluster:{name}"], extra, a, b)
         for unit, p in (("npu", pw.npu), ("gpu", pw.gpu)):
             base += p.idle_w
             _spread(segments, spans[unit], (p.active_w - p.idle_w) * busy(unit), a, b)
@@ -213,7 +234,7 @@ def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, 
         flash_dram = pw.dram_j_per_byte * float(np.broadcast_to(np.asarray(flash_bytes, dtype=np.float64), zero.shape)[t])
         _spread(segments, compute, ledger["dram"] - pw.dram_background_w * lat - flash_dram, a, b)
         _spread(segments, spans["ufs"], ledger["ufs"] + flash_dram, a, b)
-        _spread(segments, [(a, b)], rest + ledger["platform"] - pw.platform_w * lat, a, b)
+        _spread(segments, None, rest + ledger["platform"] - pw.platform_w * lat, a, b)
     if not segments:
         return np.array([0.0, 0.0]), np.zeros(0)
     edges = np.unique(np.array([x for s, e, _ in segments for x in (s, e)]))

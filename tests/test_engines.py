@@ -263,6 +263,20 @@ def test_powerinfer2_best_of_n_computes_the_union_and_serves_every_candidate():
     assert float(four.timing.token_s[0]) > float(one.timing.token_s[0])  # a step of four costs more than one token
 
 
+def test_t21_best_of_four_at_the_start():
+    """T21 (calibration-2.md): Best-of-4, Bamboo-7B in memory, OnePlus 12, the first step (four
+    candidates): PowerInfer-2 v3 is 1.84x QNN and 1.28x PowerInfer-2 CPU-only."""
+    kw = dict(model="bamboo-7b", ffn_offload=0.0, decode_tokens=4, fidelity="analytic", best_of=4)
+    step = {name: float(simulate(**kw, **opts).timing.token_s[0])
+            for name, opts in (("hybrid", {"preset": "v3"}), ("cpu", {}), ("qnn", {"policy": "dense", "preset": "qnn"}))}
+    hybrid = simulate(**kw, preset="v3")
+    assert hybrid.policy.row_share() == pytest.approx(0.7)  # in memory the NPU takes its batch-4 share, no cache split caps it
+    assert abs((step["qnn"] / step["hybrid"]) / 1.84 - 1) <= 0.15
+    # known miss (docs/validation.md "T21"): the CPU-only step pays every candidate's full compute;
+    # when this comes within 15%, move it to the assertion above
+    assert abs((step["cpu"] / step["hybrid"]) / 1.28 - 1) > 0.15
+
+
 def test_powerinfer2_best_of_tiers_agree():
     kw = dict(model="bamboo-7b", ffn_offload=0.5, decode_tokens=8, preset="v3", best_of=4)
     got = {t: simulate(fidelity=t, **kw).summary["decode_tok_s"] for t in ("analytic", "cluster", "layer")}

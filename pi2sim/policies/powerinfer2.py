@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from .. import diskcache
 from ..access import memo, segmented
 from ..access.workload import Workload, hottest_first, neuron_frequencies
 from ..engine.compute import CpuPool, pick_cores
@@ -220,7 +221,10 @@ class PowerInfer2(Policy):
         ``cache_neurons`` for the chosen decode mode; memoised on the profile and every option it
         depends on."""
         o = self.opt
-        key = memo.digest("hot_mask", freqs, cache_neurons, o.decode, self.row_share(), o.hot_fraction, o.neuron_cache)
+        # the mask is this module's computation: its code is part of the key (the disk memo's own
+        # code digest covers only the access model and the trace reader)
+        key = memo.digest("hot_mask", diskcache.code_digest("policies"), freqs, cache_neurons, o.decode, self.row_share(), o.hot_fraction,
+                          o.neuron_cache)
         return memo.PROFILES.get(key, lambda: memo.persisted(key, lambda: self._hot_mask(freqs, cache_neurons)))
 
     def _hot_mask(self, freqs: np.ndarray, total: int) -> tuple[np.ndarray, int]:
@@ -228,9 +232,12 @@ class PowerInfer2(Policy):
         o = self.opt
         if o.decode == "hybrid":
             # the NPU computes the hottest npu_row_share of every (layer, expert) densely: those rows
-            # must be resident, within hot_fraction of the cache; the rest of the cache is the cold LRU
+            # must be resident, within hot_fraction of the cache; the rest of the cache is the cold LRU.
+            # A cache that holds every neuron (in memory) has no split to respect: every row is
+            # resident, so the NPU takes its full share (Best-of-N's ~70% at batch 4, PI2 §4.1.2)
             rows = int(round(self.row_share() * N))
-            rows = min(rows, int(o.hot_fraction * total) // max(1, L * E))
+            if total < L * E * N:
+                rows = min(rows, int(o.hot_fraction * total) // max(1, L * E))
             order = hottest_first(freqs, axis=2)
             mask = np.zeros((L, E, N), bool)
             np.put_along_axis(mask, order[:, :, :rows], True, axis=2)

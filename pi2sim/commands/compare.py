@@ -113,9 +113,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def compare_png(table, title: str) -> bytes:
     """Decode speed and where the time goes, by engine, as PNG bytes."""
-    from ..report.figures import CATEGORY_COLOURS, _plt, png_bytes
+    from ..report.figures import CATEGORY_COLOURS, png_bytes, pyplot
 
-    plt = _plt()
+    plt = pyplot()
     ok = table[table["status"] == "ok"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.bar(ok["policy"], ok["decode_tok_s"], color="#4c72b0")

@@ -162,17 +162,19 @@ class _Busy:
         return out
 
 
-def _spread(segments: list, busy: _Busy | None, joules: float, a: float, b: float) -> None:
+def _spread(segments: list, busy: _Busy | None, joules: float, a: float, b: float) -> float:
     """Lay ``joules`` evenly over the busy runs within the token [a, b], or over the whole token
-    where the ledger has energy its slices do not show (a closed-form stage draws none)."""
+    where the ledger has energy its slices do not show (a closed-form stage draws none); returns
+    the joules laid."""
     if joules == 0.0:
-        return
+        return 0.0
     spans = busy.within(a, b) if busy is not None else []
     total = sum(e - s for s, e in spans)
     if total <= 0.0:
         spans, total = [(a, b)], b - a
     for s, e in spans:
         segments.append((s, e, joules / total))
+    return joules
 
 
 def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, flash_bytes, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,30 +213,22 @@ def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, 
         def busy(key: str) -> float:
             return min(float(np.asarray(timing.busy_token_s.get(key, zero))[t]), lat)
 
-        base = pw.dram_background_w + pw.platform_w
-        cpu_extra = 0.0
-        for cid, p in cores.items():
-            base += p.idle_w
-            extra = (p.active_w - p.idle_w) * busy(cid)
-            cpu_extra += extra
-            _spread(segments, spans[cid], extra, a, b)
-        for name, ids in clusters.items():
-            extra = pw.cores[name].shared_w * float(_cluster_busy([busy(i) for i in ids]))
-            cpu_extra += extra
-            _spread(segments, spans[f"cluster:{name}"], extra, a, b)
-        for unit, p in (("npu", pw.npu), ("gpu", pw.gpu)):
-            base += p.idle_w
-            _spread(segments, spans[unit], (p.active_w - p.idle_w) * busy(unit), a, b)
+        # the always-on draw: every idle core and unit, DRAM background, the rest of the phone
+        base = pw.dram_background_w + pw.platform_w + sum(p.idle_w for p in cores.values()) + pw.npu.idle_w + pw.gpu.idle_w
         segments.append((a, b, base))
-        # what the ledger holds beyond the parts laid out above (rounding of busy times, a clamp)
-        ledger = {c: float(token_j[c][t]) for c in COMPONENTS}
-        laid_cpu = sum(p.idle_w for p in cores.values()) * lat + cpu_extra
-        units = sum(p.idle_w * lat + (p.active_w - p.idle_w) * busy(u) for u, p in (("npu", pw.npu), ("gpu", pw.gpu)))
-        rest = ledger["cpu"] - laid_cpu + ledger["npu"] + ledger["gpu"] - units
+        laid = base * lat
+        for cid, p in cores.items():  # each core's and cluster's active part while it was busy
+            laid += _spread(segments, spans[cid], (p.active_w - p.idle_w) * busy(cid), a, b)
+        for name, ids in clusters.items():
+            laid += _spread(segments, spans[f"cluster:{name}"], pw.cores[name].shared_w * float(_cluster_busy([busy(i) for i in ids])), a, b)
+        for unit, p in (("npu", pw.npu), ("gpu", pw.gpu)):
+            laid += _spread(segments, spans[unit], (p.active_w - p.idle_w) * busy(unit), a, b)
+        # DRAM traffic over the compute units' busy times, flash reads (and their DRAM writes) over the UFS queue's
         flash_dram = pw.dram_j_per_byte * float(np.broadcast_to(np.asarray(flash_bytes, dtype=np.float64), zero.shape)[t])
-        _spread(segments, compute, ledger["dram"] - pw.dram_background_w * lat - flash_dram, a, b)
-        _spread(segments, spans["ufs"], ledger["ufs"] + flash_dram, a, b)
-        _spread(segments, None, rest + ledger["platform"] - pw.platform_w * lat, a, b)
+        laid += _spread(segments, compute, float(token_j["dram"][t]) - pw.dram_background_w * lat - flash_dram, a, b)
+        laid += _spread(segments, spans["ufs"], float(token_j["ufs"][t]) + flash_dram, a, b)
+        # what the ledger holds beyond the parts laid out above (rounding of busy times, a clamp): evenly
+        _spread(segments, None, sum(float(token_j[c][t]) for c in COMPONENTS) - laid, a, b)
     if not segments:
         return np.array([0.0, 0.0]), np.zeros(0)
     edges = np.unique(np.array([x for s, e, _ in segments for x in (s, e)]))

@@ -19,7 +19,7 @@ PAPER_STYLE = dict(marker="s", s=36, color="k", zorder=4)
 CATEGORY_COLOURS = {"compute": "#4c72b0", "io_stall": "#dd8452", "other": "#8c8c8c"}
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -34,7 +34,7 @@ def png_bytes(fig, metadata: dict[str, str] | None = None) -> bytes:
     stamp, so the same figure gives the same bytes with the same matplotlib)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None, **(metadata or {})})
-    _plt().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -50,7 +50,7 @@ def _plain_log_ticks(axis) -> None:
 def memory_curve(curve: pd.DataFrame, paper: pd.DataFrame, title: str):
     """Decode tok/s against the app's memory, one line per engine (``curve``: policy, memory_gb,
     decode_tok_s), with the published points (``paper``: policy, memory_gb, paper, id)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.2))
     colours = {}
     for policy, sub in curve.groupby("policy", sort=False):
@@ -74,7 +74,7 @@ def memory_curve(curve: pd.DataFrame, paper: pd.DataFrame, title: str):
 def validation_scatter(points: pd.DataFrame, title: str, band: float = 0.10):
     """Simulated against published, one point per scenario (``points``: id, set, metric,
     simulated, paper), log-log, with the identity and a +-``band`` band; the worst misses named."""
-    plt = _plt()
+    plt = pyplot()
     ok = points[np.isfinite(points["simulated"]) & (points["simulated"] > 0) & (points["paper"] > 0)]
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.6))
     for name, sub in ok.groupby("set", sort=True):
@@ -107,7 +107,7 @@ def validation_scatter(points: pd.DataFrame, title: str, band: float = 0.10):
 def critical_path(rows: pd.DataFrame, title: str):
     """Where a token's time goes (``rows``: label, compute_ms, io_stall_ms, other_ms), one
     horizontal stacked bar per row, with the decode speed it adds up to."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.55 * len(rows) + 1.6))
     y = np.arange(len(rows))[::-1]
     left = np.zeros(len(rows))
@@ -129,7 +129,7 @@ def critical_path(rows: pd.DataFrame, title: str):
 def hit_rate_curve(curves: pd.DataFrame, paper: pd.DataFrame, title: str):
     """Neuron-cache hit rate against the share of FFN neurons the cache holds (``curves``: model,
     cached_share, hit_rate), with the published points (``paper``: model, cached_share, hit_rate, id)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.0))
     colours = {}
     for model, sub in curves.groupby("model", sort=False):
@@ -155,7 +155,7 @@ def hit_rate_curve(curves: pd.DataFrame, paper: pd.DataFrame, title: str):
 def bars_vs_paper(sub: pd.DataFrame, title: str):
     """One set's points as paired bars, paper and pi2sim, with the error over each (``sub``: id,
     metric, simulated, paper, error_pct)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(min(WIDTH_IN * 1.4, max(5.0, 0.55 * len(sub) + 2)), 3.6))
     x = np.arange(len(sub))
     ax.bar(x - 0.2, sub["paper"], 0.4, label="published", color="#999999")

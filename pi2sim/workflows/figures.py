@@ -71,13 +71,11 @@ def gather(progress: bool = False) -> dict[str, Any]:
             curve.append({"policy": label, "memory_gb": gb, "decode_tok_s": _r(s["decode_tok_s"]), "compute_ms": _r(cp["compute"]),
                           "io_stall_ms": _r(cp["io_stall"]), "other_ms": _r(cp["other"])})
             if policy == "powerinfer2":
-                share = (r.access.hot_neurons + r.access.cold_capacity) / r.policy.sizes.ffn_neurons_total()
-                shares.append({"model": MIXTRAL, "memory": f"{gb} GB", "cached_share": _r(share), "hit_rate": _r(s["neuron_cache_hit_rate"])})
+                shares.append({"model": MIXTRAL, "memory": f"{gb} GB", "cached_share": _r(V.cached_share(r)), "hit_rate": _r(s["neuron_cache_hit_rate"])})
     say("Bamboo-7B hit rate against FFN offload")
     for off in OFFLOADS:
         r = simulate(model="bamboo-7b", ffn_offload=off, preset="v3", decode_tokens=256)
-        share = (r.access.hot_neurons + r.access.cold_capacity) / r.policy.sizes.ffn_neurons_total()
-        shares.append({"model": "bamboo-7b", "memory": f"{off:.0%} offload", "cached_share": _r(share), "hit_rate": _r(r.summary["neuron_cache_hit_rate"])})
+        shares.append({"model": "bamboo-7b", "memory": f"{off:.0%} offload", "cached_share": _r(V.cached_share(r)), "hit_rate": _r(r.summary["neuron_cache_hit_rate"])})
 
     say("every validation point (validate --set all --fast)")
     outcomes = V.validate("all", fast=True)
@@ -98,9 +96,8 @@ def gather(progress: bool = False) -> dict[str, Any]:
             run = o.scenario.run or {}
             r = simulate(model=run["model"], ffn_offload=run.get("ffn_offload"), memory_gb=run.get("memory_gb"), decode_tokens=16,
                          **(run.get("options") or {}))
-            share = (r.access.hot_neurons + r.access.cold_capacity) / r.policy.sizes.ffn_neurons_total()
             hit = o.scenario.paper if o.scenario.metric == "hit_rate" else 1.0 - o.scenario.paper
-            hit_paper.append({"model": run["model"], "cached_share": _r(share), "hit_rate": _r(hit), "id": o.scenario.id})
+            hit_paper.append({"model": run["model"], "cached_share": _r(V.cached_share(r)), "hit_rate": _r(hit), "id": o.scenario.id})
     rows = [c for c in curve if c["memory_gb"] in (7, 19)]
     return {
         "mixtral-memory-curve": {"curve": curve, "paper": sorted(mixtral_paper, key=lambda p: (p["policy"], p["memory_gb"]))},

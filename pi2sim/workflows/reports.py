@@ -87,9 +87,7 @@ def sweep_sections(table: pd.DataFrame, grid: dict, name: str) -> list[Section]:
 
 
 def _sweep_plot(ok: pd.DataFrame, x: str, hue: str | None, name: str):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(F.WIDTH_IN, 4.0))
+    fig, ax = F.pyplot().subplots(figsize=(F.WIDTH_IN, 4.0))
     groups = ok.groupby(hue, sort=True) if hue else [(None, ok)]
     for key, g in groups:
         # several rows per (x, hue) when other factors vary: their mean, with the range shaded

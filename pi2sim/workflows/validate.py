@@ -412,6 +412,11 @@ def plot(df: pd.DataFrame, out_dir: Path, sweep: pd.DataFrame | None = None) -> 
     return paths
 
 
+def cached_share(result) -> float:
+    """Share of the FFN's neurons a PowerInfer-2 run's neuron cache holds (hot region + cold capacity)."""
+    return (result.access.hot_neurons + result.access.cold_capacity) / result.policy.sizes.ffn_neurons_total()
+
+
 def mixtral_memory_sweep(fast: bool, fidelity: str | None, points=(7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19)) -> pd.DataFrame:
     from ..simulation import simulate
 
@@ -419,7 +424,6 @@ def mixtral_memory_sweep(fast: bool, fidelity: str | None, points=(7, 8, 9, 10, 
     for gb in points:
         tokens = dict(decode_tokens=FAST_TOKENS, context_stride=4) if fast else dict(decode_tokens=1024)
         r = simulate(model="turbosparse-mixtral-47b", memory_gb=gb, preset="v1", fidelity=fidelity or "layer", **tokens)
-        share = r.access.hot_neurons + r.access.cold_capacity
         rows.append({"memory_gb": gb, "decode_tok_s": r.summary["decode_tok_s"], "hit_rate": r.summary["neuron_cache_hit_rate"],
-                     "cached_share": share / r.policy.sizes.ffn_neurons_total()})
+                     "cached_share": cached_share(r)})
     return pd.DataFrame(rows)

@@ -64,7 +64,7 @@ def kernel_inputs(comp: Components, p: NeuronPipeline, shape: tuple[int, int]) -
     factor = np.asarray(sparse_factor((g_hit + g_miss) / rows, dev.cpu.sparse_density_exponent, p.pool.sparse_efficiency), dtype=np.float64)
     if p.batch is not None:  # each row serves several sequences: the same rule per core as the closed form
         e = p.pool.sparse_efficiency
-        factor = batched_rate(e * factor, 1.0, _flat(p.batch, shape)) / e
+        factor = batched_rate(e * factor, 1.0, _flat(p.batch, shape), dev.cpu.batch_compute_share) / e
     span = _flat(p.span, shape)
     per_g = _flat(ufs.period(p.gate_req_size, span, p.io_class), shape)
     per_u = _flat(ufs.period(p.ud_req_size, span, p.io_class), shape)

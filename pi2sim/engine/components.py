@@ -57,7 +57,7 @@ class Components:
             if c.op == "sparse" and c.density is not None:
                 r = r * sparse_factor(c.density, d.cpu.sparse_density_exponent, c.pool.sparse_efficiency)
             if batch is not None:  # the cores compute each weight once per sequence: their byte rate is shared
-                r = batched_rate(r, c.pool.matvec_rate(c.dtype), batch)
+                r = batched_rate(r, c.pool.matvec_rate(c.dtype), batch, d.cpu.batch_compute_share)
             return r
         if c.unit == "npu":
             r, gemm = d.npu.matvec_bps, d.npu.gemm_ops

@@ -47,14 +47,16 @@ def sparse_factor(density, exponent: float, efficiency: float):
     return np.minimum(1.0 / efficiency, (d / SPARSE_REF_DENSITY) ** exponent)
 
 
-def batched_rate(rate, dense_rate, batch):
+def batched_rate(rate, dense_rate, batch, further_share: float = 1.0):
     """Weight bytes/s a kernel streams when each weight serves ``batch`` sequences (vectorised):
-    it loads (gathers) a row once at ``rate`` and computes it for each further sequence at the
-    dense rate, ``1 / (1/rate + (batch - 1)/dense_rate)``; a dense kernel's is ``rate / batch``."""
+    it loads (gathers) a row once at ``rate`` and computes it for each further sequence at
+    ``further_share`` of a dense pass's cost, ``1 / (1/rate + (batch - 1) * further_share /
+    dense_rate)``; with ``further_share`` 1 (``cpu.batch_compute_share``'s default) a dense
+    kernel's is ``rate / batch``."""
     if batch is None:
         return rate
     b = np.asarray(batch, dtype=np.float64)
-    return 1.0 / (1.0 / np.asarray(rate, dtype=np.float64) + (b - 1.0) / np.asarray(dense_rate, dtype=np.float64))
+    return 1.0 / (1.0 / np.asarray(rate, dtype=np.float64) + (b - 1.0) * further_share / np.asarray(dense_rate, dtype=np.float64))
 
 
 @dataclass(frozen=True)

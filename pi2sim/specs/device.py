@@ -54,6 +54,11 @@ class Cpu:
     i8mm_gemm_speedup: float = spec_field(
         lo=1.0, hi=16.0, help="matrix-matrix speed of int8-matmul kernels (8-bit activations, e.g. KleidiAI's i8mm) relative to gemm_int4"
     )
+    batch_compute_share: float = spec_field(
+        gt=0.0, hi=1.0,
+        help="batched matvec (Best-of-N): cost of one more sequence on a row already loaded, relative to a dense matvec pass "
+        "(1: each further sequence costs a full pass; a kernel that shares the weight load and unpack costs less)",
+    )
 
     def validate(self, source) -> None:
         if not self.clusters:

@@ -70,7 +70,7 @@ class NeuronPipeline(StageKind):
         rows = np.maximum(np.asarray(p.rows_total, dtype=np.float64), 1.0)
         density = np.asarray(p.gate_hit_n + p.gate_miss_n, dtype=np.float64) / rows
         demand = pool.matvec_rate(p.dtype, sparse=True) * sparse_factor(density, comp.device.cpu.sparse_density_exponent, pool.sparse_efficiency)
-        demand = batched_rate(demand, pool.matvec_rate(p.dtype), p.batch)
+        demand = batched_rate(demand, pool.matvec_rate(p.dtype), p.batch, comp.device.cpu.batch_compute_share)
         work_hit = np.asarray(p.gate_hit_bytes + p.ud_hit_bytes, dtype=np.float64)
         work_miss = np.asarray(p.gate_miss_bytes + p.ud_miss_bytes, dtype=np.float64)
         work = work_hit + work_miss

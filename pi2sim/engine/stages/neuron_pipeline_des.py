@@ -40,7 +40,7 @@ def simulate(p, eng, t: int, l: int):
         sparse_factor((g_hit + g_miss) / rows, eng.device.cpu.sparse_density_exponent, pool.sparse_efficiency)
     )
     if p.batch is not None:
-        demand = float(batched_rate(demand, pool.matvec_rate(p.dtype), _at(p.batch, t, l)))
+        demand = float(batched_rate(demand, pool.matvec_rate(p.dtype), _at(p.batch, t, l), eng.device.cpu.batch_compute_share))
     k = p.cluster_neurons
     work_total = (g_hit + g_miss) * p.gate_bytes_per_neuron + (u_hit + u_miss) * p.ud_bytes_per_neuron
     parallel_ev = None

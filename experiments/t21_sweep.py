@@ -1,6 +1,6 @@
 """T21 (Best-of-4, Bamboo-7B in memory, OnePlus 12): can both of the paper's ratios hold at once?
 
-    python experiments/t21_sweep.py            # about 20 s; prints two Markdown tables
+    python experiments/t21_sweep.py            # a few seconds; prints two Markdown tables
 
 T21 gives two ratios at the first step (four candidates): PowerInfer-2 v3 (hybrid) is 1.84x QNN
 and 1.28x PowerInfer-2 CPU-only. The hybrid and the CPU-only engine share their CPU work

@@ -47,6 +47,8 @@ CASES = [
     ("smollm2-135m", 200, {"sparsity": 0.5, "ffn_offload": 0.7}, None, 0.95, 0.8, "profile", 3),
     ("smollm2-135m", 200, {"sparsity": 0.7, "ffn_offload": 0.5}, 0, 1.0, 0.8, "profile", None),
     ("smollm2-135m", 200, {"sparsity": 0.9, "ffn_offload": 0.3}, 50, 0.8, 0.6, "empty", 2),
+    ("turbosparse-mixtral-47b", 12, {"memory_gb": 19}, None, 1.0, 0.8, "window", 8),  # the warm start below capacity
+    ("smollm2-135m", 200, {"sparsity": 0.5, "ffn_offload": 0.3}, None, 0.95, 0.8, "window", 3),
 ]
 
 

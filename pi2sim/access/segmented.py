@@ -128,6 +128,10 @@ def simulate(
     ``window``: neurons also leave the cold region once unused for that many tokens (LLM in a
     Flash's sliding window); evictions per token and layer are recorded for memory management.
 
+    ``warm``: the cold region at the first decode token. ``profile``: full, with the hottest
+    neurons outside the hot region (the planner's preload); ``window``: the same neurons, as many
+    as the prompt's last window of tokens used (:func:`window_warm_units`); ``empty``: empty.
+
     Memoised on all of its inputs, in-process and on disk (:mod:`pi2sim.access.memo`); the result is read-only."""
     return simulate_many(w, freqs, [(hot_mask, cold_capacity)], recall, precision, seed, warm, window)[0]
 
@@ -186,6 +190,23 @@ def warm_start_ids(freqs: np.ndarray, hot_flat: np.ndarray, capacity: int) -> np
         if need <= 0:
             break
     return np.concatenate(out) if out else order[:0]
+
+
+def window_warm_units(freqs: np.ndarray, hot_flat: np.ndarray, window: int | None, prompt_tokens: int, top_k: int) -> int:
+    """How many neurons a sliding-window buffer holds when decoding starts (``warm="window"``):
+    the expected union of what the prompt's last ``min(prompt, window)`` tokens fired, each
+    neuron independently at its profile frequency, ``sum(1 - (1 - f) ** r)`` over the neurons
+    outside the hot region, with ``r`` those tokens' routings of its expert (``tokens * top_k /
+    experts`` on a mixture of experts; ``freqs`` are frequencies within an expert). The prefill
+    computes every neuron, but the window keeps only those its tokens were predicted to use, so
+    the buffer starts about as full as in steady state, not full to capacity (on Mixtral at 19 GB
+    the formula gives 1.09M neurons for a 48-token window; the replay's steady state holds 1.11M)."""
+    if window is None:
+        return int(hot_flat.size)
+    L, E, N = freqs.shape
+    routings = min(int(prompt_tokens), int(window)) * (top_k / E if E > 1 else 1.0)
+    f = np.asarray(freqs, dtype=np.float64).reshape(-1)[~hot_flat]
+    return int(round(float(np.sum(1.0 - (1.0 - f) ** routings))))
 
 
 def alias_tables(freqs: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
@@ -311,8 +332,9 @@ def _simulate_many(w: Workload, freqs: np.ndarray, caches: Sequence[tuple[np.nda
         """Cache ``i``'s LRU, warm-started, in ``lru``'s arrays."""
         cap = int(caches[i][1])
         lru = K.reset_lru(lru, cap, N)
-        if warm == "profile" and cap > 0:
-            ids = warm_start_ids(freqs, hot_flat_of[i], cap)[::-1].astype(np.int64)  # least recently used first
+        if warm in ("profile", "window") and cap > 0:
+            n = cap if warm == "profile" else min(cap, window_warm_units(freqs, hot_flat_of[i], window, w.prompt_tokens, top_k))
+            ids = warm_start_ids(freqs, hot_flat_of[i], n)[::-1].astype(np.int64)  # least recently used first
             # one LRU step per chunk of ~4096, the reference's chunks (LRUCache.preload)
             sizes = [len(c) for c in np.array_split(ids, max(1, len(ids) // 4096))]
             bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

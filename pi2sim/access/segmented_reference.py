@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cache import LRUCache
-from .segmented import NeuronAccess, alias_tables
+from .segmented import NeuronAccess, alias_tables, window_warm_units
 from .workload import Workload
 
 
@@ -57,11 +57,13 @@ def simulate(w: Workload, freqs: np.ndarray, hot_mask: np.ndarray, cold_capacity
     K = w.model.architecture.top_k if E > 1 else 1
     hot_flat = hot_mask.reshape(-1)
     lru = LRUCache(L * E * N, cold_capacity)
-    if warm == "profile" and cold_capacity > 0:
+    if warm in ("profile", "window") and cold_capacity > 0:
         # Planner's warm start: the hottest neurons that did not make the hot region, coldest first
+        # (warm="window": only as many as the prompt's last window of tokens fired, in expectation)
         flat = freqs.reshape(-1).astype(np.float64)
         order = np.argsort(-np.where(hot_flat, -1.0, flat), kind="stable")
-        warm_ids = order[: min(cold_capacity, int((~hot_flat).sum()))]
+        n = cold_capacity if warm == "profile" else min(cold_capacity, window_warm_units(freqs, hot_flat, window, w.prompt_tokens, K))
+        warm_ids = order[: min(n, int((~hot_flat).sum()))]
         lru.preload(warm_ids[::-1])
     # alias tables per (layer, expert) for frequency-weighted false-positive draws
     table, abits, totals = alias_tables(freqs)

@@ -116,9 +116,11 @@ class LLMInAFlash(Policy):
         # no flash tier and nothing is dropped
         capacity = memory.cache_units
         fits = capacity >= self.sizes.ffn_neurons_total()
+        window = self.window_tokens() if (o.cache == "window" and not fits) else None
+        # a windowed buffer starts with what the prompt's last window of tokens used, not full
         return segmented.CacheRequest(
             workload, freqs, none_hot, capacity, recall=o.predictor_recall, precision=o.predictor_precision,
-            seed=self.ctx.seed, warm="profile", window=self.window_tokens() if (o.cache == "window" and not fits) else None,
+            seed=self.ctx.seed, warm="window" if window else "profile", window=window,
         )
 
     def access(self, workload: Workload, memory: MemoryPlan) -> segmented.NeuronAccess:

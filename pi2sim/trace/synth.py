@@ -580,7 +580,10 @@ class _Stream:
     the same whether it got there in one call or several, in this process or from a saved state."""
 
     def __init__(self, cal: "Calibration", tau: np.ndarray, n_layers: int, n_neurons: int, n_experts: int, top_k: int, seed: int):
+        from .synth_kernel import live_neurons
+
         self.cal, self.tau = cal, tau
+        self.live_index, self.live_count = live_neurons(tau)
         self.L, self.N, self.E = n_layers, n_neurons, n_experts
         self.K = top_k if n_experts > 1 else 1
         self.top_k = top_k
@@ -624,7 +627,7 @@ class _Stream:
         s_dense = np.full((L, 1), innov, np.float32)
         for j in range(n):
             routes, a32, s32, h = self._next_token_inputs(j, experts, lidx, zeros, a_dense, s_dense, rho, innov, sg, sl)
-            step(self.z, routes, a32, s32, self.tau, h, s1, sb, self.key, self.t - 1, table, codes[j])
+            step(self.z, routes, a32, s32, self.tau, h, s1, sb, self.key, self.t - 1, table, codes[j], self.live_index, self.live_count)
 
     def _next_token_inputs(self, j, experts, lidx, zeros, a_dense, s_dense, rho, innov, sg, sl):
         """Token ``self.t``'s routing (written to ``experts[j]``), AR(1) coefficients since each

@@ -1,7 +1,8 @@
 """The synthetic generator's inner loop, compiled: one token's latent update and activation codes.
 
 Per token the generator moves every routed neuron's latent one AR(1) step (``z <- a z + s e``,
-``e`` standard normal) and codes it against its thresholds. Drawing those innovations with
+``e`` standard normal) and codes it against its thresholds (a dead neuron, which can never fire,
+is skipped: its code is 0 whatever its latent). Drawing those innovations with
 numpy's generator cost ~11 ms per TurboSparse-Mixtral token here (917,504 normals), the whole
 of synthesis. This kernel draws them from a counter-based generator instead: the innovation of
 (token t, layer l, routed slot k, neuron i) is a pure function of the trace's key and that
@@ -91,12 +92,28 @@ def fill_normals(out, key, first, table):
         out[j] = normal_of(splitmix64(key ^ np.uint64(first + j)), table)
 
 
+def live_neurons(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The neurons that can fire, per (layer, expert): ``(index [L, E, M] int32, count [L, E])``,
+    ascending, with ``M`` the largest count. A dead neuron (every threshold +inf) never fires, so
+    :func:`step` neither draws nor updates its latent (about half of Mixtral's neurons)."""
+    live = np.isfinite(tau).any(axis=0)  # [L, E, N]
+    count = live.sum(axis=2).astype(np.int64)
+    index = np.zeros(live.shape[:2] + (max(1, int(count.max())),), np.int32)
+    for l in range(live.shape[0]):
+        for e in range(live.shape[1]):
+            ids = np.flatnonzero(live[l, e])
+            index[l, e, : len(ids)] = ids
+    return index, count
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def step(z, routes, a, s, tau, h, s1, sb, key, t, table, codes):
-    """One token. ``z`` [L, E, N] float32 latents (updated in place for the routed experts),
-    ``routes`` [L, K] experts routed (E == 1: zeros), ``a``/``s`` [L, K] AR(1) decay and innovation
-    scale since each expert's last routing, ``tau`` [levels, L, E, N] thresholds, ``h`` [L] the
-    shared intensity; writes ``codes`` [L, K, N] (how many levels each neuron exceeds)."""
+def step(z, routes, a, s, tau, h, s1, sb, key, t, table, codes, live_index, live_count):
+    """One token. ``z`` [L, E, N] float32 latents (updated in place for the routed experts' live
+    neurons), ``routes`` [L, K] experts routed (E == 1: zeros), ``a``/``s`` [L, K] AR(1) decay and
+    innovation scale since each expert's last routing, ``tau`` [levels, L, E, N] thresholds, ``h``
+    [L] the shared intensity, ``live_index``/``live_count`` from :func:`live_neurons`; writes
+    ``codes`` [L, K, N] (how many levels each neuron exceeds; 0 for a dead one). A neuron's draw
+    is a function of its own counter, so skipping the dead changes no live neuron's numbers."""
     L, K = routes.shape
     N = z.shape[2]
     n_levels = tau.shape[0]
@@ -107,7 +124,9 @@ def step(z, routes, a, s, tau, h, s1, sb, key, t, table, codes):
             ak = a[l, k]
             sk = s[l, k]
             base = ((np.uint64(t) * np.uint64(L) + np.uint64(l)) * np.uint64(K) + np.uint64(k)) * np.uint64(N)
-            for i in range(N):
+            codes[l, k, :] = 0
+            for j in range(live_count[l, e]):
+                i = live_index[l, e, j]
                 noise = np.float32(normal_of(splitmix64(key ^ (base + np.uint64(i))), table))
                 zi = ak * z[l, e, i] + sk * noise
                 z[l, e, i] = zi

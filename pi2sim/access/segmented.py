@@ -203,7 +203,7 @@ def window_warm_units(freqs: np.ndarray, hot_flat: np.ndarray, window: int | Non
     the formula gives 1.09M neurons for a 48-token window; the replay's steady state holds 1.11M)."""
     if window is None:
         return int(hot_flat.size)
-    L, E, N = freqs.shape
+    E = freqs.shape[1]
     routings = min(int(prompt_tokens), int(window)) * (top_k / E if E > 1 else 1.0)
     f = np.asarray(freqs, dtype=np.float64).reshape(-1)[~hot_flat]
     return int(round(float(np.sum(1.0 - (1.0 - f) ** routings))))

@@ -253,3 +253,16 @@ def test_bad_thermal_and_power_input_is_one_line(args, needle):
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_galaxy_s24_has_the_oneplus12_power_model_by_transfer():
+    """The Galaxy S24 (same SoC family) carries the OnePlus 12's power and thermal model under its
+    transfer rules: a CPU decode costs about the same energy per token (its cores' clocks differ by
+    3-6%), and the phones without a power model report none."""
+    from pi2sim.simulation import simulate
+
+    kw = dict(model="llama-3.2-1b", policy="llamacpp", ffn_offload=0.0, decode_tokens=8, fidelity="analytic")
+    s24, op12 = (simulate(device=d, **kw).summary for d in ("galaxy_s24", "oneplus12"))
+    assert s24["energy_j_per_token"] == pytest.approx(op12["energy_j_per_token"], rel=0.1)
+    assert s24["power_w"]["mean"] < op12["power_w"]["mean"]  # slower A720 clusters, cubed
+    assert simulate(device="oneplus13", **kw).summary.get("energy_j_per_token") is None

@@ -401,3 +401,14 @@ def test_t21_sweep_finds_no_share_that_meets_both_ratios():
         both.append(abs(q / mod.PAPER_QNN - 1) <= 0.15 and abs(c / mod.PAPER_CPU - 1) <= 0.15)
     assert not any(both)
     assert mod.first_step_ms(1.0)["cpu"] > mod.first_step_ms(0.4)["cpu"]  # the knob does reach the CPU-only engine
+
+
+def test_text_report_gives_best_of_totals_and_per_sequence():
+    from pi2sim.report.output import human
+
+    r = simulate(model="bamboo-7b", ffn_offload=0.0, decode_tokens=8, fidelity="analytic", best_of=4)
+    text = human(r.summary)
+    line = next(x for x in text.splitlines() if x.strip().startswith("best-of-N"))
+    bo = r.summary["best_of"]
+    assert "4 candidates" in line and f"{bo['decode_tok_s_per_sequence']:.2f} per sequence" in line
+    assert "best-of-N" not in human(simulate(model="bamboo-7b", ffn_offload=0.0, decode_tokens=8, fidelity="analytic").summary)

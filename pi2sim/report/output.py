@@ -56,6 +56,11 @@ def human(summary: dict) -> str:
         f"  decode          {summary['decode_tok_s']:8.2f} tok/s   TBT mean {summary['tbt_ms']['mean']:.1f} ms, "
         f"p50 {summary['tbt_ms']['p50']:.1f}, p90 {summary['tbt_ms']['p90']:.1f}, p99 {summary['tbt_ms']['p99']:.1f}",
     ]
+    bo = summary.get("best_of")
+    if bo:  # a step yields one token of each candidate still decoding: the TBT above is a step's
+        lines.append(f"  best-of-N       {bo['sequences']} candidates after one prefill, {bo['mean_batch']:.2f} per step on average: "
+                     f"{summary['decode_tok_s']:.2f} tok/s in total, {bo['decode_tok_s_per_sequence']:.2f} per sequence, "
+                     f"{bo['decode_tok_s_at_start']:.2f} in total at the start")
     if summary.get("prefill_tok_s"):
         lines.append(f"  prefill         {summary['prefill_tok_s']:8.1f} tok/s   TTFT {summary['ttft_ms']:.0f} ms ({summary['prefill']['prompt_tokens']} prompt tokens)")
     cp = summary["critical_path"]

@@ -87,7 +87,7 @@ def human(summary: dict) -> str:
     sp = summary.get("speculation")
     if sp:
         lines.append(f"  speculation     draft {sp['draft_model']}, {sp['draft_tokens']} tokens per step, acceptance {sp['acceptance']:.3g}: "
-                     f"{sp['tokens_per_step']:.2f} tokens per step; a step: draft {sp['draft_ms_per_step']:.1f} ms + verify {sp['verify_ms_per_step']:.1f} ms")
+                     f"{sp['tokens_per_step']:.2f} tokens per step ({sp['accepted_tokens_per_step']:.2f} drafted ones accepted); a step: draft {sp['draft_ms_per_step']:.1f} ms + verify {sp['verify_ms_per_step']:.1f} ms")
     if "energy_j_per_token" in summary:
         pw = summary["power_w"]
         window = f" over {pw['peak_window_ms']:g} ms" if pw.get("peak_window_ms") is not None else " (per token)"

@@ -580,16 +580,18 @@ class _Stream:
     the same whether it got there in one call or several, in this process or from a saved state."""
 
     def __init__(self, cal: "Calibration", tau: np.ndarray, n_layers: int, n_neurons: int, n_experts: int, top_k: int, seed: int):
-        from .synth_kernel import live_neurons
+        from .synth_kernel import gather_live, live_neurons
 
         self.cal, self.tau = cal, tau
         self.live_index, self.live_count = live_neurons(tau)
+        self.tau_live = gather_live(tau, self.live_index, self.live_count)  # the step streams these contiguously
         self.L, self.N, self.E = n_layers, n_neurons, n_experts
         self.K = top_k if n_experts > 1 else 1
         self.top_k = top_k
         self.key = np.uint64(int.from_bytes(hashlib.sha256(f"pi2sim-synth-innovations:{seed}".encode()).digest()[:8], "little"))
         self.rng = np.random.default_rng([seed, 1])
         self.z = self.rng.standard_normal((n_layers, n_experts, n_neurons), dtype=np.float32)
+        self.z_live = gather_live(self.z, self.live_index, self.live_count)  # the latents that move (self.z keeps the dead ones')
         self.G = float(self.rng.standard_normal())
         self.g = self.rng.standard_normal(n_layers)
         self.prev_route = np.full((n_layers, self.K), -1, np.int16)  # -1: not routed yet
@@ -598,11 +600,17 @@ class _Stream:
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, np.ndarray]:
-        return {"z": self.z, "g": self.g, "prev_route": self.prev_route, "last_used": self.last_used,
+        from .synth_kernel import scatter_live
+
+        z = scatter_live(self.z, self.z_live, self.live_index, self.live_count)
+        return {"z": z, "g": self.g, "prev_route": self.prev_route, "last_used": self.last_used,
                 "G": np.float64(self.G), "t": np.int64(self.t), "rng": np.array(json.dumps(self.rng.bit_generator.state))}
 
     def restore(self, st) -> None:
+        from .synth_kernel import gather_live
+
         self.z = np.array(st["z"], np.float32)
+        self.z_live = gather_live(self.z, self.live_index, self.live_count)
         self.g = np.array(st["g"], np.float64)
         self.prev_route = np.array(st["prev_route"], np.int16)
         self.last_used = np.array(st["last_used"], np.int64)
@@ -627,7 +635,7 @@ class _Stream:
         s_dense = np.full((L, 1), innov, np.float32)
         for j in range(n):
             routes, a32, s32, h = self._next_token_inputs(j, experts, lidx, zeros, a_dense, s_dense, rho, innov, sg, sl)
-            step(self.z, routes, a32, s32, self.tau, h, s1, sb, self.key, self.t - 1, table, codes[j], self.live_index, self.live_count)
+            step(self.z_live, routes, a32, s32, self.tau_live, h, s1, sb, self.key, self.t - 1, table, codes[j], self.live_index, self.live_count)
 
     def _next_token_inputs(self, j, experts, lidx, zeros, a_dense, s_dense, rho, innov, sg, sl):
         """Token ``self.t``'s routing (written to ``experts[j]``), AR(1) coefficients since each

@@ -98,7 +98,7 @@ def live_neurons(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     :func:`step` neither draws nor updates its latent (about half of Mixtral's neurons)."""
     live = np.isfinite(tau).any(axis=0)  # [L, E, N]
     count = live.sum(axis=2).astype(np.int64)
-    index = np.zeros(live.shape[:2] + (max(1, int(count.max())),), np.int32)
+    index = np.zeros(live.shape[:2] + (max(1, int(count.max())),), np.uint16 if live.shape[2] <= 1 << 16 else np.int32)
     for l in range(live.shape[0]):
         for e in range(live.shape[1]):
             ids = np.flatnonzero(live[l, e])
@@ -106,16 +106,38 @@ def live_neurons(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return index, count
 
 
+def gather_live(a: np.ndarray, index: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """``a`` [..., L, E, N] compacted to its live neurons, [..., L, E, M] (padding 0): the arrays
+    :func:`step` streams through contiguously."""
+    out = np.zeros(a.shape[:-1] + (index.shape[-1],), a.dtype)
+    for l in range(index.shape[0]):
+        for e in range(index.shape[1]):
+            n = int(count[l, e])
+            out[..., l, e, :n] = a[..., l, e, index[l, e, :n]]
+    return out
+
+
+def scatter_live(full: np.ndarray, live: np.ndarray, index: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`gather_live` into a copy of ``full`` (dead neurons keep its values)."""
+    out = np.array(full, copy=True)
+    for l in range(index.shape[0]):
+        for e in range(index.shape[1]):
+            n = int(count[l, e])
+            out[..., l, e, index[l, e, :n]] = live[..., l, e, :n]
+    return out
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def step(z, routes, a, s, tau, h, s1, sb, key, t, table, codes, live_index, live_count):
-    """One token. ``z`` [L, E, N] float32 latents (updated in place for the routed experts' live
-    neurons), ``routes`` [L, K] experts routed (E == 1: zeros), ``a``/``s`` [L, K] AR(1) decay and
-    innovation scale since each expert's last routing, ``tau`` [levels, L, E, N] thresholds, ``h``
-    [L] the shared intensity, ``live_index``/``live_count`` from :func:`live_neurons`; writes
-    ``codes`` [L, K, N] (how many levels each neuron exceeds; 0 for a dead one). A neuron's draw
-    is a function of its own counter, so skipping the dead changes no live neuron's numbers."""
+    """One token. ``z`` [L, E, M] float32 latents of the live neurons (:func:`gather_live`;
+    updated in place for the routed experts), ``routes`` [L, K] experts routed (E == 1: zeros),
+    ``a``/``s`` [L, K] AR(1) decay and innovation scale since each expert's last routing, ``tau``
+    [levels, L, E, M] the live neurons' thresholds, ``h`` [L] the shared intensity,
+    ``live_index``/``live_count`` from :func:`live_neurons`; writes ``codes`` [L, K, N] (how many
+    levels each neuron exceeds; 0 for a dead one). A neuron's draw is a function of its own
+    counter (its index ``i`` among all N), so skipping the dead changes no live neuron's numbers."""
     L, K = routes.shape
-    N = z.shape[2]
+    N = codes.shape[2]
     n_levels = tau.shape[0]
     for l in prange(L):
         hl = sb * h[l]
@@ -125,17 +147,22 @@ def step(z, routes, a, s, tau, h, s1, sb, key, t, table, codes, live_index, live
             sk = s[l, k]
             base = ((np.uint64(t) * np.uint64(L) + np.uint64(l)) * np.uint64(K) + np.uint64(k)) * np.uint64(N)
             codes[l, k, :] = 0
-            for j in range(live_count[l, e]):
-                i = live_index[l, e, j]
-                noise = np.float32(normal_of(splitmix64(key ^ (base + np.uint64(i))), table))
-                zi = ak * z[l, e, i] + sk * noise
-                z[l, e, i] = zi
+            m = live_count[l, e]
+            idx = live_index[l, e]
+            # two passes, each a simple loop the compiler vectorises: the draws, then the updates
+            noise = np.empty(m, np.float32)
+            for j in range(m):
+                noise[j] = np.float32(normal_of(splitmix64(key ^ (base + np.uint64(idx[j]))), table))
+            zl = z[l, e]
+            for j in range(m):
+                zi = ak * zl[j] + sk * noise[j]
+                zl[j] = zi
                 x = s1 * zi + hl
                 c = 0
                 for lv in range(n_levels):
-                    if x > tau[lv, l, e, i]:
+                    if x > tau[lv, l, e, j]:
                         c += 1
-                codes[l, k, i] = c
+                codes[l, k, idx[j]] = c
 
 
 # ----------------------------------------------------------------------------- calibration

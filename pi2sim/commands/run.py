@@ -81,7 +81,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run, policy, device.* or model.* option (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--best-of", type=int, default=None, metavar="N",
-                   help="Best-of-N: N candidates decode together after one prefill, one finishing every drop_every steps (the dense engines and powerinfer2)")
+                   help="Best-of-N: N candidates decode together after one prefill, one finishing every drop_every steps (the dense engines, llamacpp, powerinfer2)")
     p.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", type=paths.input_file_arg("--calibration"),
                    help="apply constants fitted by `pi2sim calibrate --out` (explicit --set values win)")
 

@@ -14,6 +14,9 @@
   split (the slowest core sets the pace: adding the A520s slows it down, arXiv 2410.03613 §V-C),
   at ``kernel_efficiency`` of the device's best-kernel rate (fitted to T18: 95% in memory).
   No predictor, no sparsity. Prefill is a CPU GEMM over the prompt.
+* **Best-of-N** (``--best-of N``, llama.cpp's parallel sequences; dense models): a step faults
+  in and streams each weight once for every candidate still decoding, computes it per candidate
+  (``cpu.batch_compute_share``), and reads each candidate's own KV cache; the prompt's KV is shared.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from ..errors import InputError
 from .memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
 from ..schema import spec_field
 from . import register
-from ._common import EngineRefused, scaled_pool
+from ._common import EngineRefused, batch_schedule, options_in_use, scaled_pool
 from .base import AccessSummary, Policy
+from .dense import BestOfOptions
 
 
 @dataclass(frozen=True, kw_only=True)
-class LlamaCppOptions:
+class LlamaCppOptions(BestOfOptions):
     load_mode: Literal["mmap", "none", "mlock"] = spec_field(default="mmap", help="mmap (page cache decides), none (--no-mmap) or mlock")
     replacement: Literal["lru", "two-list"] = spec_field(default="two-list", help="page-cache replacement (Linux: two-list)")
     threads: int = spec_field(default=6, lo=1, hi=16, help="compute threads (6 is optimal on Snapdragon 8 Gen 3, arXiv 2410.03613 §V-C)")
@@ -81,6 +85,20 @@ class LlamaCpp(Policy):
         self.sizes = ctx.sizes
         self.layout = pagecache.layout_for(self.sizes, self.block)  # where each weight's blocks lie in the file
         self._mem: MemoryPlan | None = None
+        if options.best_of > 1 and ctx.model.architecture.is_moe:  # the candidates' experts differ: their union is not modelled
+            raise InputError(None, "best_of", f"a dense model for Best-of-N (the union of the candidates' experts of {ctx.model.name} is not modelled)", options.best_of)
+
+    def resolved_options(self):
+        return options_in_use(self.opt)
+
+    def kv_resident(self) -> float:
+        """The KV cache in memory: with Best-of-N the prompt's part shared, each candidate's own decoded part."""
+        ctx, s = self.ctx, self.sizes
+        full = s.kv_cache(ctx.context_tokens)
+        if self.opt.best_of > 1:
+            prompt = s.kv_cache(ctx.prompt_tokens)
+            return prompt + self.opt.best_of * (full - prompt)
+        return full
 
     def model_bytes(self) -> float:
         s = self.sizes
@@ -90,7 +108,7 @@ class LlamaCpp(Policy):
         if self._mem is not None:
             return self._mem
         ctx, s, o = self.ctx, self.sizes, self.opt
-        anon = {"kv_cache": s.kv_cache(ctx.context_tokens), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
+        anon = {"kv_cache": self.kv_resident(), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
         fixed = sum(anon.values())
         model = self.model_bytes()
         if ctx.memory_gb is not None:
@@ -159,13 +177,22 @@ class LlamaCpp(Policy):
         pages_per_block = self.block / d.storage.page_bytes
         fault_cpu = d.cpu.page_fault_s * max(1.0, pages_per_block / 16)  # fault-around maps 16 pages per fault
         span = float(self.layout.total_bytes())
+        b = bl = None
+        if self.opt.best_of > 1:  # the weights' pages serve every candidate; each reads its own KV (its own pages: anonymous memory)
+            b = batch_schedule(T, self.opt.best_of, self.opt.drop_every)
+            bl = np.repeat(b[:, None], L, axis=1)
+            attn = np.full((T, L), s.attention_per_layer() + s.router_per_layer())
         stages = [
-            Faults("attention", self.pool, dtype, attn, acc.attn_miss.astype(float), self.block, span, fault_cpu),
-            Faults("ffn", self.pool, dtype, ffn, acc.ffn_miss.astype(float), self.block, span, fault_cpu),
+            Faults("attention", self.pool, dtype, attn, acc.attn_miss.astype(float), self.block, span, fault_cpu, batch=bl),
+            Faults("ffn", self.pool, dtype, ffn, acc.ffn_miss.astype(float), self.block, span, fault_cpu, batch=bl),
         ]
-        token = [Faults("lm_head", self.pool, dtype, np.full(T, s.lm_head()), acc.head_miss.astype(float), self.block, span, fault_cpu)]
+        if bl is not None:
+            stages.insert(1, Compute("attention_kv", "cpu", bl * kv, "matvec", self.pool, dtype, barrier=False))
+        token = [Faults("lm_head", self.pool, dtype, np.full(T, s.lm_head()), acc.head_miss.astype(float), self.block, span, fault_cpu, batch=b)]
         reads = acc.attn_miss.sum(axis=1) + acc.ffn_miss.sum(axis=1) + acc.head_miss
         plan = DecodePlan(T, L, stages, token, flash_bytes=reads * self.block, flash_reads=reads.astype(float))
+        if b is not None:
+            plan.batch = b
         plan.validate()
         return plan
 

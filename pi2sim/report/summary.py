@@ -80,8 +80,10 @@ def summarize(*, cfg, ctx, memory, access_summary, access, plan, timing, prefill
     if mem.condition:
         summary["memory_condition"] = mem.condition
     if batch is not None:  # Best-of-N: tokens of all sequences, and of each
+        # the other per-token metrics are per decode step (one token of each candidate alive)
         summary["best_of"] = {"sequences": int(batch.max()), "decode_tok_s_per_sequence": _r(T / total),
-                              "decode_tok_s_at_start": _r(float(batch[0]) / float(tok[0])), "mean_batch": _r(float(batch.mean()))}
+                              "decode_tok_s_at_start": _r(float(batch[0]) / float(tok[0])), "mean_batch": _r(float(batch.mean())),
+                              "flash_bytes_per_generated_token": _r(float(flash_bytes.sum()) / float(batch.sum()))}
     spec = getattr(plan, "speculation", None)
     if spec:  # speculative decoding: what a step advances and costs (each simulated token carries 1/E of a step)
         per_tok = summary["stage_ms_per_token"]

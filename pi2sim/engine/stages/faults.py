@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..components import StageTime, busy_add, pool_class
-from ..compute import CpuPool
+from ..compute import CpuPool, batched_rate
 from .base import StageKind
 
 
@@ -26,6 +26,7 @@ class Faults(StageKind):
     span: np.ndarray | float
     fault_cpu_s: float  # CPU path of one fault
     sequential: bool = True
+    batch: np.ndarray | None = None  # sequences each weight serves (Best-of-N): faulted in and streamed once, computed per sequence
     category: str = "compute"
 
     def closed_form(self, comp) -> StageTime:
@@ -33,6 +34,8 @@ class Faults(StageKind):
         f = self
         pool = f.pool
         demand = pool.matvec_rate(f.dtype)
+        if f.batch is not None:  # the rule of every batched CPU kernel (engine/compute.batched_rate)
+            demand = batched_rate(demand, demand, f.batch, comp.device.cpu.batch_compute_share)
         rate = comp.dram.solo_rate("cpu", demand)
         work = np.asarray(f.work, dtype=np.float64)
         n = np.asarray(f.faults, dtype=np.float64)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..engine.compute import CpuPool
-from ..errors import ConfigurationRefused
+from ..errors import ConfigurationRefused, InputError
 
 
 class EngineRefused(ConfigurationRefused):
@@ -27,6 +27,23 @@ def scaled_pool(pool: CpuPool, eff: float) -> CpuPool:
 
 SPECULATION_KEYS = ("draft_model", "draft_tokens", "acceptance")
 BEST_OF_KEYS = ("best_of", "drop_every", "npu_row_share_batched")  # the last: PowerInfer-2 only
+
+
+def best_of_kv(sizes, context_tokens: int, prompt_tokens: int, best_of: int) -> float:
+    """Resident KV cache bytes of ``best_of`` candidates after one prefill: the prompt's part
+    shared, each candidate's own decoded part."""
+    full = sizes.kv_cache(context_tokens)
+    if best_of <= 1:
+        return full
+    prompt = sizes.kv_cache(prompt_tokens)
+    return prompt + best_of * (full - prompt)
+
+
+def refuse_moe_best_of(model, best_of: int) -> None:
+    """Best-of-N of an MoE model is refused: the candidates route different experts, and the
+    union of their experts is not modelled."""
+    if best_of > 1 and model.architecture.is_moe:
+        raise InputError(None, "best_of", f"a dense model for Best-of-N (the union of the candidates' experts of {model.name} is not modelled)", best_of)
 
 
 def batch_schedule(n_steps: int, best_of: int, drop_every: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from .memory import GB, RUNTIME_BYTES, MemoryPlan, ModelBytes, budget_from
 from ..schema import spec_field
 from . import register
 from .base import AccessSummary, Policy
-from ._common import EngineRefused, batch_schedule, options_in_use, scaled_pool
+from ._common import EngineRefused, batch_schedule, best_of_kv, options_in_use, refuse_moe_best_of, scaled_pool
 
 QNN_SPLITS = 4  # assumption: QNN/Genie 7B models ship as 4 context binaries (AI Hub splits Llama-2-7B so)
 MLC_TEMP_BYTES = 278e6  # MLC's temporary buffers for a 7-8B model at default prefill chunk (mlc-llm #2703: "temp 278 MB")
@@ -123,8 +123,7 @@ class Dense(Policy):
         self.draft_sizes = self._draft(options)
         if self.draft_sizes is not None and options.best_of > 1:
             raise InputError(None, "best_of", "one sequence with speculative decoding (draft_model): not both", options.best_of)
-        if options.best_of > 1 and ctx.model.architecture.is_moe:  # the candidates' experts differ: their union is not modelled
-            raise InputError(None, "best_of", f"a dense model for Best-of-N (the union of the candidates' experts of {ctx.model.name} is not modelled)", options.best_of)
+        refuse_moe_best_of(ctx.model, options.best_of)
 
     def _draft(self, o) -> ModelBytes | None:
         """The draft model's sizes (same weight format as the target: assumption), or None."""
@@ -189,12 +188,7 @@ class Dense(Policy):
 
     def kv_resident(self) -> float:
         ctx = self.ctx
-        full = self.sizes.kv_cache(self.static_context() or ctx.context_tokens)
-        n = self.opt.best_of
-        if n > 1:  # Best-of-N: the prompt's KV shared, each candidate's own decoded part
-            prompt = self.sizes.kv_cache(ctx.prompt_tokens)
-            return prompt + n * (full - prompt)
-        return full
+        return best_of_kv(self.sizes, self.static_context() or ctx.context_tokens, ctx.prompt_tokens, self.opt.best_of)
 
     def weights(self) -> float:
         s = self.sizes

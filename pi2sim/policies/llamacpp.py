@@ -33,7 +33,7 @@ from ..errors import InputError
 from .memory import GB, RUNTIME_BYTES, MemoryPlan, budget_from
 from ..schema import spec_field
 from . import register
-from ._common import EngineRefused, batch_schedule, options_in_use, scaled_pool
+from ._common import EngineRefused, batch_schedule, best_of_kv, options_in_use, refuse_moe_best_of, scaled_pool
 from .base import AccessSummary, Policy
 from .dense import BestOfOptions
 
@@ -85,20 +85,10 @@ class LlamaCpp(Policy):
         self.sizes = ctx.sizes
         self.layout = pagecache.layout_for(self.sizes, self.block)  # where each weight's blocks lie in the file
         self._mem: MemoryPlan | None = None
-        if options.best_of > 1 and ctx.model.architecture.is_moe:  # the candidates' experts differ: their union is not modelled
-            raise InputError(None, "best_of", f"a dense model for Best-of-N (the union of the candidates' experts of {ctx.model.name} is not modelled)", options.best_of)
+        refuse_moe_best_of(ctx.model, options.best_of)
 
     def resolved_options(self):
         return options_in_use(self.opt)
-
-    def kv_resident(self) -> float:
-        """The KV cache in memory: with Best-of-N the prompt's part shared, each candidate's own decoded part."""
-        ctx, s = self.ctx, self.sizes
-        full = s.kv_cache(ctx.context_tokens)
-        if self.opt.best_of > 1:
-            prompt = s.kv_cache(ctx.prompt_tokens)
-            return prompt + self.opt.best_of * (full - prompt)
-        return full
 
     def model_bytes(self) -> float:
         s = self.sizes
@@ -108,7 +98,7 @@ class LlamaCpp(Policy):
         if self._mem is not None:
             return self._mem
         ctx, s, o = self.ctx, self.sizes, self.opt
-        anon = {"kv_cache": self.kv_resident(), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
+        anon = {"kv_cache": best_of_kv(s, ctx.context_tokens, ctx.prompt_tokens, o.best_of), "activations": s.activations(ctx.prompt_tokens), "runtime": o.runtime}
         fixed = sum(anon.values())
         model = self.model_bytes()
         if ctx.memory_gb is not None:

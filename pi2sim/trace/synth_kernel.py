@@ -93,8 +93,8 @@ def fill_normals(out, key, first, table):
 
 
 def live_neurons(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The neurons that can fire, per (layer, expert): ``(index [L, E, M] int32, count [L, E])``,
-    ascending, with ``M`` the largest count. A dead neuron (every threshold +inf) never fires, so
+    """The neurons that can fire, per (layer, expert): ``(index [L, E, M], count [L, E])``, the
+    indices ascending (uint16 when N fits, else int32), ``M`` the largest count. A dead neuron (every threshold +inf) never fires, so
     :func:`step` neither draws nor updates its latent (about half of Mixtral's neurons)."""
     live = np.isfinite(tau).any(axis=0)  # [L, E, N]
     count = live.sum(axis=2).astype(np.int64)

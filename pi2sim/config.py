@@ -44,9 +44,9 @@ class RunConfig:
         help="KV-context positions each decoded token stands for (validate --fast: 4, so 256 simulated tokens "
         "attend to the contexts of a 1024-token run)",
     )
-    quant: Literal["int4", "int8", "fp16", "8da4w", "8da4w-g128", "bf16", "w4a16", "q4_0", "q4f16_1"] | None = spec_field(
+    quant: Literal["int4", "int8", "fp16", "8da4w", "8da4w-g128", "bf16", "w4a16", "q4_0", "q8_0", "q4_k_m", "q6_k", "q4f16_1"] | None = spec_field(
         default=None,
-        help="weight quantization (int4/int8/fp16, or an engine's own format: 8da4w, 8da4w-g128, bf16, w4a16, q4_0, q4f16_1); "
+        help="weight quantization (int4/int8/fp16, or an engine's own format: 8da4w, 8da4w-g128, bf16, w4a16, q4f16_1, and llama.cpp's GGUF files q4_0, q8_0, q4_k_m, q6_k); "
         "default: the engine's own (int4 for the PowerInfer family)",
     )
     sparsity: float | None = spec_field(default=None, gt=0.0, hi=0.999, help="replay level of a magnitude (SiLU) trace")

@@ -155,6 +155,8 @@ def convert(value: Any, tp: Any, fs: FieldSpec, source: Any, key: str) -> Any:
         return out
     if origin is Literal:
         allowed = get_args(tp)
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) in allowed and all(isinstance(a, str) for a in allowed):
+            value = str(value)  # a choice whose name is a number ("2024"), written unquoted in YAML or --set
         if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
             raise InputError(source, key, "one of " + ", ".join(repr(a) for a in allowed), value)
         return value

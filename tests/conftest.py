@@ -42,3 +42,15 @@ def require(condition: bool, what: str) -> None:
     if os.environ.get("PI2SIM_REQUIRE_ALL") == "1":
         pytest.fail(f"{what} is required in CI (PI2SIM_REQUIRE_ALL=1) but not installed")
     pytest.skip(f"{what} not installed")
+
+
+@pytest.fixture
+def phone_without_power(tmp_path):
+    """The OnePlus 12's file without its power and thermal sections (every shipped phone has them)."""
+    from pi2sim import resources
+
+    text = (resources.data_dir("devices") / "oneplus12.yaml").read_text(encoding="utf-8")
+    text = text[: text.index("\npower:\n")].replace("name: oneplus12", "name: nopower") + "\n"
+    path = tmp_path / "nopower.yaml"
+    path.write_text(text)
+    return str(path)

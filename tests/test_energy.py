@@ -61,7 +61,7 @@ def test_windowed_peak_by_hand():
 
 
 @pytest.mark.parametrize("tier", ["cluster", "layer"])
-@pytest.mark.parametrize("policy,kw", [("powerinfer2", {"preset": "v3"}), ("llamacpp", {})])
+@pytest.mark.parametrize("policy,kw", [("powerinfer2", {"preset": "v3"}), ("llamacpp", {"build": "2024"})])
 def test_power_profile_integrates_to_the_ledger(tier, policy, kw):
     from pi2sim.engine.recorder import Recorder
     from pi2sim.simulation import execute
@@ -124,7 +124,7 @@ def test_energy_adds_up(t22):
 @pytest.mark.parametrize("policy,model", [("powerinfer2", "turbosparse-mistral-7b"), ("llamacpp", "bamboo-7b")])
 def test_energy_agrees_across_tiers(tier, policy, model):
     # llama.cpp's stages are closed-form (page faults): the layer tier once dropped their DRAM bytes
-    kw = dict(device="oneplus12", model=model, policy=policy, ffn_offload=0.5, decode_tokens=32)
+    kw = dict(device="oneplus12", model=model, policy=policy, ffn_offload=0.5, decode_tokens=32, **({"build": "2024"} if policy == "llamacpp" else {}))
     ref = simulate(fidelity="cluster", **kw).summary
     got = simulate(fidelity=tier, **kw).summary
     assert abs(got["energy_j_per_token"] / ref["energy_j_per_token"] - 1) < 0.03
@@ -245,9 +245,10 @@ def test_json_carries_the_energy_fields_and_the_docs_define_them():
     (["--set", "thermal=true", "--set", "ambient_c=400"], "ambient_c"),
     (["--set", "device.power.dram_energy=4 pJ"], "power.dram_energy"),
     (["--set", "device.thermal.governor.cpu_clock_levels=[0.5, 1.0]"], "governor"),
-    (["--device", "oneplus13", "--set", "thermal=true"], "power"),
+    (["--device", "NOPOWER", "--set", "thermal=true"], "power"),
 ])
-def test_bad_thermal_and_power_input_is_one_line(args, needle):
+def test_bad_thermal_and_power_input_is_one_line(args, needle, phone_without_power):
+    args = [phone_without_power if a == "NOPOWER" else a for a in args]
     p = _cli("run", "--decode-tokens", "8", "--fidelity", "analytic", *args)
     assert p.returncode == 2, p.stdout + p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
@@ -255,14 +256,15 @@ def test_bad_thermal_and_power_input_is_one_line(args, needle):
     assert "Traceback" not in p.stderr
 
 
-def test_galaxy_s24_has_the_oneplus12_power_model_by_transfer():
-    """The Galaxy S24 (same SoC family) carries the OnePlus 12's power and thermal model under its
-    transfer rules: a CPU decode costs about the same energy per token (its cores' clocks differ by
-    3-6%), and the phones without a power model report none."""
+def test_generated_phones_have_a_power_model_by_rule(phone_without_power):
+    """Every generated phone carries a power and thermal model derived from the OnePlus 12's
+    (pi2sim/specs/rules.py core_power): the Galaxy S24 (same SoC family, 3-6% other clocks) costs
+    about the same energy per token; a phone without a power section reports none."""
     from pi2sim.simulation import simulate
 
-    kw = dict(model="llama-3.2-1b", policy="llamacpp", ffn_offload=0.0, decode_tokens=8, fidelity="analytic")
+    kw = dict(model="llama-3.2-1b", policy="llamacpp", ffn_offload=0.0, decode_tokens=8, fidelity="analytic", build="2024")
     s24, op12 = (simulate(device=d, **kw).summary for d in ("galaxy_s24", "oneplus12"))
     assert s24["energy_j_per_token"] == pytest.approx(op12["energy_j_per_token"], rel=0.1)
     assert s24["power_w"]["mean"] < op12["power_w"]["mean"]  # slower A720 clusters, cubed
-    assert simulate(device="oneplus13", **kw).summary.get("energy_j_per_token") is None
+    assert simulate(device="oneplus13", **kw).summary["energy_j_per_token"] > 0
+    assert simulate(device=phone_without_power, **kw).summary.get("energy_j_per_token") is None

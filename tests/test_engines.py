@@ -420,7 +420,7 @@ def test_llamacpp_best_of_amortises_its_page_faults():
     batch and the reads per generated token fall by it; the tiers agree; an MoE model is refused."""
     from pi2sim.errors import InputError
 
-    kw = dict(policy="llamacpp", model="turbosparse-mistral-7b", ffn_offload=0.5, decode_tokens=16)
+    kw = dict(policy="llamacpp", model="turbosparse-mistral-7b", ffn_offload=0.5, decode_tokens=16, build="2024")
     one = simulate(fidelity="analytic", **kw).summary
     four = simulate(fidelity="analytic", best_of=4, **kw).summary
     bo = four["best_of"]

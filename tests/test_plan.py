@@ -61,8 +61,8 @@ def test_thermal_plan_scores_the_heated_run():
     assert "thermal: first throttle" in p.explain()
 
 
-def test_energy_objective_needs_a_power_model():
-    r = subprocess.run([sys.executable, "-m", "pi2sim", "plan", "--device", "oneplus_ace2", "--model", "bamboo-7b", "--objective", "energy",
+def test_energy_objective_needs_a_power_model(phone_without_power):
+    r = subprocess.run([sys.executable, "-m", "pi2sim", "plan", "--device", phone_without_power, "--model", "bamboo-7b", "--objective", "energy",
                         "--quiet"], capture_output=True, text=True)
     assert r.returncode == 2 and "power" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

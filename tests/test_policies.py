@@ -26,7 +26,7 @@ def run(*args, cwd=None):
 
 
 def test_llamacpp_model_fits_no_reads_after_warmup():
-    r = S.simulate(policy="llamacpp", model="bamboo-7b", ffn_offload=0.0, decode_tokens=8, fidelity="analytic")
+    r = S.simulate(policy="llamacpp", model="bamboo-7b", ffn_offload=0.0, decode_tokens=8, fidelity="analytic", build="2024")
     assert r.summary["flash_reads_per_token"] == 0
     assert r.access.prefill_miss > 0  # the prompt pass faulted the model in
     assert r.summary["critical_path"]["io_stall"] == 0
@@ -34,7 +34,7 @@ def test_llamacpp_model_fits_no_reads_after_warmup():
 
 @pytest.mark.parametrize("replacement", ["lru", "two-list"])
 def test_llamacpp_far_over_budget_rereads_the_non_resident_part(replacement):
-    r = S.simulate(policy="llamacpp", model="bamboo-7b", memory_gb=1.0, decode_tokens=6, fidelity="analytic", replacement=replacement)
+    r = S.simulate(policy="llamacpp", model="bamboo-7b", memory_gb=1.0, decode_tokens=6, fidelity="analytic", replacement=replacement, build="2024")
     pol = r.policy
     model = pol.model_bytes()
     cache = r.memory.neuron_cache
@@ -51,8 +51,8 @@ def test_llamacpp_no_mmap_refuses_over_budget():
 
 
 def test_llamacpp_static_split_slowed_by_little_cores():
-    fast = S.simulate(policy="llamacpp", model="bamboo-7b", ffn_offload=0.0, decode_tokens=4, fidelity="analytic", threads=6)
-    slow = S.simulate(policy="llamacpp", model="bamboo-7b", ffn_offload=0.0, decode_tokens=4, fidelity="analytic", threads=8)
+    fast = S.simulate(policy="llamacpp", model="bamboo-7b", ffn_offload=0.0, decode_tokens=4, fidelity="analytic", threads=6, build="2024")
+    slow = S.simulate(policy="llamacpp", model="bamboo-7b", ffn_offload=0.0, decode_tokens=4, fidelity="analytic", threads=8, build="2024")
     assert slow.summary["decode_tok_s"] < fast.summary["decode_tok_s"]  # adding the A520s hurts (arXiv 2410.03613)
 
 
@@ -172,7 +172,7 @@ def test_every_option_documented(name):
 def test_compare_command(tmp_path):
     code, out, err = run(
         "compare", "--model", "bamboo-7b", "--policies", "powerinfer2,llm-in-a-flash,llamacpp,dense@qnn", "--decode-tokens", "8",
-        "--fidelity", "analytic", "--out", str(tmp_path), "--plot", "--quiet",
+        "--fidelity", "analytic", "--out", str(tmp_path), "--plot", "--quiet", "--set", "build=2024",
     )
     assert code == 0, err
     assert "refused" in out and "powerinfer2" in out and "llamacpp" in out

@@ -12,6 +12,7 @@ FILES = sorted(
     list(resources.data_dir("devices").glob("*.yaml"))
     + list(resources.data_dir("models").glob("*.yaml"))
     + list((resources.data_dir("traces") / "profiles").glob("*.yaml"))
+    + list((resources.data_dir("devices") / "catalogue").glob("*.yaml"))
 )
 
 

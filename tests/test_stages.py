@@ -23,7 +23,7 @@ def _stages():
         dict(policy="powerinfer2", ffn_offload=0.5),
         dict(policy="powerinfer2", ffn_offload=0.5, set_values={"pipeline": "sync"}),
         dict(policy="llm-in-a-flash"),
-        dict(policy="llamacpp", memory_gb=0.32),
+        dict(policy="llamacpp", memory_gb=0.32, set_values={"build": "2024"}),  # the paper's build maps the file: faults
         dict(policy="smallthinker", model="smallthinker-4b-a0.6b", memory_gb=0.8, device="oneplus13"),  # expert reads during attention
     ]
     out = []

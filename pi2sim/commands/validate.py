@@ -13,8 +13,8 @@ from ..engine import tiers
 
 def register(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("validate", help="reproduce the paper's evaluation points; print simulated vs paper with errors")
-    v.add_argument("--set", dest="which", default="calibration", choices=("calibration", "unfitted", "energy", "baselines", "micro", "external", "external-memory", "all"),
-                   help="which points (default calibration; external: other engines on today's phones, experiments/external)")
+    v.add_argument("--set", dest="which", default="calibration", choices=("calibration", "unfitted", "energy", "baselines", "micro", "external", "external-memory", "phones", "all"),
+                   help="which points (default calibration; external: other engines on today's phones; phones: llama.cpp 2026 on phones written from their spec sheets; experiments/external)")
     v.add_argument("--only", default=None, metavar="GLOBS", help="only scenario ids matching these comma-separated globs (e.g. 'T8*,T9')")
     v.add_argument("--scenarios", default=None, metavar="DIR", type=paths.input_dir_arg("--scenarios"), help="scenario tree to run instead of the bundled experiments/paper (your own measurements; use with --set all)")
     v.add_argument("--out", default=None, type=paths.output_dir_arg("--out"), help="write validate.csv, validate.json and plots here")
@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--cross", action="store_true",
                    help="leave-one-group-out cross-validation: refit the free constants without each figure's points, predict them; "
                    "prints the fitted and the predictive error side by side (analytic tier, --fast lengths unless --full)")
+    v.add_argument("--by", choices=("figure", "device"), default="figure",
+                   help="--cross: leave out one figure of the paper at a time (default), or one phone: every point measured on it "
+                   "(with --set all by default: every phone's points)")
     v.add_argument("--full", action="store_true", help="--cross: full-length runs")
     v.add_argument("--record", action="store_true",
                    help=f"--cross: record the spreads in experiments/paper/{CROSS_RECORD}, where --fitted reads them")
@@ -128,8 +131,10 @@ def cmd_cross(args: argparse.Namespace) -> int:
 
     root = Path(args.scenarios) if args.scenarios else None
     which = "fit" if args.which == "calibration" and root is None else args.which
+    if args.by == "device" and args.which == "calibration" and root is None:
+        which = "all"  # a phone's points are spread over every set
     scenarios = scenarios_for(which, root, args.only)
-    res = C.cross_validate(scenarios, fast=not args.full, fidelity=args.fidelity or "analytic", progress=not args.quiet)
+    res = C.cross_validate(scenarios, fast=not args.full, fidelity=args.fidelity or "analytic", progress=not args.quiet, by=args.by)
     lines = [f"{'group left out':20s} {'id':24s} {'fitted':>8s} {'predicted':>10s}  note"]
     for r in res.rows:
         note = f"constant seen only by this group: {r['unidentified']}" if r["unidentified"] else ""
@@ -143,7 +148,17 @@ def cmd_cross(args: argparse.Namespace) -> int:
                 f"predictive median |error| {statistics.median(p_):.1f}% max {max(p_):.1f}%")
 
     lines += ["", stats("all points", res.rows)]
-    for name in ("calibration", "baselines"):
+    if args.by == "device":
+        lines.append("")
+        lines.append(f"{'phone left out':16s} {'n':>3s} {'fitted median':>14s} {'fitted max':>11s} {'predicted median':>17s} {'predicted max':>14s}  constants only its points identify")
+        for g in res.groups:
+            sub = [r for r in res.rows if r["group"] == g]
+            if not sub:
+                continue
+            f_ = [abs(r["fitted_error_pct"]) for r in sub]
+            p_ = [abs(r["predictive_error_pct"]) for r in sub]
+            lines.append(f"{g:16s} {len(sub):3d} {statistics.median(f_):13.1f}% {max(f_):10.1f}% {statistics.median(p_):16.1f}% {max(p_):13.1f}%  {sub[0]['unidentified'] or '-'}")
+    for name in ("calibration", "baselines") if args.by == "figure" else ():
         sub = [r for r in res.rows if r["group"] in V.SETS[name]]
         if sub:
             lines.append(stats(name, sub))

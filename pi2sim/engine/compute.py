@@ -9,6 +9,11 @@ at ``sparse_efficiency`` of that. A pool of threads on chosen cores splits the w
 * ``static``: every thread gets an equal share (llama.cpp's row split), so the slowest core sets
   the pace: ``n * min(rate)``. This is why adding little cores slows llama.cpp on Snapdragon
   8 Gen 3 (arXiv 2410.03613 §V-C).
+* ``chunked``: the work is cut into ``CHUNKS_PER_THREAD`` equal chunks per thread that threads
+  claim as they finish (llama.cpp since b6889, PR #16833: ``4 * nth`` chunks of a repacked matmul;
+  ggml's generic mul_mat since b2894). The pool runs at the sum of its cores' rates, less the
+  tail: the last chunks on a slow core keep the others waiting at the barrier
+  (:func:`chunked_efficiency` plays the claiming out).
 
 Sparse kernels gather the rows of predicted neurons. Per byte they are slower than dense ones,
 and the more so the fewer rows they compute: ``cpu.sparse_efficiency`` is the relative speed at
@@ -27,6 +32,7 @@ prompt padded to a multiple of ``graph_tokens``; each graph execution costs ``in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -59,10 +65,33 @@ def batched_rate(rate, dense_rate, batch, further_share: float = 1.0):
     return 1.0 / (1.0 / np.asarray(rate, dtype=np.float64) + (b - 1.0) * further_share / np.asarray(dense_rate, dtype=np.float64))
 
 
+CHUNKS_PER_THREAD = 4  # llama.cpp's repack and flash-attention chunking (PRs #16833, #16829): 4 chunks per thread
+
+
+@lru_cache(maxsize=4096)
+def chunked_efficiency(rates: tuple[float, ...], chunks_per_thread: int = CHUNKS_PER_THREAD) -> float:
+    """Share of the summed rate a chunked pool achieves: ``n * chunks_per_thread`` equal chunks,
+    thread ``i`` starting on chunk ``i`` and each taking the next unclaimed chunk when it finishes
+    (an atomic counter, ggml_threadpool_chunk_add); the op ends when the last thread does."""
+    import heapq
+
+    n = len(rates)
+    chunks = n * chunks_per_thread
+    size = 1.0 / chunks
+    free = [(size / r, i) for i, r in enumerate(rates)]  # (time the thread finishes its chunk, thread)
+    heapq.heapify(free)
+    end = 0.0
+    for _ in range(chunks - n):
+        t, i = heapq.heappop(free)
+        heapq.heappush(free, (t + size / rates[i], i))
+    end = max(t for t, _ in free)
+    return (1.0 / sum(rates)) / end
+
+
 @dataclass(frozen=True)
 class CpuPool:
     cores: tuple[Core, ...]
-    scheduling: str  # "dynamic" | "static"
+    scheduling: str  # "dynamic" | "static" | "chunked"
     sparse_efficiency: float
     barrier_s: float
 
@@ -73,6 +102,8 @@ class CpuPool:
     def _combine(self, rates: list[float]) -> float:
         if not rates:
             return 0.0
+        if self.scheduling == "chunked":
+            return sum(rates) * chunked_efficiency(tuple(rates))
         return sum(rates) if self.scheduling == "dynamic" else len(rates) * min(rates)
 
     def matvec_rate(self, dtype: str, sparse: bool = False) -> float:

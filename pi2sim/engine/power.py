@@ -55,6 +55,13 @@ class Energy:
         return float(sum(self.prefill_j.values()))
 
 
+
+def _unit(p):
+    """A unit's power, or nothing for a phone without that unit's section."""
+    from ..specs.device import UnitPower
+
+    return p if p is not None else UnitPower(active_w=0.0, idle_w=0.0)
+
 def _core_power(device: DeviceSpec, clock_share) -> dict[str, tuple[np.ndarray, float]]:
     """core id -> (active W, idle W) at ``clock_share`` of the nominal clock (scalar or [T])."""
     pw = device.power
@@ -100,7 +107,7 @@ def charge(device: DeviceSpec, span_s, busy: dict, dram_bytes: dict, flash_bytes
     for name, ids in _clusters(device).items():  # a cluster's shared power while any core of it works
         cpu = cpu + pw.cores[name].shared_w * scale * _cluster_busy([b(i) for i in ids])
     units = {}
-    for unit, p in (("npu", pw.npu), ("gpu", pw.gpu)):
+    for unit, p in (("npu", _unit(pw.npu)), ("gpu", _unit(pw.gpu))):
         t = b(unit)
         units[unit] = p.active_w * t + p.idle_w * (span - t)
     # the compute units' traffic, plus the flash reads written into DRAM counted once from the plan's
@@ -214,14 +221,14 @@ def profile(device: DeviceSpec, slices, token_j: dict[str, np.ndarray], timing, 
             return min(float(np.asarray(timing.busy_token_s.get(key, zero))[t]), lat)
 
         # the always-on draw: every idle core and unit, DRAM background, the rest of the phone
-        base = pw.dram_background_w + pw.platform_w + sum(p.idle_w for p in cores.values()) + pw.npu.idle_w + pw.gpu.idle_w
+        base = pw.dram_background_w + pw.platform_w + sum(p.idle_w for p in cores.values()) + _unit(pw.npu).idle_w + _unit(pw.gpu).idle_w
         segments.append((a, b, base))
         laid = base * lat
         for cid, p in cores.items():  # each core's and cluster's active part while it was busy
             laid += _spread(segments, spans[cid], (p.active_w - p.idle_w) * busy(cid), a, b)
         for name, ids in clusters.items():
             laid += _spread(segments, spans[f"cluster:{name}"], pw.cores[name].shared_w * float(_cluster_busy([busy(i) for i in ids])), a, b)
-        for unit, p in (("npu", pw.npu), ("gpu", pw.gpu)):
+        for unit, p in (("npu", _unit(pw.npu)), ("gpu", _unit(pw.gpu))):
             laid += _spread(segments, spans[unit], (p.active_w - p.idle_w) * busy(unit), a, b)
         # DRAM traffic over the compute units' busy times, flash reads (and their DRAM writes) over the UFS queue's
         flash_dram = pw.dram_j_per_byte * float(np.broadcast_to(np.asarray(flash_bytes, dtype=np.float64), zero.shape)[t])

@@ -25,6 +25,18 @@ def scaled_pool(pool: CpuPool, eff: float) -> CpuPool:
     return replace(pool, cores=cores)
 
 
+def kernel_pool(pool: CpuPool, matvec: float, gemm: float) -> CpuPool:
+    """A pool whose cores run one engine kernel: matrix-vector work at ``matvec`` and matrix-matrix
+    work at ``gemm`` of the device's INT4 rates (e.g. one GGUF block type's kernels)."""
+    from ..specs.device import Core
+
+    cores = tuple(
+        Core(c.id, replace(c.cluster, matvec_int4_bps=c.cluster.matvec_int4_bps * matvec, gemm_int4_ops=c.cluster.gemm_int4_ops * gemm))
+        for c in pool.cores
+    )
+    return replace(pool, cores=cores)
+
+
 SPECULATION_KEYS = ("draft_model", "draft_tokens", "acceptance")
 BEST_OF_KEYS = ("best_of", "drop_every", "npu_row_share_batched")  # the last: PowerInfer-2 only
 

@@ -116,6 +116,10 @@ class Dense(Policy):
         super().__init__(ctx, options)
         self.own = getattr(self, "own", options)  # the options as given (a named engine's own class, set before this)
         d = ctx.device
+        if self.backend == "npu":  # QNN graphs (Genie, PowerServe, the dense QNN engine): a Hexagon NPU
+            d.require_npu(self.name)
+        elif self.backend == "gpu":
+            d.require_gpu(self.name)
         cores = pick_cores(d, options.cores, options.threads, what="cores")
         self.pool = scaled_pool(CpuPool(cores, options.scheduling, d.cpu.sparse_efficiency, d.cpu.barrier_s), options.kernel_efficiency)
         self.sizes = ctx.sizes

@@ -13,6 +13,7 @@ the model shape: non-FFN 1.05 GB (paper 1.0), predictors 2.61 GB (2.6), FFN scal
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -38,21 +39,35 @@ class ModelBytes:
 
     @property
     def bpw(self) -> float:
+        """Bytes per weight of the layers' matrices (a GGUF file: the exact mean of its mixture)."""
+        if self.quant.gguf:
+            return _gguf_layer_bpw(self.arch, self.quant)
         return self.quant.dram_bytes_per_weight()
+
+    def gguf(self):
+        """The GGUF file's matrices by block type (:func:`pi2sim.specs.quant.gguf_layer_bytes`), or None."""
+        return _gguf(self.arch, self.quant) if self.quant.gguf else None
 
     # dense, always-read tensors
     def attention_per_layer(self) -> float:
-        """Q, K, V and O weights (and 16-bit QKV biases) of one layer."""
+        """Q, K, V and O weights (and 16-bit QKV biases) of one layer (a GGUF mixture: the layers' mean)."""
+        if self.quant.gguf:
+            g = self.gguf()
+            return sum(sum(d.values()) for d in g.attention) / self.arch.layers + 2.0 * self.arch.attention_bias_params_per_layer
         return self.arch.attention_params_per_layer * self.bpw + 2.0 * self.arch.attention_bias_params_per_layer
 
     def attention(self) -> float:
         return self.arch.layers * self.attention_per_layer()
 
     def embeddings(self) -> float:
+        if self.quant.gguf:
+            return self.gguf().token_embd[1]
         return self.arch.embedding_params * self.quant.embedding_bytes_per_weight()
 
     def lm_head(self) -> float:
         """Bytes the LM head streams per token (the tied embedding matrix if tied)."""
+        if self.quant.gguf:
+            return self.gguf().output[1]
         return self.arch.vocab * self.arch.hidden * self.quant.head_bytes_per_weight()
 
     def lm_head_storage(self) -> float:
@@ -85,10 +100,20 @@ class ModelBytes:
         return self.arch.matrices_per_neuron * self.quant.scale_bytes(self.arch.hidden)
 
     def ffn_weights(self) -> float:
+        if self.quant.gguf:  # the exact mixture, split into quants and block scales as its base type is
+            return self._gguf_ffn() * self._gguf_weight_share()
         return self.ffn_neurons_total() * self.neuron_weight_bytes()
 
     def ffn_scales(self) -> float:
+        if self.quant.gguf:
+            return self._gguf_ffn() * (1.0 - self._gguf_weight_share())
         return self.ffn_neurons_total() * self.neuron_scale_bytes()
+
+    def _gguf_ffn(self) -> float:
+        return self.arch.experts * sum(sum(d.values()) for d in self.gguf().ffn)
+
+    def _gguf_weight_share(self) -> float:
+        return (self.quant.weight_bits / 8) / self.quant.dram_bytes_per_weight()
 
     def ffn_total(self) -> float:
         return self.ffn_weights() + self.ffn_scales()
@@ -120,6 +145,20 @@ class ModelBytes:
 
     def total(self) -> float:
         return self.non_ffn() + self.ffn_total()
+
+
+@lru_cache(maxsize=64)
+def _gguf(arch, quant):
+    from ..specs.quant import gguf_layer_bytes
+
+    return gguf_layer_bytes(arch, quant)
+
+
+@lru_cache(maxsize=64)
+def _gguf_layer_bpw(arch, quant) -> float:
+    g = _gguf(arch, quant)
+    total = sum(sum(d.values()) for d in g.attention) + arch.experts * sum(sum(d.values()) for d in g.ffn)
+    return total / (arch.layers * (arch.attention_params_per_layer + arch.ffn_params_per_layer))
 
 
 @dataclass

@@ -160,7 +160,12 @@ class PowerInfer2(Policy):
             cores = pick_cores(d, o.compute_cores, o.compute_threads)
         self.pool = CpuPool(cores, "dynamic", d.cpu.sparse_efficiency, d.cpu.barrier_s)
         # a decode-time NPU call: submit the graph, then the CPU waits for its result in the layer
-        self.npu_call_s = d.npu.invocation_s + d.npu.sync_s
+        if o.prefill == "npu" or o.decode == "hybrid" or o.attention != "cpu":  # QNN graphs: a Hexagon NPU (PI2 §4.1)
+            try:
+                d.require_npu("powerinfer2")
+            except InputError as exc:
+                raise type(exc)(None, "powerinfer2", f"{exc.expected}; or run it on the CPU alone: --set prefill=cpu --set preset=v1") from None
+        self.npu_call_s = (d.npu.invocation_s + d.npu.sync_s) if d.npu is not None else 0.0
 
     # ------------------------------------------------------------------ memory
     def _ffn_fits(self) -> bool:

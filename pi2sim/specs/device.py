@@ -68,8 +68,12 @@ class Cpu:
             raise InputError(source, "clusters", "unique cluster names", names)
 
 
+NpuKind = Literal["hexagon", "mediatek-apu", "google-tpu", "samsung-npu", "other"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Npu:
+    kind: NpuKind = spec_field(help="which NPU: hexagon (Qualcomm: what QNN, Genie, PowerServe and PowerInfer-2 run on), mediatek-apu, google-tpu, samsung-npu, other")
     gemm_ops: float = spec_field(key="gemm", unit="ops_rate", lo=50e9, hi=1e15, help="dense INT8/INT4 GEMM throughput (prefill)")
     matvec_bps: float = spec_field(key="matvec", unit="bandwidth", lo=1e9, hi=1e12, help="dense matrix-vector weight throughput (compute limit)")
     invocation_s: float = spec_field(key="invocation", unit="time", lo=1e-6, hi=20e-3, zero_ok=True, help="fixed cost to submit one graph execution")
@@ -164,8 +168,8 @@ class Power:
 
     cores: dict[str, CorePower] = spec_field(help="per CPU cluster (by name): power of one core, busy at the cluster's clock / idle, and the cluster's shared power")
     clock_exponent: float = spec_field(lo=1.0, hi=4.0, help="a core's active power scales as (clock / nominal clock) ** clock_exponent")
-    npu: UnitPower = spec_field(help="NPU power, busy / idle")
-    gpu: UnitPower = spec_field(help="GPU power, busy / idle")
+    npu: UnitPower | None = spec_field(default=None, help="NPU power, busy / idle (none: the phone has no NPU section)")
+    gpu: UnitPower | None = spec_field(default=None, help="GPU power, busy / idle (none: the phone has no GPU section)")
     dram_j_per_byte: float = spec_field(key="dram_energy", unit="energy_per_byte", lo=1e-13, hi=1e-9, help="DRAM energy per byte read or written")
     dram_background_w: float = spec_field(key="dram_background", unit="power", lo=1e-3, hi=5.0, help="DRAM power while the phone is awake (refresh, standby)")
     ufs_j_per_byte: float = spec_field(key="ufs_energy", unit="energy_per_byte", lo=1e-12, hi=1e-8, help="UFS energy per byte read")
@@ -215,8 +219,8 @@ class DeviceSpec:
     description: str = spec_field(default="")
     soc: str = spec_field(help="system on chip")
     cpu: Cpu = spec_field()
-    npu: Npu = spec_field()
-    gpu: Gpu = spec_field()
+    npu: Npu | None = spec_field(default=None, help="the NPU (none: the phone has none any modelled engine can use; NPU engines refuse it)")
+    gpu: Gpu | None = spec_field(default=None, help="the GPU (none: GPU engines refuse the phone)")
     dram: Dram = spec_field()
     storage: Storage = spec_field()
     power: Power | None = spec_field(default=None, help="power model (energy per token); none: energy is not reported")
@@ -227,7 +231,7 @@ class DeviceSpec:
         stem = Path(str(source)).stem if source else self.name
         if source and stem != self.name:
             raise InputError(source, "name", f"the file name without .yaml ({stem!r})", self.name)
-        if self.gpu.usable_bytes > self.dram.app_usable_bytes:
+        if self.gpu is not None and self.gpu.usable_bytes > self.dram.app_usable_bytes:
             raise InputError(source, "gpu.usable", "at most dram.app_usable", self.gpu.usable_bytes)
         if self.power is not None:
             names = [c.name for c in self.cpu.clusters]
@@ -235,6 +239,22 @@ class DeviceSpec:
                 raise InputError(source, "power.cores", f"one entry per CPU cluster ({', '.join(names)})", sorted(self.power.cores))
 
     # -- cores
+    def require_npu(self, engine: str, kind: str = "hexagon") -> "Npu":
+        """The NPU an engine runs on, or a one-line refusal naming what the phone lacks."""
+        from ..errors import ConfigurationRefused
+
+        if self.npu is None or self.npu.kind != kind:
+            has = "no NPU section" if self.npu is None else f"a {self.npu.kind} NPU"
+            raise ConfigurationRefused(None, engine, f"a phone with a {kind} NPU ({self.name} has {has})")
+        return self.npu
+
+    def require_gpu(self, engine: str) -> "Gpu":
+        from ..errors import ConfigurationRefused
+
+        if self.gpu is None:
+            raise ConfigurationRefused(None, engine, f"a phone with a GPU section ({self.name} has none)")
+        return self.gpu
+
     def cores(self) -> list["Core"]:
         out = []
         for c in self.cpu.clusters:

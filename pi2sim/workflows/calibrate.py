@@ -455,17 +455,29 @@ class CrossResult:
     spreads: dict[str, float] = field(default_factory=dict)  # constant -> (max - min) / median across folds
 
 
+def scenario_device(s) -> str:
+    """The device a scenario runs on (its file's name; the default phone when it names none)."""
+    from ..config import RunConfig
+    from ..specs.device import load_device
+
+    return load_device((s.run or {}).get("device") or RunConfig.__dataclass_fields__["device"].default).name
+
+
 def cross_validate(scenarios, device: str = "oneplus12", fast: bool = True, fidelity: str = "analytic", max_evals: int = 40,
-                   progress: bool = False) -> CrossResult:
-    """Leave one group (a figure of the paper) out at a time: refit on the rest, predict it."""
+                   progress: bool = False, by: str = "figure") -> CrossResult:
+    """Leave one group out at a time: refit on the rest, predict it. ``by``: ``figure`` (a figure
+    of the paper) or ``device`` (a phone: every point measured on it)."""
+    if by not in ("figure", "device"):
+        raise InputError(None, "--by", "figure or device", by)
     scenarios = [s for s in scenarios if s.kind == "run"]
+    key = {s.id: (s.figure if by == "figure" else scenario_device(s)) for s in scenarios}
     full = fit(scenarios, device, fast=fast, fidelity=fidelity, max_evals=max_evals, progress=False)
     fitted_err = {sid: math.exp(r) - 1 for sid, r in zip(full.scenario_ids, full.after.residuals)}
-    groups = sorted({s.figure for s in scenarios})
+    groups = sorted(set(key.values()))
     rows, folds = [], {}
     for g in groups:
-        train = [s for s in scenarios if s.figure != g]
-        test = [s for s in scenarios if s.figure == g]
+        train = [s for s in scenarios if key[s.id] != g]
+        test = [s for s in scenarios if key[s.id] == g]
         if not train:
             continue
         f = fit(train, device, free=list(full.free), fast=fast, fidelity=fidelity, max_evals=max_evals)

@@ -23,7 +23,7 @@ MIXTRAL = "turbosparse-mixtral-47b"
 MEMORY_GB = (7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19)
 # (label, policy, options): PowerInfer-2 as the paper's Mixtral runs (v1, CPU decode), and the two
 # baselines the paper swept over the same memory sizes (T15, T16)
-CURVE_ENGINES = (("PowerInfer-2", "powerinfer2", {"preset": "v1"}), ("LLM in a Flash", "llm-in-a-flash", {}), ("llama.cpp", "llamacpp", {}))
+CURVE_ENGINES = (("PowerInfer-2", "powerinfer2", {"preset": "v1"}), ("LLM in a Flash", "llm-in-a-flash", {}), ("llama.cpp", "llamacpp", {"build": "2024"}))  # the build the paper compared against
 TOKENS = {"decode_tokens": 256, "context_stride": 4}  # validate --fast: 256 tokens standing for the paper's 1,024
 OFFLOADS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # Bamboo-7B's hit-rate curve
 DATA_KEY = "pi2sim-data-sha256"  # the PNG text chunk holding the figure's data hash

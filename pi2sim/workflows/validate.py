@@ -47,8 +47,12 @@ SETS = {
     "external": ("external-executorch", "external-genie", "external-powerserve", "external-mlc", "external-llamacpp", "external-smallthinker"),
     # the same sources' memory columns (RSS), reported apart: the speed guard does not cover them
     "external-memory": ("external-rss",),
+    # today's llama.cpp (the 2026 build) on phones other than the reference, from their spec sheets
+    # (pi2sim device new): the Galaxy S23's PocketPal measurements, to which the 2026 build's kernel
+    # constants are fitted (experiments/external/pocketpal-s23/)
+    "phones": ("external-s23",),
 }
-EXTERNAL_SETS = ("external", "external-memory")  # their scenarios live in experiments/external
+EXTERNAL_SETS = ("external", "external-memory", "phones")  # their scenarios live in experiments/external
 FAST_TOKENS = 256  # decode tokens simulated by --fast
 METRICS = ("decode_tok_s", "ttft_ms", "tbt_mean_ms", "peak_memory_gb", "prefill_tok_s", "compute_share", "io_share", "hit_rate", "miss_rate", "fixed_memory_gb", "bandwidth_mbs", "bandwidth_gbs",
            "energy_j_per_token", "power_peak_w")

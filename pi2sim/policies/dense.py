@@ -304,7 +304,9 @@ class Dense(Policy):
     def _unit_fixed(self) -> float:
         """Fixed cost of one pass of a model on the backend (QNN's context binaries, a GPU launch)."""
         d = self.ctx.device
-        return {"npu": QNN_SPLITS * d.npu.invocation_s + d.npu.sync_s, "gpu": d.gpu.launch_s}.get(self.backend, 0.0)
+        if self.backend == "npu":
+            return QNN_SPLITS * d.npu.invocation_s + d.npu.sync_s
+        return d.gpu.launch_s if self.backend == "gpu" else 0.0
 
     def _stage(self, name: str, unit: str, work, op: str, fixed_s: float = 0.0, bytes_for_gemm=None) -> Compute:
         pool = self.pool if unit == "cpu" else None

@@ -162,9 +162,9 @@ class PowerInfer2(Policy):
         # a decode-time NPU call: submit the graph, then the CPU waits for its result in the layer
         if o.prefill == "npu" or o.decode == "hybrid" or o.attention != "cpu":  # QNN graphs: a Hexagon NPU (PI2 §4.1)
             try:
-                d.require_npu("powerinfer2")
+                d.require_npu(self.name)
             except InputError as exc:
-                raise type(exc)(None, "powerinfer2", f"{exc.expected}; or run it on the CPU alone: --set prefill=cpu --set preset=v1") from None
+                raise type(exc)(None, self.name, f"{exc.expected}; or run it on the CPU alone: --set prefill=cpu --set preset=v1") from None
         self.npu_call_s = (d.npu.invocation_s + d.npu.sync_s) if d.npu is not None else 0.0
 
     # ------------------------------------------------------------------ memory

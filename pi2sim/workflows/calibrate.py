@@ -73,6 +73,13 @@ class FreeConstant:
     note: str
 
     @property
+    def prior(self) -> float | None:
+        """The value the constant takes before any point is seen (``prior: X`` in its note), which a
+        cross-validation fold that cannot identify it predicts with; None: its declared value."""
+        m = re.search(r"prior:\s*([+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)", self.note)
+        return float(m.group(1)) if m else None
+
+    @property
     def name(self) -> str:
         return self.key if self.scope == "device" else f"{self.scope.split(':', 1)[1]}.{self.key}"
 
@@ -225,6 +232,7 @@ class Fit:
     scenario_ids: list[str]
     evaluations: int
     message: str
+    unseen: list[str] = field(default_factory=list)  # constants no point of the fit moved (zero Jacobian column)
 
     def values(self) -> dict[str, float]:
         return {c.name: v for c, v in zip(self.free, self.x)}
@@ -253,14 +261,16 @@ def _fit_continuous(ev: Evaluator, free: list[FreeConstant], x0: list[float], fi
 
     if not idx:
         x = full([])
-        return x, ev(x), "nothing continuous to fit"
+        return x, ev(x), "nothing continuous to fit", set()
     lo = np.log([free[i].lo for i in idx])
     hi = np.log([free[i].hi for i in idx])
     z0 = np.clip(np.log([x0[i] for i in idx]), lo, hi)
     sol = least_squares(lambda z: np.asarray(ev(full(z)).residuals), z0, bounds=(lo, hi), method="trf", diff_step=1e-3,
                         x_scale=1.0, max_nfev=max_evals, xtol=1e-4, ftol=1e-6, loss=LOSS, f_scale=LOSS_SCALE)
     x = full(sol.x)
-    return x, ev(x), sol.message
+    # a constant whose Jacobian column is zero moved no residual of these points: they cannot identify it
+    unseen = {idx[j] for j in range(len(idx)) if not np.any(np.abs(sol.jac[:, j]) > 1e-12)}
+    return x, ev(x), sol.message, unseen
 
 
 REFERENCE_POLICY = "powerinfer2"
@@ -307,16 +317,21 @@ def fit(scenarios, device: str = "oneplus12", free: list[FreeConstant] | None = 
     x0 = list(start) if start is not None else [c.value for c in free]
     x = list(x0)
     before = everything(x0)
-    calls, messages = 0, []
+    calls, messages, unseen = 0, [], set()
+    staged = set()
     for stage_scenarios, stage_free in stages(scenarios, free):
         idx = [free.index(c) for c in stage_free]
+        staged |= set(idx)
         ev = Evaluator(stage_scenarios, free, device, fast, fidelity)
         hold = {i: x[i] for i in range(len(free)) if i not in idx}  # earlier stages' results, later stages' starts
-        x, msg = _fit_stage(ev, free, x, hold, max_evals, progress)
+        x, msg, stage_unseen = _fit_stage(ev, free, x, hold, max_evals, progress)
+        unseen |= stage_unseen
         calls += ev.calls
         messages.append(msg)
+    unseen |= set(range(len(free))) - staged  # in no stage: no scenario of its engine
     after = everything(x)
-    return Fit(free, x, x0, before, after, [s.id for s in everything.scenarios], calls + everything.calls, "; ".join(dict.fromkeys(messages)))
+    return Fit(free, x, x0, before, after, [s.id for s in everything.scenarios], calls + everything.calls, "; ".join(dict.fromkeys(messages)),
+               sorted(free[i].name for i in unseen if not free[i].integer))
 
 
 def _fit_stage(ev: Evaluator, free: list[FreeConstant], x0: list[float], hold: dict[int, float], max_evals: int,
@@ -326,7 +341,7 @@ def _fit_stage(ev: Evaluator, free: list[FreeConstant], x0: list[float], hold: d
     ints = [i for i, c in enumerate(free) if c.integer and i not in hold]
     fixed = dict(hold)
     fixed.update({i: float(round(x0[i])) for i in ints})
-    x, e, msg = _fit_continuous(ev, free, x0, fixed, max_evals)
+    x, e, msg, unseen = _fit_continuous(ev, free, x0, fixed, max_evals)
     changed = False
     for i in ints:
         best = (_cost(e), fixed[i])
@@ -345,8 +360,8 @@ def _fit_stage(ev: Evaluator, free: list[FreeConstant], x0: list[float], hold: d
 
             print(f"[calibrate] {free[i].name} = {int(fixed[i])} ({ev.calls} evaluations)", file=sys.stderr, flush=True)
     if changed:
-        x, e, msg = _fit_continuous(ev, free, x, fixed, max_evals)
-    return x, str(msg)
+        x, e, msg, unseen = _fit_continuous(ev, free, x, fixed, max_evals)
+    return x, str(msg), unseen
 
 
 def _cost(e: Evaluation) -> float:
@@ -481,11 +496,16 @@ def cross_validate(scenarios, device: str = "oneplus12", fast: bool = True, fide
         if not train:
             continue
         f = fit(train, device, free=list(full.free), fast=fast, fidelity=fidelity, max_evals=max_evals)
-        folds[g] = f.values()
-        # constants no training point sees (a policy only the held-out group runs) cannot be
-        # predicted: they keep the value declared in the file, which was fitted with this group
-        unseen = [c.name for c in full.free if c.name not in folds[g]]
-        pred = Evaluator(test, f.free, device, fast, fidelity)(f.x)
+        # constants no training point sees (a policy only the held-out group runs, or an option
+        # only its runs use) cannot be predicted: they take their declared prior, or else keep the
+        # value declared in the file, which was fitted with this group (the row says which)
+        unseen = [c.name for c in full.free if c.name not in f.values() or c.name in f.unseen]
+        folds[g] = {k: v for k, v in f.values().items() if k not in unseen}
+        x = list(f.x)
+        for i, c in enumerate(f.free):
+            if c.name in unseen and c.prior is not None:
+                x[i] = c.prior
+        pred = Evaluator(test, f.free, device, fast, fidelity)(x)
         for s, r in zip(test, pred.residuals):
             rows.append({"id": s.id, "group": g, "fitted_error_pct": 100 * fitted_err.get(s.id, math.nan),
                          "predictive_error_pct": 100 * (math.exp(r) - 1), "unidentified": ",".join(unseen)})

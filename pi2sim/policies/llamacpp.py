@@ -16,20 +16,23 @@ paper measured (llama.cpp's git history; ``docs/llamacpp-builds.md`` cites the c
   relative to the device's INT4 kernel rate (the ``*_matvec`` / ``*_gemm`` options, fitted to a
   Galaxy S23's measurements, experiments/external/pocketpal-s23/).
 
-* **Weights.** ``load_mode: mmap`` (default) maps the GGUF file; the OS page cache, within the
-  memory left after the app's own allocations, decides what stays in DRAM (LRU, or Linux's
-  two-list variant), see :mod:`pi2sim.access.pagecache`. A token touches every weight once in
-  file order, so a model larger than the cache re-reads nearly all of itself per token; for MoE
-  models only the routed experts' slices are touched. ``none`` (``--no-mmap``) and ``mlock`` load
-  the whole model into anonymous / locked memory and refuse to start when it does not fit, as the
-  real engine fails.
+* **Weights.** ``load_mode: mmap`` (default) maps the GGUF file; in the 2024 build (and the 2026
+  build with ``repack=false``) the OS page cache, within the memory left after the app's own
+  allocations, decides what stays in DRAM (LRU, or Linux's two-list variant), see
+  :mod:`pi2sim.access.pagecache`. A token touches every weight once in file order, so a model
+  larger than the cache re-reads nearly all of itself per token; for MoE models only the routed
+  experts' slices are touched. ``none`` (``--no-mmap``), ``mlock`` and the 2026 build's repacked
+  copy hold the whole model in the app's memory and refuse to start when it does not fit, as the
+  real engine fails. A model that fits is never read again (the page cache holds every block of
+  every tensor).
 * **Faults.** A miss is a major page fault served by the compute thread that touched the page:
   the read of one readahead window, synchronous, several threads faulting at once (so several
   cores issue to the single UFS queue), plus the kernel's CPU path per fault.
-* **Compute.** Dense matrix-vector work on ``threads`` threads with llama.cpp's static row
-  split (the slowest core sets the pace: adding the A520s slows it down, arXiv 2410.03613 §V-C),
-  at ``kernel_efficiency`` of the device's best-kernel rate (fitted to T18: 95% in memory).
-  No predictor, no sparsity. Prefill is a CPU GEMM over the prompt.
+* **Compute.** Dense matrix-vector work on ``threads`` threads: the 2024 build's static row split
+  (the slowest core sets the pace: adding the A520s slows it down, arXiv 2410.03613 §V-C) at
+  ``kernel_efficiency`` of the device's best-kernel rate (fitted to T18: 95% in memory); the 2026
+  build's chunks at each block type's rate. No predictor, no sparsity. Prefill is a CPU GEMM over
+  the prompt.
 * **Best-of-N** (``--best-of N``, llama.cpp's parallel sequences; dense models): a step faults
   in and streams each weight once for every candidate still decoding, computes it per candidate
   (``cpu.batch_compute_share``), and reads each candidate's own KV cache; the prompt's KV is shared.

@@ -8,7 +8,11 @@ engine decides *how long* it takes, identically for every policy and tier.
 To add a policy: write one module in ``pi2sim/policies/`` with a :class:`Policy` subclass, an
 options dataclass (fields declared with :func:`~pi2sim.schema.spec_field`, giving defaults,
 ranges and help) and the ``@register`` decorator. The registry imports every module of the
-package, so nothing else needs editing.
+package, so nothing else needs editing. A policy of your own can stay outside the package: name
+it ``path/to/file.py:ClassName``, or install it under the ``pi2sim.policies`` entry-point group
+(:mod:`pi2sim.policies`; ``examples/pi2_perlayer.py`` is one). Everything of this class is the
+contract: ``name``, ``summary``, ``Options`` (a dataclass whose fields all have defaults) and the
+five abstract methods below, checked when the class is loaded.
 """
 
 from __future__ import annotations
@@ -136,3 +140,27 @@ class Policy(ABC):
         from ..schema import to_dict
 
         return to_dict(self.opt)
+
+    @classmethod
+    def identity(cls) -> str:
+        """What computed a result: the class (module and name) and a digest of the source files of
+        every policy class it inherits from. A memo of a policy's own computation (PowerInfer-2's
+        hot region) is keyed by it, so a subclass that overrides a step never reads its parent's
+        result, nor the parent its subclass's, and an edited file never reads an old one."""
+        hit = _IDENTITIES.get(cls)
+        if hit is None:
+            import hashlib
+            import inspect
+
+            h = hashlib.blake2b(f"{cls.__module__}.{cls.__qualname__}".encode(), digest_size=16)
+            for k in cls.__mro__:
+                if isinstance(k, type) and issubclass(k, Policy) and k is not Policy:
+                    try:
+                        h.update(open(inspect.getsourcefile(k), "rb").read())
+                    except (TypeError, OSError):  # defined interactively: its name is all there is
+                        h.update(k.__qualname__.encode())
+            hit = _IDENTITIES[cls] = h.hexdigest()
+        return hit
+
+
+_IDENTITIES: dict[type, str] = {}

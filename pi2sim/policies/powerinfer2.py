@@ -225,11 +225,11 @@ class PowerInfer2(Policy):
         """Hot region (read-only mask [L, E, N]) and cold capacity (neurons) of a cache of
         ``cache_neurons`` for the chosen decode mode; memoised on the profile and every option it
         depends on."""
-        o = self.opt
-        # the mask is this module's computation: its code is part of the key (the disk memo's own
-        # code digest covers only the access model and the trace reader)
-        key = memo.digest("hot_mask", diskcache.code_digest("policies"), freqs, cache_neurons, o.decode, self.row_share(), o.hot_fraction,
-                          o.neuron_cache)
+        # the mask is the policy's own computation: the class that computes it, its code and every
+        # option are part of the key (the disk memo's own code digest covers only the access model
+        # and the trace reader; a subclass may override _hot_mask or read options of its own)
+        key = memo.digest("hot_mask", diskcache.code_digest("policies"), self.identity(), sorted(self.resolved_options().items(), key=str),
+                          freqs, cache_neurons, self.row_share())
         return memo.PROFILES.get(key, lambda: memo.persisted(key, lambda: self._hot_mask(freqs, cache_neurons)))
 
     def _hot_mask(self, freqs: np.ndarray, total: int) -> tuple[np.ndarray, int]:

@@ -54,3 +54,45 @@ def test_every_policy_and_both_phones_are_covered():
     assert {s.config.policy for s in scs} == set(policies.names())
     assert {"oneplus12", "oneplus_ace2", "oneplus13"} <= {s.config.device for s in scs}
     assert any("mixtral" in s.config.model for s in scs)
+
+
+def _is_markdown_table(lines: list[str]) -> bool:
+    rows = [l for l in lines if l.startswith("|")]
+    if len(rows) < 3:
+        return False
+    cols = rows[0].count("|")
+    sep = rows[1].strip("|").split("|")
+    return all(r.count("|") - r.count("\\|") == cols for r in rows) and all(set(c.strip()) <= set("-:") and c.strip() for c in sep)
+
+
+def test_regress_md_and_json_say_where_the_time_went():
+    import json
+
+    r = _cli("--only", "pi2-mixtral-7gb", "--set", "io_core=eff0", "--md")
+    assert r.returncode == 1
+    blocks = r.stdout.split("\n\n")
+    tables = [b.splitlines() for b in blocks if b.startswith("|")]
+    assert len(tables) == 2 and all(_is_markdown_table(t) for t in tables), r.stdout
+    assert "| critical path | io_stall_ms |" in r.stdout and "| stage | ffn_ms |" in r.stdout
+    r = _cli("--only", "pi2-mixtral-7gb", "--set", "io_core=eff0", "--json")
+    data = json.loads(r.stdout)
+    assert data["moved"] and any(w["metric"] == "ffn_ms" for w in data["where"]["pi2-mixtral-7gb"])
+
+
+def test_a_tiny_threshold_prints_numbers_not_exponents():
+    r = _cli("--only", "pi2-mixtral-7gb", "--set", "io_core=eff0", "--threshold", "1e-9")
+    assert r.returncode == 1 and "e+0" not in r.stdout and "2.0838" in r.stdout
+
+
+def test_regress_against_the_previous_revision():
+    """The gate before goldens exist: the suite on HEAD~1 (a temporary worktree) against this tree."""
+    import pytest
+
+    ok = subprocess.run(["git", "-C", str(R.regression_dir().parents[1]), "rev-parse", "--verify", "--quiet", "HEAD~1"], capture_output=True)
+    if ok.returncode != 0:
+        pytest.skip("a clone without history (HEAD~1)")
+    r = _cli("--against", "HEAD~1", "--only", "pi2-mixtral-7gb")
+    assert r.returncode in (0, 1), r.stderr
+    assert "HEAD~1" in r.stdout
+    bad = _cli("--against", "no-such-revision")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
-MODULES = ("run", "compare", "sweep", "plan", "validate", "calibrate", "regress", "trace", "device")  # in help order
+MODULES = ("run", "compare", "sweep", "plan", "validate", "calibrate", "regress", "diff", "trace", "device")  # in help order
 # the module that registers each command (a test checks this against the parser)
 COMMANDS = {"run": "run", "policies": "run", "compare": "compare", "ablate": "compare", "sweep": "sweep", "plan": "plan",
-            "validate": "validate", "calibrate": "calibrate", "regress": "regress", "trace": "trace", "device": "device"}
+            "validate": "validate", "calibrate": "calibrate", "regress": "regress", "trace": "trace", "device": "device", "diff": "diff"}
 
 
 def register_all(sub: argparse._SubParsersAction, only: str | None = None) -> None:

@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="try a change without editing code: applied to every scenario whose policy has the option "
                    "(or a run/device.*/model.* key to all), e.g. --set io_core=eff0")
+    r.add_argument("--against", default=None, metavar="REV",
+                   help="instead of the goldens, compare with the same scenarios run on another git revision of pi2sim (in a temporary "
+                   "worktree; e.g. main, HEAD~1): the gate for a scheduling change before its goldens exist")
+    fmt = r.add_mutually_exclusive_group()
+    fmt.add_argument("--md", action="store_true", help="the moved metrics, and where each moved scenario's time went, as Markdown (for a pull request)")
+    fmt.add_argument("--json", action="store_true", help="the same as JSON")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_regress)
 
@@ -56,8 +62,14 @@ def cmd_regress(args: argparse.Namespace) -> int:
         if unknown:
             raise InputError(None, "--only", f"scenario ids of {where} ({', '.join(s.id for s in scenarios)})", sorted(unknown))
         scenarios = [s for s in scenarios if s.id in ids]
+    if args.against is not None and args.accept:
+        raise InputError(None, "--accept", "no --against: goldens record this revision")
+    base = None
+    if args.against is not None:
+        base = R.golden_at(args.against, (root or R.regression_dir()) / "scenarios.yaml", {s.id for s in scenarios}, progress=not args.quiet)
+        base = {k: v for k, v in base.items() if k in {s.id for s in scenarios}}
+    golden = R.load_golden(root) if base is None else base  # checked before anything runs
     now = R.run_all(scenarios, changes, progress=not args.quiet)
-    golden = R.load_golden(root)
     if args.accept:
         merged = golden if args.only else {}
         merged.update(now)
@@ -65,12 +77,45 @@ def cmd_regress(args: argparse.Namespace) -> int:
         path = R.write_golden(merged, root)
         print(f"wrote {path} ({len(now)} scenarios; {len(diff)} metrics had moved past {args.threshold:g})")
         return 0
-    diff = R.compare({k: v for k, v in golden.items() if k in now}, now, args.threshold)
+    against = f"{args.against}" if base is not None else "its golden"
+    diff = R.compare({k: v for k, v in golden.items() if k in now}, now, args.threshold, check_config=base is None)
+    why = {sid: R.explain(golden.get(sid, {}), now[sid], 100 * args.threshold) for sid in dict.fromkeys(diff["scenario"]) if sid in now}
+    print(_render(diff, why, len(now), args, against))
     if diff.empty:
-        print(f"regress: {len(now)} scenarios, every headline metric within {args.threshold:g} of its golden")
         return 0
-    print(f"regress: {diff['scenario'].nunique()} of {len(now)} scenarios moved past {args.threshold:g}:")
-    print(diff.to_string(index=False))
-    again = f"pi2sim regress --suite {root} --accept" if root is not None else "pi2sim regress --accept"
-    print(f"if the change is intended: {again}, and commit golden.json with the change", file=sys.stderr)
+    if base is None and not (args.md or args.json):
+        again = f"pi2sim regress --suite {root} --accept" if root is not None else "pi2sim regress --accept"
+        print(f"if the change is intended: {again}, and commit golden.json with the change", file=sys.stderr)
     return 1
+
+
+def _render(diff, why: dict, n: int, args, against: str) -> str:
+    import json
+
+    from ..workflows.diff import _num, render_markdown, render_text
+
+    rows = [{"scenario": r.scenario, "metric": r.metric, "golden": None if r.golden != r.golden else r.golden,
+             "now": None if r.now != r.now else r.now, "change": r.change} for r in diff.itertuples()]
+    if args.json:
+        return json.dumps({"against": against, "threshold": args.threshold, "scenarios": n, "moved": rows,
+                           "where": {k: v for k, v in why.items() if v}}, indent=1)
+    if not rows:
+        head = f"regress: {n} scenarios, every headline metric within {args.threshold:g} of {against}"
+        return head if not args.md else f"**pi2sim regress**: {n} scenarios, every headline metric within {args.threshold:g} of {against}."
+    moved_n = len({r['scenario'] for r in rows})
+    if args.md:
+        out = [f"**pi2sim regress**: {moved_n} of {n} scenarios moved past {args.threshold:g} against {against}.", "",
+               "| scenario | metric | before | now | change |", "|---|---|---:|---:|---:|"]
+        out += [f"| {r['scenario']} | {r['metric']} | {_num(r['golden'])} | {_num(r['now'])} | {r['change']} |" for r in rows]
+        for sid, w in why.items():
+            if w:
+                out += ["", f"Where the time went in `{sid}`:", "", render_markdown(w, "before", "now")]
+        return "\n".join(out)
+    width = max(len(r["scenario"]) for r in rows)
+    out = [f"regress: {moved_n} of {n} scenarios moved past {args.threshold:g} against {against}:",
+           f"{'scenario':{width}s} {'metric':24s} {'before':>14s} {'now':>14s}  change"]
+    out += [f"{r['scenario']:{width}s} {r['metric']:24s} {_num(r['golden']):>14s} {_num(r['now']):>14s}  {r['change']}" for r in rows]
+    for sid, w in why.items():
+        if w:
+            out += ["", f"where the time went in {sid}:", render_text(w, "before", "now")]
+    return "\n".join(out)

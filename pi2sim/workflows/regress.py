@@ -113,24 +113,51 @@ def run_all(scenarios: list[Scenario], changes: dict[str, Any] | None = None, pr
 
             print(f"[regress] {sc.id}", file=sys.stderr, flush=True)
         r = run(cfg)
+        from .diff import flatten
+
         results[sc.id] = {
             "title": sc.title,
             # the scenario as written (not the --set changes): what the golden was made from
             "config_hash": config_hash(to_dict(sc.config)),
             "metrics": {k: _round(v) for k, v in _metrics(r.summary).items()},
+            # where the time, memory and energy went (pi2sim diff's rows): not gated, shown for what moved
+            "breakdown": {f"{sec}|{m}": _round(v) for (sec, m), v in flatten(r.summary).items() if sec != "headline"},
         }
     return results
 
 
-def compare(golden: dict[str, dict], now: dict[str, dict], threshold: float = 0.02) -> pd.DataFrame:
-    """One row per (scenario, metric) that moved past the threshold, or whose golden is missing."""
+def explain(golden: dict, now: dict, threshold_pct: float) -> list[dict]:
+    """For a scenario that moved: its breakdown rows (stage and critical-path ms, utilization,
+    memory, energy) that changed by more than ``threshold_pct`` percent (:mod:`pi2sim.workflows.diff`).
+    Empty when the golden was recorded without a breakdown (an older pi2sim)."""
+    from .diff import moved
+
+    a, b = golden.get("breakdown") or {}, now.get("breakdown") or {}
+    if not a or not b:
+        return []
+    rows = []
+    for key in dict.fromkeys([*a, *b]):
+        x, y = a.get(key), b.get(key)
+        sec, _, m = key.partition("|")
+        d = (y - x) if (x is not None and y is not None) else None
+        rows.append({"section": sec, "metric": m, "a": x, "b": y, "delta": d, "change_pct": (100 * d / x) if (d is not None and x) else None})
+    from .diff import SECTIONS
+
+    order = {name: i for i, (name, _, _) in enumerate([("critical path", 0, 0), ("stage", 0, 0), *SECTIONS])}
+    return sorted(moved(rows, threshold_pct), key=lambda r: order.get(r["section"], len(order)))
+
+
+def compare(golden: dict[str, dict], now: dict[str, dict], threshold: float = 0.02, check_config: bool = True) -> pd.DataFrame:
+    """One row per (scenario, metric) that moved past the threshold, or whose golden is missing.
+    ``check_config``: a golden made from another resolved configuration is a row of its own (off
+    when the goldens come from another revision, whose configurations may resolve differently)."""
     rows = []
     for sid, cur in now.items():
         g = golden.get(sid)
         if g is None:
             rows.append({"scenario": sid, "metric": "(no golden)", "golden": None, "now": None, "change": "new scenario: run --accept"})
             continue
-        if g.get("config_hash") != cur["config_hash"]:
+        if check_config and g.get("config_hash") != cur["config_hash"]:
             rows.append({"scenario": sid, "metric": "(config)", "golden": None, "now": None, "change": "scenario edited since its golden: run --accept"})
             continue
         for m, kind in METRICS.items():
@@ -149,6 +176,51 @@ def compare(golden: dict[str, dict], now: dict[str, dict], threshold: float = 0.
         if sid not in now:
             rows.append({"scenario": sid, "metric": "(removed)", "golden": None, "now": None, "change": "scenario removed: run --accept"})
     return pd.DataFrame(rows, columns=["scenario", "metric", "golden", "now", "change"])
+
+
+def golden_at(rev: str, scenarios_yaml: Path, ids: set[str] | None = None, progress: bool = False) -> dict[str, dict]:
+    """The suite's results on another git revision of this project: the revision checked out in a
+    temporary worktree runs ``pi2sim regress --accept`` on a copy of the suite (the scenarios as
+    they are now), and its golden.json is read back."""
+    import subprocess
+    import sys
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / ".git").exists():
+        raise InputError(None, "--against", "a git checkout of pi2sim (this installation has no .git beside the package)", str(repo))
+
+    def git(*args, **kw):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, **kw)
+
+    r = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if r.returncode != 0:
+        raise InputError(None, "--against", "a git revision of this repository (a branch, tag, commit or HEAD~N)", rev)
+    with tempfile.TemporaryDirectory(prefix="pi2sim-against-") as tmp:
+        tree, suite = Path(tmp) / "tree", Path(tmp) / "suite"
+        suite.mkdir()
+        data = yamlio.load(scenarios_yaml)
+        if ids is not None:  # only the scenarios this run compares (--only)
+            data = {**data, "scenarios": [sc for sc in data["scenarios"] if str(sc.get("id")) in ids]}
+        from ..atomic import write_text
+        import yaml
+
+        write_text(suite / "scenarios.yaml", yaml.safe_dump(data, sort_keys=False))
+        r = git("worktree", "add", "--detach", "--force", str(tree), rev)
+        if r.returncode != 0:
+            raise InputError(None, "--against", f"a revision git can check out ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'git failed'})", rev)
+        try:
+            env = dict(__import__("os").environ, PYTHONPATH=str(tree))
+            if progress:
+                print(f"[regress] running the suite at {rev} ({tree})", file=sys.stderr, flush=True)
+            p = subprocess.run([sys.executable, "-m", "pi2sim", "regress", "--suite", str(suite), "--accept", "--quiet"], cwd=tree, env=env,
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                last = (p.stderr.strip().splitlines() or ["(no message)"])[-1]
+                raise InputError(None, "--against", f"a revision that runs these scenarios ({rev} says: {last})", rev)
+            return load_golden(suite)
+        finally:
+            git("worktree", "remove", "--force", str(tree))
 
 
 def golden_path(root: Path | None = None) -> Path:

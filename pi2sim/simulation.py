@@ -80,9 +80,10 @@ def build(cfg: RunConfig, cpu_clock: float = 1.0) -> tuple[RunContext, Policy, s
     model = load_model(cfg.model, cfg.model_overrides or None)
     cls = policies.get(cfg.policy)
     if cfg.quant and cls.quant_formats is not None and cfg.quant not in cls.quant_formats:
-        from .errors import InputError
+        from .errors import ConfigurationRefused
 
-        raise InputError(None, "quant", f"a weight format {cfg.policy} runs ({', '.join(cls.quant_formats)})", cfg.quant)
+        # the engine does not run this weight format: a configuration it refuses, not a typo
+        raise ConfigurationRefused(None, "quant", f"a weight format {cfg.policy} runs ({', '.join(cls.quant_formats)})", cfg.quant)
     quant = get_format(cfg.quant or cls.default_quant)
     ctx = RunContext(
         device=device,
@@ -391,8 +392,13 @@ def simulate(**kwargs) -> SimResult:
     progress = bool(kwargs.pop("progress", False))
     dev_over = kwargs.pop("device_overrides", {}) or {}
     mod_over = kwargs.pop("model_overrides", {}) or {}
+    given = kwargs.pop("options", None) or {}  # RunConfig's own field: policy options as a mapping
+    if not isinstance(given, dict):
+        from .errors import InputError
+
+        raise InputError("simulate()", "options", "a mapping of policy options", given)
     run_kw = {k: v for k, v in kwargs.items() if k in RUN_KEYS}
-    options = {k: v for k, v in kwargs.items() if k not in RUN_KEYS}
+    options = {**given, **{k: v for k, v in kwargs.items() if k not in RUN_KEYS}}
     from . import schema
 
     cfg = schema.build(RunConfig, {k: v for k, v in run_kw.items() if v is not None}, "simulate()")

@@ -172,7 +172,7 @@ def test_every_option_documented(name):
 def test_compare_command(tmp_path):
     code, out, err = run(
         "compare", "--model", "bamboo-7b", "--policies", "powerinfer2,llm-in-a-flash,llamacpp,dense@qnn", "--decode-tokens", "8",
-        "--fidelity", "analytic", "--out", str(tmp_path), "--plot", "--quiet", "--set", "build=2024",
+        "--fidelity", "analytic", "--out", str(tmp_path), "--plot", "--quiet", "--set", "build=2024", "--ffn-offload", "0.5",
     )
     assert code == 0, err
     assert "refused" in out and "powerinfer2" in out and "llamacpp" in out

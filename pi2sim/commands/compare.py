@@ -70,19 +70,22 @@ def _write(df, out: str, stem: str) -> list[Path]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..workflows.compare import run_policies, split_sets
+    from ..errors import InputError
+    from ..workflows.compare import run_policies, same_condition, split_sets
 
+    if args.policy is not None:
+        raise InputError(None, "--policy", "--policies NAME,NAME,... (compare runs several engines; --policy names one for run)", args.policy)
     specs = [s.strip() for s in args.policies.split(",") if s.strip()]
     if args.report:
         from ..report.html import check_path
 
         check_path(args.report)
     run_sets, per = split_sets(args.set, specs)
-    base = _base(args, run_sets)
+    base, mem = same_condition(_base(args, run_sets))
     table, results = run_policies(base, specs, per, progress=not args.quiet)
-    mem = f"{base.memory_gb:g} GB" if base.memory_gb is not None else f"{(0.5 if base.ffn_offload is None else base.ffn_offload):.0%} FFN offload"
     if args.json:
-        print(table.to_json(orient="records", indent=2))
+        print(json.dumps({"model": base.model, "device": base.device, "memory_condition": mem, "decode_tokens": base.decode_tokens,
+                          "rows": json.loads(table.to_json(orient="records"))}, indent=2))
     else:
         _print_table(table, f"{base.model} on {base.device}, {mem}, {base.decode_tokens} decode tokens ({base.fidelity} tier)")
     title = f"{base.model} on {base.device}, {mem}"

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fidelity tier (default analytic); check a plan at full length with `pi2sim run --plan FILE`.",
     )
     add_run_arguments(p)
+    # a plan's trials are short runs on the fast tier: say so where the run arguments' help gives a run's defaults
+    p._option_string_actions["--decode-tokens"].help = "tokens to decode in each trial (default 64)"
+    p._option_string_actions["--fidelity"].help = "timing tier of the trials (default analytic)"
     p.add_argument("--trials", type=int, default=40, help="configurations to simulate (default 40)")
     p.add_argument("--max-cores", type=int, default=None, help="at most this many cores (compute threads + the I/O thread)")
     p.add_argument("--min-tok-s", type=float, default=None, help="required decode speed: slower trials are infeasible; the output says whether the plan meets it")

@@ -42,8 +42,27 @@ def _row(label: str, summary: dict) -> dict:
     }
 
 
+def same_condition(base: RunConfig) -> tuple[RunConfig, str]:
+    """Every engine under one memory condition: the one given (``memory_gb`` or ``ffn_offload``),
+    or else the phone's app memory (each engine's own default would differ: the PowerInfer family
+    half its FFN in flash, the named in-memory engines the whole phone). Returns the base with the
+    condition set, and its label for the table's header."""
+    from ..specs.device import load_device
+
+    if base.memory_gb is not None:
+        return base, f"{base.memory_gb:g} GB for the app"
+    if base.ffn_offload is not None:
+        return base, f"{base.ffn_offload:.0%} of the FFN in flash"
+    dev = load_device(base.device, base.device_overrides or None)
+    gb = round(dev.dram.app_usable_bytes / 1e9, 6)
+    return replace(base, memory_gb=gb), f"{gb:g} GB for the app (the phone's app memory: no condition given)"
+
+
 def run_policies(base: RunConfig, specs: list[str], per_policy: dict[str, dict[str, Any]] | None = None, progress: bool = False):
-    """Run every policy spec on ``base``; returns (table DataFrame, {label: SimResult})."""
+    """Run every policy spec on ``base``; returns (table DataFrame, {label: SimResult}). An engine
+    that refuses (the model does not fit, a model or weight format it does not run, a phone
+    without its NPU) is a row with its reason."""
+    from ..errors import ConfigurationRefused
     from ..policies._common import EngineRefused
     from ..simulation import run
 
@@ -60,6 +79,9 @@ def run_policies(base: RunConfig, specs: list[str], per_policy: dict[str, dict[s
             r = run(cfg, progress=progress)
         except EngineRefused as exc:
             rows.append({"policy": spec, "status": "refused", "reason": exc.expected})
+            continue
+        except ConfigurationRefused as exc:
+            rows.append({"policy": spec, "status": "refused", "reason": exc.line()})
             continue
         results[spec] = r
         rows.append(_row(spec, r.summary))

@@ -36,7 +36,7 @@ import pandas as pd
 
 from .. import resources, yamlio
 from ..config import RunConfig, apply_values, config_hash
-from ..errors import InputError
+from ..errors import ConfigurationRefused, InputError
 from ..report.summary import summary_row
 from ..schema import to_dict
 
@@ -82,6 +82,8 @@ class Grid:
             seen.add(key)
             try:
                 build(cfg)
+            except ConfigurationRefused:
+                continue  # the engine cannot run this point (a model it does not run, a phone without its NPU): a row, not an error
             except InputError as exc:
                 # name the grid and the point; keep what the spec loader said about the key
                 where = exc.source if exc.source and exc.source != self.source else None
@@ -209,6 +211,8 @@ def run_point(cfg: RunConfig) -> dict[str, Any]:
         r = run(cfg)
     except EngineRefused as exc:
         return {"status": "refused", "reason": exc.expected}
+    except ConfigurationRefused as exc:  # a weight format, a phone without the engine's NPU
+        return {"status": "refused", "reason": exc.line()}
     except InputError as exc:
         # the grid was validated up front, so this is a point that cannot run as configured
         # (e.g. the model does not fit the memory): a result of the design space, not a typo

@@ -98,7 +98,15 @@ def build(cfg: RunConfig, cpu_clock: float = 1.0) -> tuple[RunContext, Policy, s
         ffn_offload=cfg.ffn_offload,
         seed=cfg.seed,
     )
-    opts, preset = policies.build_options(cls, cfg.options)
+    given = dict(cfg.options)
+    preset_in_name = policies.split_spec(cfg.policy)[1]  # policy: "llamacpp@paper" (a grid's policy factor)
+    if preset_in_name is not None:
+        if given.get("preset", preset_in_name) != preset_in_name:
+            from .errors import InputError
+
+            raise InputError(None, "preset", f"one preset: the policy names {preset_in_name!r}", given["preset"])
+        given["preset"] = preset_in_name
+    opts, preset = policies.build_options(cls, given)
     return ctx, cls(ctx, opts), preset
 
 
@@ -297,10 +305,11 @@ def replays_trace(pol: Policy, ctx: RunContext) -> bool:
     if ctx.model.sparsity.trace != "none":
         return True
     if pol.needs_activity or ctx.model.architecture.is_moe:
-        from .errors import InputError
+        from .errors import ConfigurationRefused
 
+        # a model this engine does not run (a comparison shows it as a refused row)
         what = "the routed experts" if ctx.model.architecture.is_moe else "which neurons fire"
-        raise InputError(ctx.model.path, "sparsity.trace",
+        raise ConfigurationRefused(ctx.model.path, "sparsity.trace",
                          f"an activation trace: {pol.name} replays {what}, and this model has none (run it with a dense engine: dense, llamacpp)", "none")
     return False
 

@@ -14,7 +14,10 @@ from .run import add_run_arguments, config_from_args
 def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="several policies on the same phone, model, trace and memory condition")
     add_run_arguments(c)
-    c.add_argument("--policies", required=True, help="comma-separated: name or name@preset (e.g. powerinfer2,llm-in-a-flash,llamacpp,dense@qnn)")
+    c.add_argument("--policies", required=True, help="comma-separated: name or name@preset (e.g. powerinfer2,llm-in-a-flash,llamacpp,dense@qnn), "
+                   "a file.py:ClassName, or 'all' (every bundled engine)")
+    c.add_argument("--devices", default=None, help="comma-separated phones, or 'all' (every shipped phone): the 'which phone and engine' view, "
+                   "each phone under the condition given or its own app memory (instead of --device)")
     c.add_argument("--out", default=None, type=paths.output_dir_arg("--out"), help="write compare.csv and compare.json (and compare.png with --plot) here")
     c.add_argument("--plot", action="store_true", help="save a bar chart (decode tok/s and where the time goes)")
     c.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -76,6 +79,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.policy is not None:
         raise InputError(None, "--policy", "--policies NAME,NAME,... (compare runs several engines; --policy names one for run)", args.policy)
     specs = [s.strip() for s in args.policies.split(",") if s.strip()]
+    if specs == ["all"]:
+        from .. import policies
+
+        specs = [n for n in policies.names() if n not in ("dense",)]  # dense is the generic engine behind the named ones
+    if args.devices is not None:
+        return _phones_and_engines(args, specs)
     if args.report:
         from ..report.html import check_path
 
@@ -157,3 +166,74 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         for p in _write(table, args.out, "ablation"):
             print(f"wrote {p}", file=sys.stderr)
     return 0
+
+
+def _phones_and_engines(args: argparse.Namespace, specs: list[str]) -> int:
+    from ..errors import InputError
+    from ..specs.device import device_names, load_device
+    from ..workflows.compare import phones_and_engines, split_sets
+
+    if args.device is not None:
+        raise InputError(None, "--device", "either --device (one phone) or --devices (several), not both", args.device)
+    devices = device_names() if args.devices.strip() == "all" else [d.strip() for d in args.devices.split(",") if d.strip()]
+    if not devices:
+        raise InputError(None, "--devices", "phone names (comma-separated) or all", args.devices)
+    for d in devices:
+        load_device(d)  # a typo fails before the first run
+    run_sets, per = split_sets(args.set, specs)
+    base = _base(args, run_sets)
+    table = phones_and_engines(base, devices, specs, per, progress=not args.quiet)
+    cols = ["device", "policy", "status", "decode_tok_s", "energy_j_per_token", "peak_memory_gb", "memory_condition", "reason"]
+    if args.json:
+        print(json.dumps({"model": base.model, "rows": json.loads(table[cols].to_json(orient="records"))}, indent=2))
+    else:
+        ok = table[table["status"] == "ok"]
+        print(f"{base.model}: decode tok/s by phone (rows) and engine (columns); each phone under {'the condition given' if (base.memory_gb or base.ffn_offload is not None) else 'its app memory'}")
+        if len(ok):
+            print(ok.pivot(index="device", columns="policy", values="decode_tok_s").round(2).to_string())
+            if ok["energy_j_per_token"].notna().any():
+                print(f"\n{base.model}: energy per token (J)")
+                print(ok.pivot(index="device", columns="policy", values="energy_j_per_token").round(3).to_string())
+        refused = table[table["status"] != "ok"]
+        if len(refused):
+            print("\nrefused:")
+            for r in refused.itertuples():
+                print(f"  {r.device} / {r.policy}: {r.reason}")
+    written = []
+    if args.out:
+        written = _write(table, args.out, "phones-engines")
+        if args.plot:
+            from ..atomic import write_bytes
+
+            p = Path(args.out) / "phones-engines.png"
+            write_bytes(p, phones_png(table, base.model))
+            written.append(p)
+    for p in written:
+        print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+def phones_png(table, model: str) -> bytes:
+    """Decode tok/s and energy per token, phone by engine, as grouped bars (PNG bytes)."""
+    import numpy as np
+
+    from ..report.figures import png_bytes, pyplot
+
+    plt = pyplot()
+    ok = table[table["status"] == "ok"]
+    devices = list(dict.fromkeys(table["device"]))
+    engines = list(dict.fromkeys(table["policy"]))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / max(1, len(engines))
+    x = np.arange(len(devices))
+    for ax, col, label in ((axes[0], "decode_tok_s", "decode speed (tokens/s)"), (axes[1], "energy_j_per_token", "energy per token (J)")):
+        for i, e in enumerate(engines):
+            sub = ok[ok["policy"] == e].set_index("device")
+            vals = [float(sub[col].get(d, np.nan)) if d in sub.index else np.nan for d in devices]
+            ax.bar(x + (i - (len(engines) - 1) / 2) * width, vals, width, label=e)
+        ax.set_xticks(x, devices, rotation=30, ha="right")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{model}: every engine on every phone (missing bar: refused)")
+    fig.tight_layout()
+    return png_bytes(fig)

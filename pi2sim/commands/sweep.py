@@ -43,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-cache", action="store_true", help="simulate every point even if an identical run is cached")
     s.add_argument("--report", default=None, type=paths.output_file_arg("--report"), metavar="FILE.html",
                    help="also write one self-contained HTML page: the plot, the table, the grid, the version and this command")
+    s.add_argument("--find", default=None, metavar="CONDITION",
+                   help="an inverse question: instead of the whole grid, find where CONDITION ('decode_tok_s >= 8') starts to hold along "
+                   "the factor of --minimize / --maximize, by bisection, for every combination of the other factors")
+    goal = s.add_mutually_exclusive_group()
+    goal.add_argument("--minimize", default=None, metavar="FACTOR", help="with --find: the least value of this numeric factor that meets it (e.g. memory_gb)")
+    goal.add_argument("--maximize", default=None, metavar="FACTOR", help="with --find: the greatest value that meets it")
+    s.add_argument("--tolerance", type=float, default=None, help="with --find: stop when the boundary is known to within this (default: the factor's grid step)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
 
@@ -69,6 +76,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise InputError(None, "--jobs", "a positive number of workers", args.jobs)
     grid = load_grid(args.grid)
+    if args.find is not None or args.minimize or args.maximize:
+        return _find(grid, args)
     out = Path(args.out) if args.out else Path(f"{grid.name}.parquet")
     if out.suffix not in (".parquet", ".csv"):
         raise InputError(None, "--out", "a path ending in .parquet or .csv", str(out))
@@ -105,4 +114,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         paths = [*paths, Path(args.report)]
     for p in paths:
         print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+def _find(grid, args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..workflows.sweeps import find_boundary, write_table
+
+    key = args.minimize or args.maximize
+    if args.find is None or key is None:
+        raise InputError(None, "--find", "both a condition (--find 'decode_tok_s >= 8') and the factor to search (--minimize or --maximize)")
+    table = find_boundary(grid, args.find, key, minimize=args.minimize is not None, tolerance=args.tolerance, progress=not args.quiet)
+    goal = "least" if args.minimize else "greatest"
+    print(f"{grid.name}: the {goal} {key} where {args.find.strip()} ({int(table['runs'].sum())} runs)")
+    print(table.to_string(index=False))
+    if args.out:
+        for p in write_table(table, Path(args.out)):
+            print(f"wrote {p}", file=sys.stderr)
     return 0

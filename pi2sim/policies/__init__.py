@@ -60,10 +60,18 @@ ENTRY_POINT_GROUP = "pi2sim.policies"
 _EXTERNAL: dict[str, type[Policy]] = {}  # "path.py:Class" or an entry-point name -> its class
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``name@preset`` -> (name, preset); a name without one -> (name, None)."""
+    name, at, preset = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    return (name, preset or None) if at else (spec, None)
+
+
 def get(name: str) -> type[Policy]:
     """The policy class a name stands for: a bundled policy, ``file.py:ClassName``, or an entry
-    point of the ``pi2sim.policies`` group."""
+    point of the ``pi2sim.policies`` group (a ``@preset`` suffix names one of its presets, which
+    :func:`pi2sim.simulation.build` applies)."""
     _load_all()
+    name = split_spec(name)[0]
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name in _EXTERNAL:
@@ -157,4 +165,4 @@ def build_options(cls: type[Policy], given: dict[str, Any], source: str = "--set
     return opts, preset
 
 
-__all__ = ["AccessSummary", "Policy", "RunContext", "build_options", "check_contract", "get", "names", "register"]
+__all__ = ["AccessSummary", "Policy", "RunContext", "build_options", "check_contract", "get", "names", "register", "split_spec"]

@@ -18,7 +18,7 @@ from ..errors import InputError
 
 COLUMNS = [
     "policy", "status", "decode_tok_s", "prefill_tok_s", "ttft_ms", "tbt_p50_ms", "tbt_p99_ms", "peak_memory_gb",
-    "flash_mb_per_token", "flash_reads_per_token", "hit_rate", "compute_share", "io_stall_share", "other_share", "reason",
+    "flash_mb_per_token", "flash_reads_per_token", "hit_rate", "compute_share", "io_stall_share", "other_share", "energy_j_per_token", "reason",
 ]
 
 
@@ -39,6 +39,7 @@ def _row(label: str, summary: dict) -> dict:
         "flash_reads_per_token": r["flash_reads_per_token"],
         "hit_rate": r["neuron_cache_hit_rate"],
         **{k: r[k] for k in ("compute_share", "io_stall_share", "other_share", "reason")},
+        "energy_j_per_token": r.get("energy_j_per_token"),
     }
 
 
@@ -140,3 +141,17 @@ def ablation(base: RunConfig, progress: bool = False) -> tuple[pd.DataFrame, dic
     for key in ("compute_ms", "io_stall_ms", "other_ms"):
         table[key] = [e.get(key) for e in extra]
     return table, results
+
+
+def phones_and_engines(base: RunConfig, devices: list[str], specs: list[str], per_policy: dict[str, dict[str, Any]] | None = None,
+                       progress: bool = False) -> pd.DataFrame:
+    """The "which phone and engine" view: every engine on every phone for one model, each phone
+    under the condition given or its own app memory; one row per (phone, engine)."""
+    frames = []
+    for dev in devices:
+        b, label = same_condition(replace(base, device=dev))
+        table, _ = run_policies(b, specs, per_policy, progress=progress)
+        table.insert(0, "device", dev)
+        table.insert(2, "memory_condition", label)
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True)

@@ -73,11 +73,10 @@ def sweep_sections(table: pd.DataFrame, grid: dict, name: str) -> list[Section]:
     ok = table[table["status"] == "ok"] if "status" in table else table
     text = f"{len(table)} points ({len(ok)} ran) over {', '.join(factors) or 'the listed points'}."
     figs = []
-    num = [f for f in factors if pd.api.types.is_numeric_dtype(table[f])]
-    if num and len(ok):
-        x = num[0]
-        hue = next((f for f in factors if f != x), None)
-        figs.append(Figure(F.png_bytes(_sweep_plot(ok, x, hue, name)), f"decode speed against {x}" + (f", one line per {hue}" if hue else "")))
+    varying = [f for f in factors if table[f].nunique(dropna=False) > 1]
+    if varying and len(ok):
+        fig, caption = _sweep_plot(ok, varying, name)
+        figs.append(Figure(F.png_bytes(fig), caption))
     shown = table.head(MAX_ROWS)
     note = f"the first {MAX_ROWS} of {len(table)} rows; the full table is the sweep's --out file" if len(table) > MAX_ROWS else ""
     return [
@@ -86,20 +85,51 @@ def sweep_sections(table: pd.DataFrame, grid: dict, name: str) -> list[Section]:
     ]
 
 
-def _sweep_plot(ok: pd.DataFrame, x: str, hue: str | None, name: str):
-    fig, ax = F.pyplot().subplots(figsize=(F.WIDTH_IN, 4.0))
-    groups = ok.groupby(hue, sort=True) if hue else [(None, ok)]
-    for key, g in groups:
-        # several rows per (x, hue) when other factors vary: their mean, with the range shaded
-        agg = g.groupby(x)["decode_tok_s"].agg(["mean", "min", "max"]).reset_index().sort_values(x)
-        (line,) = ax.plot(agg[x], agg["mean"], "o-", ms=4, label=f"{hue}={key}" if hue else "decode")
-        if (agg["max"] > agg["min"]).any():
-            ax.fill_between(agg[x], agg["min"], agg["max"], color=line.get_color(), alpha=0.15)
-    ax.set_xlabel(x)
-    ax.set_ylabel("decode speed (tokens/s)")
-    ax.set_title(f"{name}: decode speed against {x}")
-    ax.grid(True, alpha=0.3)
+MAX_PANELS = 12
+
+
+def _sweep_plot(ok: pd.DataFrame, varying: list[str], name: str):
+    """Decode speed against the sweep's factors, averaging over none of them: a numeric factor on
+    the x axis (lines), else the first categorical one (bars); the next factor as the colour; every
+    further one as a panel of its own (one per combination, up to MAX_PANELS)."""
+    numeric = [f for f in varying if pd.api.types.is_numeric_dtype(ok[f])]
+    x = numeric[0] if numeric else varying[0]
+    rest = [f for f in varying if f != x]
+    hue, facets = (rest[0] if rest else None), rest[1:]
+    panels = list(ok.groupby(facets, sort=True)) if facets else [(None, ok)]
+    panels = panels[:MAX_PANELS]
+    cols = min(3, len(panels))
+    rows_n = -(-len(panels) // cols)
+    fig, axes = F.pyplot().subplots(rows_n, cols, figsize=(F.WIDTH_IN if cols == 1 else 4.2 * cols, 3.6 * rows_n), squeeze=False, sharey=True)
+    hues = sorted(ok[hue].astype(str).unique()) if hue else [None]
+    colour = {h: f"C{i % 10}" for i, h in enumerate(hues)}
+    for ax, (key, g) in zip(axes.flat, panels):
+        if numeric:
+            for h in hues:
+                sub = (g if h is None else g[g[hue].astype(str) == h]).sort_values(x)
+                if len(sub):
+                    ax.plot(sub[x], sub["decode_tok_s"], "o-", ms=4, color=colour[h], label=f"{hue}={h}" if hue else "decode")
+        else:
+            cats = sorted(ok[x].astype(str).unique())
+            width = 0.8 / len(hues)
+            for i, h in enumerate(hues):
+                sub = g if h is None else g[g[hue].astype(str) == h]
+                vals = [float(sub[sub[x].astype(str) == c]["decode_tok_s"].mean()) if (sub[x].astype(str) == c).any() else 0.0 for c in cats]
+                ax.bar([j + (i - (len(hues) - 1) / 2) * width for j in range(len(cats))], vals, width, color=colour[h], label=f"{hue}={h}" if hue else None)
+            ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
+        if facets:
+            label = key if isinstance(key, tuple) else (key,)
+            ax.set_title(", ".join(f"{f}={v}" for f, v in zip(facets, label)), fontsize=9)
+        ax.set_xlabel(x)
+        ax.grid(True, alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("decode speed (tokens/s)")
     if hue:
-        ax.legend(fontsize=8)
+        axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"{name}: decode speed against {x}")
     fig.tight_layout()
-    return fig
+    caption = f"decode speed against {x}" + (f", one {'line' if numeric else 'bar'} per {hue}" if hue else "") + \
+        (f", one panel per {', '.join(facets)}" if facets else "") + ("" if len(panels) < MAX_PANELS else f" (the first {MAX_PANELS} panels)")
+    return fig, caption

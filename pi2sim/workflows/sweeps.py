@@ -430,3 +430,84 @@ def sweep(base: dict[str, Any], factors: dict[str, Iterable[Any]] | None = None,
     grid = parse_grid(data, "<pi2sim.sweep>")
     table, _ = run_grid(grid, jobs=jobs, **kw)
     return table
+
+
+# --------------------------------------------------------------------------- inverse questions
+_CONDITION = __import__("re").compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<)\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
+
+
+def parse_condition(text: str) -> tuple[str, str, float]:
+    """``"decode_tok_s >= 8"`` -> ("decode_tok_s", ">=", 8.0); the metric must be a column of a sweep's table."""
+    m = _CONDITION.match(text or "")
+    if not m or m.group(1) not in METRICS or m.group(1) in ("status", "reason"):
+        raise InputError(None, "--find", "a condition 'METRIC OP VALUE' on a numeric column of the table (e.g. 'decode_tok_s >= 8', "
+                         "'energy_j_per_token < 0.5'; OP one of >=, <=, >, <)", text)
+    return m.group(1), m.group(2), float(m.group(3))
+
+
+def find_boundary(grid: Grid, condition: str, key: str, minimize: bool = True, tolerance: float | None = None,
+                  progress: bool = False, use_cache: bool = True) -> pd.DataFrame:
+    """The least (``minimize``) or greatest value of the numeric factor ``key`` at which
+    ``condition`` holds, for every combination of the grid's other factors, by bisection between
+    the factor's smallest and largest value (the condition assumed monotone in ``key``: more
+    memory, more speed), to within ``tolerance`` (default: the factor's smallest step). A few runs
+    per combination instead of the whole grid; each run is an ordinary sweep point (validated,
+    cached)."""
+    metric, op, value = parse_condition(condition)
+    if grid.points is not None or key not in grid.factors:
+        raise InputError(grid.source, f"factors.{key}", f"a numeric factor of the grid to search over (--minimize/--maximize {key})")
+    vals = sorted(float(v) for v in grid.factors[key] if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if len(vals) != len(grid.factors[key]) or len(vals) < 2:
+        raise InputError(grid.source, f"factors.{key}", "at least two numbers (the range to search: its smallest and largest value)", grid.factors[key])
+    step = min(b - a for a, b in zip(vals, vals[1:]) if b > a)
+    tol = tolerance if tolerance is not None else step
+    if not tol > 0:
+        raise InputError(None, "--tolerance", "a positive step", tolerance)
+    others = {k: v for k, v in grid.factors.items() if k != key}
+    combos = [dict(zip(others, c)) for c in itertools.product(*others.values())] if others else [{}]
+    grid.validate()
+    base = base_config(grid.base, grid.source)
+
+    def holds(point: dict, x: float) -> tuple[bool, dict]:
+        cfg = apply_values(base, {**point, key: x}, source=f"{grid.source}: {point} {key}={x:g}")
+        k = run_key(cfg)
+        row = _cache_get(k) if use_cache else None
+        if row is None:
+            row = run_point(cfg)
+            if use_cache:
+                _cache_put(k, row)
+        v = row.get(metric)
+        ok = row.get("status") == "ok" and v is not None and _OPS[op](float(v), value)
+        return ok, row
+
+    rows = []
+    for point in combos:
+        lo, hi = vals[0], vals[-1]
+        good_end, bad_end = (hi, lo) if minimize else (lo, hi)
+        runs = 1
+        ok, row = holds(point, good_end)
+        if not ok:
+            rows.append({**point, key: None, metric: row.get(metric), "status": f"not met in {vals[0]:g}..{vals[-1]:g}", "runs": runs})
+            continue
+        best, best_row = good_end, row
+        ok, row = holds(point, bad_end)
+        runs += 1
+        if ok:
+            rows.append({**point, key: bad_end, metric: row.get(metric), "status": "met at the end of the range", "runs": runs})
+            continue
+        good, bad = good_end, bad_end
+        while abs(good - bad) > tol:
+            mid = (good + bad) / 2
+            ok, row = holds(point, mid)
+            runs += 1
+            if progress:
+                import sys
+
+                print(f"[find] {point} {key}={mid:g}: {metric}={row.get(metric)} ({'met' if ok else 'not met'})", file=sys.stderr, flush=True)
+            if ok:
+                good, best, best_row = mid, mid, row
+            else:
+                bad = mid
+        rows.append({**point, key: best, metric: best_row.get(metric), "status": f"found (within {tol:g})", "runs": runs})
+    return pd.DataFrame(rows)

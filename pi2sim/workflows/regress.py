@@ -143,7 +143,8 @@ def explain(golden: dict, now: dict, threshold_pct: float) -> list[dict]:
         rows.append({"section": sec, "metric": m, "a": x, "b": y, "delta": d, "change_pct": (100 * d / x) if (d is not None and x) else None})
     from .diff import SECTIONS
 
-    order = {name: i for i, (name, _, _) in enumerate([("critical path", 0, 0), ("stage", 0, 0), *SECTIONS])}
+    names = list(dict.fromkeys(["critical path", "stage", *(name for name, _, _ in SECTIONS)]))  # where the time went first
+    order = {name: i for i, name in enumerate(names)}
     return sorted(moved(rows, threshold_pct), key=lambda r: order.get(r["section"], len(order)))
 
 

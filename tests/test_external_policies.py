@@ -66,6 +66,13 @@ def test_a_policy_file_runs_through_run_compare_sweep_and_regress(mypol, tmp_pat
             run: {{policy: '{mypol}', model: smollm2-135m, memory_gb: 0.4, sparsity: 0.7, decode_tokens: 8}}
         """))
     assert _cli("regress", "--suite", str(suite), "--accept", "--quiet").returncode == 0
+    (suite / "scenarios.yaml").write_text((suite / "scenarios.yaml").read_text()
+                                          + "  - id: parent\n    title: PowerInfer-2 itself\n"
+                                          + "    run: {policy: powerinfer2, model: smollm2-135m, memory_gb: 0.4, sparsity: 0.7, decode_tokens: 8}\n")
+    assert _cli("regress", "--suite", str(suite), "--accept", "--quiet").returncode == 0
+    for policy in ("powerinfer2", mypol, "powerinfer2"):  # an A/B run in the same cache between the goldens and the gate
+        assert _cli("run", "--policy", policy, "--model", "smollm2-135m", "--memory-gb", "0.4", "--set", "sparsity=0.7", "--decode-tokens", "8",
+                    "--quiet").returncode == 0
     r = _cli("regress", "--suite", str(suite), "--quiet", "--threshold", "1e-9")
     assert r.returncode == 0, r.stdout + r.stderr
 

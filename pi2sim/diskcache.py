@@ -3,9 +3,12 @@ would otherwise be redone before every run's first token: a synthetic model's ca
 neuron frequencies and their order, hot masks, cache simulations.
 
 Files live under ``<cache>/memo/<key>.npz`` (:func:`pi2sim.resources.cache_dir`), written
-atomically; the caller's key must digest every input *and the code* (:func:`code_digest`), so a
-changed input or a changed function never reads an old result back. A damaged or unreadable file
-is recomputed; a read-only or full disk only loses the saving. The newest files are kept within
+atomically and durably (fsync before the rename); the caller's key must digest every input *and
+the code* (:func:`code_digest`), so a changed input or a changed function never reads an old result
+back. Every file checks itself: a header names its key and the SHA-256 of its payload, so an entry
+that is truncated, empty, overwritten with other bytes or copied from another key is detected,
+discarded with a one-line notice on stderr and recomputed. A read-only or full disk only loses the
+saving. The newest files are kept within
 :data:`DISK_MAX_BYTES`. ``PI2SIM_NO_DISK_MEMO=1`` skips the disk (benchmarks of cold runs).
 """
 
@@ -59,10 +62,42 @@ def load(key: str, kind: type | None = None) -> Any:
     path = resources.cache_dir() / "memo" / f"{key}.npz"
     if path.is_file():
         try:
-            return _load(path, kind)
-        except (OSError, ValueError, KeyError, TypeError):
-            path.unlink(missing_ok=True)  # damaged: recomputed
+            return _load(path, key, kind)
+        except Exception as exc:  # whatever a damaged file raises (BadZipFile, EOFError, a foreign entry): recomputed
+            discard(path, str(exc) or type(exc).__name__)
     return None
+
+
+def discard(path: Path, why: str) -> None:
+    """Drop a damaged cache entry, saying so in one line (it is recomputed)."""
+    import sys
+
+    print(f"pi2sim: {path}: damaged cache entry discarded and recomputed ({why})".replace("\n", " "), file=sys.stderr)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+MAGIC = b"PI2SIM-CACHE 1"
+
+
+def envelope(key: str, payload: bytes) -> bytes:
+    """``payload`` behind a header line naming its key and its SHA-256 (what :func:`open_envelope` checks)."""
+    return b"%s %s %s\n" % (MAGIC, key.encode(), hashlib.sha256(payload).hexdigest().encode()) + payload
+
+
+def open_envelope(data: bytes, key: str) -> bytes:
+    """The payload of an :func:`envelope`, or ValueError when it is not the entry of ``key`` intact."""
+    head, nl, payload = data.partition(b"\n")
+    parts = head.split(b" ")
+    if not nl or len(parts) != 4 or b" ".join(parts[:2]) != MAGIC:
+        raise ValueError("no cache header (truncated or not a cache file)")
+    if parts[2].decode(errors="replace") != key:
+        raise ValueError("an entry of another key")
+    if hashlib.sha256(payload).hexdigest().encode() != parts[3]:
+        raise ValueError("checksum mismatch (truncated or overwritten)")
+    return payload
 
 
 def store(key: str, value: Any, kind: type | None = None) -> None:
@@ -96,12 +131,13 @@ def _save(path: Path, value: Any, kind: type | None) -> None:
             arrays[f"a{i}"] = a
     buf = io.BytesIO()
     np.savez(buf, n=len(parts), single=kind is None and not isinstance(value, tuple), nones=np.array([p is None for p in parts]), **arrays)
-    write_bytes(path, buf.getvalue(), durable=False)  # a cache: a lost file is recomputed, a torn one fails to load
+    write_bytes(path, envelope(path.stem, buf.getvalue()))  # fsynced before the rename: a power cut leaves the old file or the new one
     _prune(path.parent)
 
 
-def _load(path: Path, kind: type | None) -> Any:
-    with np.load(path, allow_pickle=False) as z:
+def _load(path: Path, key: str, kind: type | None) -> Any:
+    payload = open_envelope(path.read_bytes(), key)
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
         n, nones = int(z["n"]), z["nones"]
         # own memory (np.load's arrays view its read buffer): frozen results are then hashed once
         # by the in-process memo (pi2sim.access.memo), which only trusts arrays that own their data

@@ -229,17 +229,29 @@ def _cache_dir() -> Path:
 
 
 def _cache_get(key: str) -> dict | None:
+    """A cached run's row, or None; a damaged or foreign entry is discarded (one line) and rerun."""
+    from ..diskcache import discard, open_envelope
+
     p = _cache_dir() / f"{key}.json"
     try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
+        data = p.read_bytes()
+    except OSError:
+        return None
+    try:
+        row = json.loads(open_envelope(data, key))
+        if not isinstance(row, dict) or "status" not in row:
+            raise ValueError("not a run's row")
+        return row
+    except (ValueError, UnicodeDecodeError) as exc:
+        discard(p, str(exc))
         return None
 
 
 def _cache_put(key: str, row: dict) -> None:
-    from ..atomic import write_text
+    from ..atomic import write_bytes
+    from ..diskcache import envelope
 
-    write_text(_cache_dir() / f"{key}.json", json.dumps(row, sort_keys=True))
+    write_bytes(_cache_dir() / f"{key}.json", envelope(key, json.dumps(row, sort_keys=True).encode()))
 
 
 # --------------------------------------------------------------------------- journal

@@ -97,3 +97,9 @@ def test_bad_plan_file(tmp_path):
     f.write_text("plan: [1, 2]\n")
     r = subprocess.run([sys.executable, "-m", "pi2sim", "run", "--plan", str(f)], capture_output=True, text=True)
     assert r.returncode == 2 and "p.yaml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_exits_1_when_nothing_meets_the_requirement():
+    r = subprocess.run([sys.executable, "-m", "pi2sim", "plan", "--model", "smollm2-135m", "--memory-gb", "0.4", "--decode-tokens", "8",
+                        "--trials", "3", "--min-tok-s", "100000", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 1 and "NOT met" in r.stdout and "exit 1" in r.stderr, r.stderr

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="search PowerInfer-2's configuration space (cache split, threads, cores, cluster size, CPU/NPU split) for the fastest decode",
         description="The simulator is the cost model; Optuna's seeded TPE sampler searches. Trial 0 is the default "
         "configuration, so the plan is never slower than it. Runs use --decode-tokens (default 64) on the "
-        "--fidelity tier (default analytic); check a plan at full length with `pi2sim run --plan FILE`.",
+        "--fidelity tier (default analytic); check a plan at full length with `pi2sim run --plan FILE`. Exit status 1 when no "
+        "configuration tried meets --min-tok-s / --max-power-w (the closest is still printed and written).",
     )
     add_run_arguments(p)
     # a plan's trials are short runs on the fast tier: say so where the run arguments' help gives a run's defaults
@@ -70,4 +71,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.out:
         write_text(args.out, yaml.safe_dump(p.to_yaml_dict(), sort_keys=False))
         print(f"wrote {args.out}", file=sys.stderr)
+    if not p.meets_constraints:
+        print("pi2sim plan: no configuration tried meets the requirement (exit 1); the plan shown is the closest", file=sys.stderr)
+        return 1
     return 0

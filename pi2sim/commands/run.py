@@ -83,7 +83,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--best-of", type=int, default=None, metavar="N",
                    help="Best-of-N: N candidates decode together after one prefill, one finishing every drop_every steps (the dense engines, llamacpp, powerinfer2)")
     p.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", type=paths.input_file_arg("--calibration"),
-                   help="apply constants fitted by `pi2sim calibrate --out` (explicit --set values win)")
+                   help="apply constants fitted by `pi2sim calibrate --out` (explicit --set values win); checked against its device file and bounds")
+    p.add_argument("--allow-stale-calibration", action="store_true",
+                   help="apply a --calibration overlay fitted to a device file that has changed since (its recorded hash differs)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -130,9 +132,11 @@ def config_from_args(args: argparse.Namespace):
         cfg = apply_values(cfg, {"best_of": args.best_of}, source="--best-of")
     cfg = apply_sets(cfg, args.set)
     if getattr(args, "calibration", None):
-        from ..workflows.calibrate import apply_overlay, load_overlay
+        from ..workflows.calibrate import apply_overlay, check_overlay, load_overlay
 
-        cfg = apply_overlay(cfg, load_overlay(args.calibration))
+        overlay = load_overlay(args.calibration)
+        check_overlay(overlay, cfg.device, allow_stale=getattr(args, "allow_stale_calibration", False))
+        cfg = apply_overlay(cfg, overlay)
     return cfg
 
 

@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--record", action="store_true",
                    help=f"--cross: record the spreads in experiments/paper/{CROSS_RECORD}, where --fitted reads them")
     v.add_argument("--calibration", default=None, metavar="OVERLAY.yaml", type=paths.input_file_arg("--calibration"), help="apply constants fitted by `pi2sim calibrate --out` to every point")
+    v.add_argument("--allow-stale-calibration", action="store_true", help="apply a --calibration overlay fitted to a device file that has changed since")
     v.add_argument("--no-sweep", action="store_true", help="skip the Mixtral memory sweep plot")
     v.add_argument("--report", default=None, type=paths.output_file_arg("--report"), metavar="FILE.html",
                    help="also write one self-contained HTML page: the figures, every point, the fitted constants, each point's configuration, the version and this command")
@@ -63,9 +64,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise InputError(None, "--scenarios", "a directory of scenario YAML files", args.scenarios)
     prepare = None
     if args.calibration:
-        from ..workflows.calibrate import apply_overlay, load_overlay
+        from ..workflows.calibrate import apply_overlay, check_overlay, load_overlay
 
         overlay = load_overlay(args.calibration)
+        check_overlay(overlay, allow_stale=args.allow_stale_calibration)
 
         def prepare(cfg):  # points on other phones keep their own constants
             return apply_overlay(cfg, overlay, strict=False)

@@ -69,6 +69,7 @@ class LLMFlashOptions:
 @register
 class LLMInAFlash(Policy):
     name = "llm-in-a-flash"
+    quant_formats = ("int4", "int8", "fp16")  # its own neuron-bundle formats (PI2 §4.4); another engine's file format is refused
     summary = "LLM in a Flash: predictor + sliding-window/LRU neuron buffer, row-column bundles, parallel reads, no pipelining"
     Options = LLMFlashOptions
     presets = {"port": {"cache": "window", "window_k": 12}, "paper": {"cache": "window", "window_k": 5}, "lru": {"cache": "lru"}}

@@ -113,6 +113,7 @@ class PowerInfer2Options:
 @register
 class PowerInfer2(Policy):
     name = "powerinfer2"
+    quant_formats = ("int4", "int8", "fp16")  # its own neuron-bundle formats (PI2 §4.4); another engine's file format is refused
     summary = "PowerInfer-2: segmented neuron cache, bundles + two-phase loads, neuron-cluster pipeline, NPU prefill"
     Options = PowerInfer2Options
     presets = {

@@ -114,10 +114,12 @@ def parse_bounds(comment: str, where: str | Path | None = None, key: str | None 
     if not m:
         return None
     try:
-        lo, _ = _split_quantity(m.group(1))
-        hi, _ = _split_quantity(m.group(2))
+        lo, lo_unit = _split_quantity(m.group(1))
+        hi, hi_unit = _split_quantity(m.group(2))
     except (ValueError, KeyError):
         raise InputError(where, key, "bounds: LO..HI with two numbers (in the value's units, e.g. 60 us..200 us)", m.group(0)) from None
+    if bool(lo_unit) != bool(hi_unit):  # "60 us..200" is not 60 us..200 s
+        raise InputError(where, key, "bounds with a unit on both sides or on neither (e.g. 60 us..200 us)", m.group(0))
     if not lo < hi:
         raise InputError(where, key, "bounds: LO..HI with LO below HI", m.group(0))
     return lo, hi
@@ -149,6 +151,8 @@ def free_constants(device: str = "oneplus12") -> list[FreeConstant]:
             if b is None:
                 continue
             raw = getattr(cls.Options(), key)
+            if not b[0] <= float(raw) <= b[1]:
+                raise InputError(f"policy {name}", key, f"a default inside its declared bounds {help_[help_.find('bounds'):].split(';')[0].rstrip(')')}", raw)
             fld = {f.name: f for f in dataclasses.fields(cls.Options)}[key]
             integer = fld.type in (int, "int")
             kind = field_spec(fld).unit
@@ -434,10 +438,54 @@ def load_overlay(path: str | Path) -> dict:
         raise InputError(p, "device", "a mapping of device YAML key paths to values")
     if not isinstance(pol, dict) or not all(isinstance(v, dict) for v in pol.values()):
         raise InputError(p, "policy", "a mapping of policy names to their option values")
+    from .. import policies
+
+    for name in pol:
+        if name not in policies.names():
+            raise InputError(p, f"policy.{name}", f"a policy ({', '.join(policies.names())})")
     cal = data["calibration"]
     if not isinstance(cal, dict) or not isinstance(cal.get("device"), str):
         raise InputError(p, "calibration.device", "the name of the device the constants were fitted on")
-    return {"device_name": cal["device"], "device": dev, "policy": pol, "path": str(p)}
+    for k in ("config_hash", "device_file_sha256", "constants"):
+        if k not in cal:
+            raise InputError(p, f"calibration.{k}", "present (an overlay written by pi2sim calibrate; this one is truncated or hand-made)")
+    # the values are the ones the fit wrote: a truncated or edited overlay does not hash to its config_hash
+    body = json.dumps({"device": dev, "policy": pol}, sort_keys=True, default=str)
+    if hashlib.sha256(body.encode()).hexdigest()[:16] != str(cal["config_hash"]):
+        raise InputError(p, "calibration.config_hash", "the hash of the overlay's device and policy values (the file was truncated or edited: refit with pi2sim calibrate)")
+    return {"device_name": cal["device"], "device": dev, "policy": pol, "path": str(p), "device_file_sha256": str(cal["device_file_sha256"])}
+
+
+def check_overlay(overlay: dict, device: str | None = None, allow_stale: bool = False) -> None:
+    """An overlay against what it claims: every constant in the free set of its device and
+    policies, inside its declared bounds, and the device file (``device``: the run's, by name or
+    path; else the overlay's device by name) unchanged since the fit (``allow_stale`` accepts a
+    changed one, on the user's word)."""
+    from ..specs.device import load_device
+
+    path = overlay["path"]
+    dev = load_device(device or overlay["device_name"])
+    if dev.name != overlay["device_name"]:
+        return  # another phone: apply_overlay refuses device constants for it, and policy constants have no device to check
+    sha = hashlib.sha256(Path(dev.path).read_bytes()).hexdigest()[:16]
+    if sha != overlay["device_file_sha256"] and not allow_stale:
+        raise InputError(path, "calibration.device_file_sha256",
+                         f"the hash of {dev.path} as it was fitted ({overlay['device_file_sha256']}; it is {sha} now): refit with "
+                         f"pi2sim calibrate --device {dev.name}, or pass --allow-stale-calibration to apply it anyway")
+    free = {(c.scope, c.key): c for c in free_constants(dev.path)}
+    items = [(("device", k), f"device.{k}", v) for k, v in overlay["device"].items()]
+    items += [((f"policy:{name}", k), f"policy.{name}.{k}", v) for name, opts in overlay["policy"].items() for k, v in opts.items()]
+    for ident, where, value in items:
+        c = free.get(ident)
+        if c is None:
+            names = sorted(f"{s.split(':', 1)[-1]}.{k}" if s != "device" else k for s, k in free)
+            raise InputError(path, where, f"a constant of the free set ({', '.join(names)})")
+        try:
+            x, unit = _split_quantity(str(value)) if isinstance(value, str) else (float(value), "")
+        except (ValueError, KeyError):
+            raise InputError(path, where, f"a value in {c.unit or 'plain numbers'}", value) from None
+        if not c.lo * (1 - 1e-9) <= x <= c.hi * (1 + 1e-9):
+            raise InputError(path, where, f"a value inside the constant's bounds {c.as_setting(c.lo)}..{c.as_setting(c.hi)}", value)
 
 
 def apply_overlay(cfg, overlay: dict, strict: bool = True):
@@ -455,6 +503,9 @@ def apply_overlay(cfg, overlay: dict, strict: bool = True):
         if run_device != overlay["device_name"]:
             raise InputError(overlay["path"], "calibration.device",
                              f"the device of the run ({run_device}): these constants were fitted on another phone", overlay["device_name"])
+    if strict and not overlay["device"] and policies.split_spec(cfg.policy)[0] not in overlay["policy"]:
+        raise InputError(overlay["path"], "policy", f"constants of the run's engine ({cfg.policy}): this overlay has none for it "
+                         f"({', '.join(overlay['policy']) or 'nothing'}), so it would change nothing")
     return apply_settings(cfg, overlay, overlay["device_name"])
 
 
@@ -486,6 +537,9 @@ def cross_validate(scenarios, device: str = "oneplus12", fast: bool = True, fide
         raise InputError(None, "--by", "figure or device", by)
     scenarios = [s for s in scenarios if s.kind == "run"]
     key = {s.id: (s.figure if by == "figure" else scenario_device(s)) for s in scenarios}
+    if len(set(key.values())) < 2:
+        raise InputError(None, "--cross", f"scenarios of at least two {'figures' if by == 'figure' else 'phones'} (each fold refits on the others; "
+                         f"these {len(scenarios)} run points have {len(set(key.values()))})")
     full = fit(scenarios, device, fast=fast, fidelity=fidelity, max_evals=max_evals, progress=False)
     fitted_err = {sid: math.exp(r) - 1 for sid, r in zip(full.scenario_ids, full.after.residuals)}
     groups = sorted(set(key.values()))

@@ -54,6 +54,16 @@ class Plan:
     def meets_requirement(self) -> bool | None:
         return None if self.min_tok_s is None else self.decode_tok_s >= self.min_tok_s
 
+    @property
+    def meets_constraints(self) -> bool:
+        """Whether the plan meets every requirement given (--min-tok-s, --max-power-w): pi2sim plan
+        exits 1 when no configuration tried does."""
+        if self.min_tok_s is not None and not self.meets_requirement:
+            return False
+        if self.max_power_w is not None and not self.summary["power_w"]["mean"] <= self.max_power_w:
+            return False
+        return True
+
     def to_yaml_dict(self) -> dict:
         b = self.base
         run = {"device": b.device, "model": b.model, "policy": b.policy}

@@ -44,8 +44,19 @@ def _version() -> str:
     return f"pi2sim {__version__}"
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends a command as Ctrl-C does: its workers are stopped, its partial output never
+    written (every file is written atomically), its journal left for the rerun to resume."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser(argv[0] if argv else None)
     try:
         args = parser.parse_args(argv)

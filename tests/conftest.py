@@ -14,7 +14,21 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("PI2SIM_CACHE", str(Path(tempfile.gettempdir()) / f"pi2sim-test-cache-{os.getuid()}"))
+# a cache of the session's own (xdist workers inherit it from the controller), removed when the
+# session ends; a PI2SIM_CACHE the user set is theirs and stays
+if "PI2SIM_CACHE" not in os.environ:
+    os.environ["PI2SIM_CACHE"] = tempfile.mkdtemp(prefix=f"pi2sim-test-cache-{os.getuid()}-")
+    os.environ["PI2SIM_TEST_CACHE_OWNER"] = str(os.getpid())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests clean up what they write: the session's cache goes with it (issue 34)."""
+    if os.environ.get("PI2SIM_TEST_CACHE_OWNER") == str(os.getpid()) and not hasattr(session.config, "workerinput"):
+        import shutil
+
+        shutil.rmtree(os.environ["PI2SIM_CACHE"], ignore_errors=True)
+
+
 # every run in the test suite (in-process and CLI subprocesses) asserts the invariants of docs/invariants.md
 os.environ["PI2SIM_CHECK"] = "1"
 

@@ -202,6 +202,20 @@ METRICS = [
 ]
 
 
+def _worker_init() -> None:
+    """A sweep worker ends with its parent, however the parent ends (Linux: PR_SET_PDEATHSIG), and
+    leaves Ctrl-C to the parent, which stops it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's shutdown stops the workers
+
+
 def run_point(cfg: RunConfig) -> dict[str, Any]:
     """Simulate one configuration (in a worker process); a run the engine refuses is a row too."""
     from ..policies._common import EngineRefused
@@ -367,12 +381,21 @@ def run_grid(
                 finish(i, run_point(cfgs[i]))
         else:
             own = executor is None
-            ex = executor or ProcessPoolExecutor(max_workers=jobs)
+            ex = executor or ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
             try:
                 futs = {ex.submit(run_point, cfgs[i]): i for i in todo}
                 for f in as_completed(futs):
                     finish(futs[f], f.result())
-            finally:
+            except BaseException:
+                if own:  # interrupted (Ctrl-C, SIGTERM): stop the workers now, not after their current point
+                    procs = list((getattr(ex, "_processes", None) or {}).values())
+                    ex.shutdown(wait=False, cancel_futures=True)
+                    for proc in procs:
+                        proc.terminate()
+                    for proc in procs:
+                        proc.join(5)
+                raise
+            else:
                 if own:
                     ex.shutdown(cancel_futures=True)
     if bar:

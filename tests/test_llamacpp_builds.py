@@ -77,7 +77,7 @@ def test_gguf_file_types_at_their_exact_bits():
 
 
 def test_memory_as_llama_cpp_s_allocator_logs_it():
-    """calibration-3's log (Galaxy S23, CPU backend, Q4_0, n_ctx 2048, MiB): Qwen3-1.7B weights
+    """The allocator log PocketPal's Galaxy S23 baseline records (github.com/a-ghorbani/pocketpal-ai e2e/baselines/benchmark/samsung-s23.json; CPU backend, Q4_0, n_ctx 2048, MiB): Qwen3-1.7B weights
     1169.07 (CPU_REPACK incl.), KV 224, compute 304.75; Phi-3.5-mini 2080.66, 768, 90.64."""
     from pi2sim import schema
     from pi2sim.config import RunConfig

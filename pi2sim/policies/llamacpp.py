@@ -85,32 +85,32 @@ class LlamaCppOptions(BestOfOptions):
     q4_0_matvec: float = spec_field(
         default=0.965, gt=0.0, hi=4.0,
         help="build 2026: Q4_0 (and Q5_0) token kernel (repacked GEMV) speed per weight byte, relative to the device's INT4 matvec rate "
-        "(fitted to calibration-3 by pi2sim calibrate: the Galaxy S23's Q4_0 decode rows; bounds: 0.3..3; prior: 1, the device's own rate)",
+        "(fitted to experiments/external/pocketpal-s23 by pi2sim calibrate: the Galaxy S23's Q4_0 decode rows; bounds: 0.3..3; prior: 1, the device's own rate)",
     )
     q8_0_matvec: float = spec_field(
         default=1.115, gt=0.0, hi=4.0,
         help="build 2026: Q8_0 token kernel speed per weight byte, relative to the device's INT4 matvec rate "
-        "(fitted to calibration-3 by pi2sim calibrate: the Galaxy S23's Qwen3-1.7B Q8_0 decode; bounds: 0.3..3; prior: 1)",
+        "(fitted to experiments/external/pocketpal-s23 by pi2sim calibrate: the Galaxy S23's Qwen3-1.7B Q8_0 decode; bounds: 0.3..3; prior: 1)",
     )
     q4_k_matvec: float = spec_field(
         default=0.956, gt=0.0, hi=4.0,
         help="build 2026: Q4_K token kernel speed per weight byte, relative to the device's INT4 matvec rate "
-        "(fitted to calibration-3 by pi2sim calibrate: the Galaxy S23's Qwen3-1.7B Q4_K_M decode; bounds: 0.3..3; prior: 1)",
+        "(fitted to experiments/external/pocketpal-s23 by pi2sim calibrate: the Galaxy S23's Qwen3-1.7B Q4_K_M decode; bounds: 0.3..3; prior: 1)",
     )
     q6_k_matvec: float = spec_field(
         default=0.679, gt=0.0, hi=4.0,
         help="build 2026: Q6_K token kernel speed per weight byte, relative to the device's INT4 matvec rate "
-        "(fitted to calibration-3 by pi2sim calibrate: the Galaxy S23's Q4_0 decode rows, whose output tensor is Q6_K; bounds: 0.2..3; prior: 1)",
+        "(fitted to experiments/external/pocketpal-s23 by pi2sim calibrate: the Galaxy S23's Q4_0 decode rows, whose output tensor is Q6_K; bounds: 0.2..3; prior: 1)",
     )
     i8mm_gemm: float = spec_field(
         default=1.108, gt=0.0, hi=2.0,
         help="build 2026: repacked Q4_0/Q8_0 prompt GEMM speed relative to the device's int8-matmul rate (gemm_int4 x i8mm_gemm_speedup) "
-        "(fitted to calibration-3 by pi2sim calibrate: the Galaxy S23's Q4_0 and Q8_0 prefill rows; bounds: 0.2..1.5; prior: 1)",
+        "(fitted to experiments/external/pocketpal-s23 by pi2sim calibrate: the Galaxy S23's Q4_0 and Q8_0 prefill rows; bounds: 0.2..1.5; prior: 1)",
     )
     k_quant_gemm: float = spec_field(
         default=0.827, gt=0.0, hi=2.0,
         help="build 2026: repacked Q4_K/Q6_K prompt GEMM speed relative to the device's int8-matmul rate "
-        "(fitted to calibration-3 by pi2sim calibrate: the Galaxy S23's Qwen3-1.7B Q4_K_M prefill; bounds: 0.1..1.5; prior: 1)",
+        "(fitted to experiments/external/pocketpal-s23 by pi2sim calibrate: the Galaxy S23's Qwen3-1.7B Q4_K_M prefill; bounds: 0.1..1.5; prior: 1)",
     )
     n_ctx: int | None = spec_field(
         default=None, lo=16, hi=1_048_576,

@@ -259,11 +259,11 @@ def ufs_params(gen: str, issue_speed: dict[str, float]) -> dict[str, tuple[float
     for cls in ("big", "mid", "little"):
         k = ref_speed[cls] / issue_speed[cls]
         out[f"issue_cost.{cls}"] = (s.issue_cost.of(cls) * k, f"derived: {REFERENCE} {s.issue_cost.of(cls) * 1e6:.3f} us x {k:.3f} (issuing-core speed ratio, {RULES} ufs_params)")
-    same = f"derived: {REFERENCE}'s {gen[:3].upper()} 4.0 value ({RULES} ufs_params: same interface"
     if gen in ("ufs4.0", "ufs4.1"):
         tag = f"derived: {REFERENCE}'s value (fitted to T13 there; {RULES} ufs_params: same UFS 4.x interface, 4.1's +15% random read not counted)"
-        for key in ("request_service", "bw_random", "bw_sequential", "latency", "span_exponent"):
-            out[key] = (getattr(s, f"{key}_s" if key in ("request_service", "latency") else (f"{key}_bps" if key.startswith("bw") else key)), tag)
+        for key, attr in (("request_service", "request_service_s"), ("bw_random", "bw_random_bps"), ("bw_sequential", "bw_sequential_bps"),
+                          ("latency", "latency_s"), ("span_exponent", "span_exponent")):
+            out[key] = (getattr(s, attr), tag)
     else:
         half = 2100 / 4200  # UFS 3.1 / 4.0 sequential read specs (Samsung, liliputing.com 2020; neowin.net 2022)
         out["bw_random"] = (s.bw_random_bps * half, f"derived: {REFERENCE} x 2100/4200 (UFS 3.1 / 4.0 sequential read specs; {RULES} ufs_params)")
@@ -272,7 +272,6 @@ def ufs_params(gen: str, issue_speed: dict[str, float]) -> dict[str, tuple[float
         out["request_service"] = (4096 / 450e6 - 4096 / (s.bw_random_bps * half), f"assumption: 4 KB random reads at 450 MB/s within 128 MB ({RULES} ufs_params; no UFS 3.1 queue-depth measurement published)")
         out["latency"] = (s.latency_s * 1.25, f"assumption: older NAND and controller, 1.25x {REFERENCE}'s (fitted there) ({RULES} ufs_params)")
         out["span_exponent"] = (s.span_exponent, f"assumption: {REFERENCE}'s span sensitivity (fitted to T13 there)")
-    del same
     return out
 
 

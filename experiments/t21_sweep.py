@@ -27,7 +27,7 @@ PAPER_QNN, PAPER_CPU = 1.84, 1.28
 SHARES = (1.0, 0.8, 0.65, 0.55, 0.4, 0.25)
 RUN = dict(model="bamboo-7b", ffn_offload=0.0, decode_tokens=4, fidelity="analytic", best_of=4)
 ENGINES = (("hybrid", {"preset": "v3"}), ("cpu", {}), ("qnn", {"policy": "dense", "preset": "qnn"}))
-PS_MEASURED = 21.02  # tok/s, external-measurements.md §1 (PowerServe README)
+PS_MEASURED = 21.02  # tok/s, docs/sources.md §D (PowerServe README)
 
 
 def first_step_ms(share: float) -> dict[str, float]:

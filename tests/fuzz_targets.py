@@ -492,6 +492,72 @@ def cache_text(draw) -> str:
     return t if t.startswith(str(sandbox())) or t == "" or t.startswith(("/dev", "/proc", "/nonexistent")) else str(sandbox()) + "/" + t.lstrip("/")
 
 
+# ---------------------------------------------------------------- pi2sim device new (issue 32) and overlays (issue 34)
+DEVICE_NEW = {
+    "--soc": st.sampled_from(["snapdragon-8-gen-2", "dimensity-8400", "tensor-g4", "snapdragon-9-gen-9", "", "SNAPDRAGON-8-GEN-2", "exynos-2500"]),
+    "--ram": st.sampled_from(["8 GB", "12GB", "0 GB", "1 TB", "8", "-8 GB", "eight", "64 GB", "2 GB", "nan GB"]),
+    "--storage": st.sampled_from(["ufs3.1", "ufs4.0", "ufs4.1", "emmc", "", "UFS4.0"]),
+    "--clusters": st.sampled_from(["1x cortex-x3@3.36GHz,2x cortex-a715@2.8GHz", "2x cortex-z9@3GHz", "1x cortex-x4@30GHz", "0x cortex-a520@2GHz",
+                                   "", ",,", "1x oryon-v3@4.6GHz", "1xcortex-x4@3.3GHz", "17x cortex-a520@2GHz", "1x cortex-a725@300MHz"]),
+    "--battery": st.sampled_from(["3900 mAh", "15 Wh", "0 mAh", "lots", "999999 mAh", "4000"]),
+}
+
+
+@st.composite
+def device_new_args(draw) -> list[str]:
+    flags = draw(st.lists(st.sampled_from(sorted(DEVICE_NEW)), min_size=0, max_size=4, unique=True))
+    args = ["device", "new", draw(st.sampled_from(["myphone", "Bad Name", "x", "a" * 70]))]
+    for f in flags:
+        args += [f, draw(DEVICE_NEW[f])]
+    return args
+
+
+def device_new(args: list[str]) -> str:
+    """``pi2sim device new``: a file that loads as every device file does, or one line, status 2."""
+    from pi2sim.cli import main
+    from pi2sim.specs.device import load_device
+
+    with tempfile.TemporaryDirectory() as td:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main([*args, "--out", f"{td}/{args[2]}.yaml"])
+        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+        if code == 2:
+            if len(lines) != 1 or "Traceback" in err.getvalue():
+                raise Finding(f"device new {args}: rejection not one line: {err.getvalue()!r}")
+            return _tally("device_new", "rejected")
+        if code != 0:
+            raise Finding(f"device new {args}: exit {code}")
+        _finite(load_device(Path(td) / f"{args[2]}.yaml"))
+        return _tally("device_new", "accepted")
+
+
+OVERLAY_BASE = {
+    "calibration": {"pi2sim_version": "0", "device": "oneplus12", "device_file_sha256": "x", "scenarios": "s", "points": 1,
+                    "config_hash": "x", "constants": {}},
+    "device": {"cpu.sparse_efficiency": 0.31, "storage.latency": "110 us"},
+    "policy": {"llamacpp": {"kernel_efficiency": 0.9}},
+}
+
+
+def overlay_yaml(case) -> str:
+    """A mutated calibration overlay: applied only when everything it claims holds; else one line."""
+    from pi2sim.config import RunConfig
+    from pi2sim.workflows.calibrate import apply_overlay, check_overlay, load_overlay
+
+    name, text, path, nonsense = case
+
+    def load(p):
+        ov = load_overlay(p)
+        check_overlay(ov)
+        return apply_overlay(RunConfig(), ov)
+
+    outcome = _load_text("overlay_yaml", load, name, text, None, path)
+    if outcome == "accepted":
+        raise Finding(f"overlay accepted though its config_hash cannot match: {text[:200]!r}")
+    return outcome
+
+
 TARGETS = {
     "device_yaml": (device_yaml, lambda: mutated_yaml(bundled_docs("devices"))),
     "model_yaml": (model_yaml, lambda: mutated_yaml(bundled_docs("models"))),
@@ -500,4 +566,6 @@ TARGETS = {
     "cli": (cli, cli_args),
     "path_flag": (path_flag, path_args),
     "cache_env": (cache_env, cache_text),
+    "device_new": (device_new, device_new_args),
+    "overlay_yaml": (overlay_yaml, lambda: mutated_yaml({"overlay.yaml": OVERLAY_BASE})),
 }

@@ -17,7 +17,7 @@ from pi2sim.specs.device import load_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# T22 (calibration-2.md), under its documented interpretation: Bamboo-7B in memory on the OnePlus 12,
+# T22 (docs/sources.md §C), under its documented interpretation: Bamboo-7B in memory on the OnePlus 12,
 # requests of LMSYS-Chat-1M's mean lengths (69.5 prompt, 214.5 response tokens; docs/energy.md)
 T22 = dict(device="oneplus12", model="bamboo-7b", ffn_offload=0.0, prompt_tokens=70, decode_tokens=215)
 T22_PI2, T22_LLAMA = (0.257, 5.095), (0.672, 4.065)  # J/token, peak W

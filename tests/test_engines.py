@@ -102,7 +102,7 @@ def test_smallthinker_runs_turbosparse_mixtral_for_compare():
 
 
 def test_external_measurements_stay_within_their_guard():
-    """The given measurements of external-measurements.md (and calibration.md §6's anchors of the
+    """The given measurements of docs/sources.md §D (and docs/sources.md §D anchors of the
     same sources): median |error| <= 10%, max <= 25%, every point run (none refused)."""
     out = V.validate("external")
     errs = [abs(o.error) for o in out]
@@ -264,7 +264,7 @@ def test_powerinfer2_best_of_n_computes_the_union_and_serves_every_candidate():
 
 
 def test_t21_best_of_four_at_the_start():
-    """T21 (calibration-2.md): Best-of-4, Bamboo-7B in memory, OnePlus 12, the first step (four
+    """T21 (docs/sources.md §C): Best-of-4, Bamboo-7B in memory, OnePlus 12, the first step (four
     candidates): PowerInfer-2 v3 is 1.84x QNN and 1.28x PowerInfer-2 CPU-only."""
     kw = dict(model="bamboo-7b", ffn_offload=0.0, decode_tokens=4, fidelity="analytic", best_of=4)
     step = {name: float(simulate(**kw, **opts).timing.token_s[0])

@@ -67,6 +67,18 @@ def test_fuzz_cache_env(text):
     F.cache_env(text)
 
 
+@settings(max_examples=60, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(F.device_new_args())
+def test_fuzz_device_new(args):
+    F.device_new(args)
+
+
+@SAMPLE
+@given(F.mutated_yaml({"overlay.yaml": F.OVERLAY_BASE}))
+def test_fuzz_overlay(case):
+    F.overlay_yaml(case)
+
+
 def _unit_leaves(kind: str):
     for name, doc in F.bundled_docs(kind).items():
         for path in F._leaves(doc):

@@ -4,7 +4,7 @@ Checked on the ranges of the paper's sweeps: 7-19 GB on TurboSparse-Mixtral-47B,
 model, for every registered policy (a policy that refuses a configuration, e.g. a dense engine
 that cannot hold the model, is skipped at that size). And LLM in a Flash, as PowerInfer-2's
 authors ported it, caches neurons across tokens: on Mixtral it at least doubles from 7 to 19 GB
-(the port triples over 8-18 GB, calibration-2.md T15).
+(the port triples over 8-18 GB, docs/sources.md §C T15).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_llm_in_a_flash_uses_memory_on_mixtral():
 
 
 def test_paper_ace2_mixtral_condition_runs():
-    """calibration-2.md T23: 75% of Mixtral's FFN in flash within the Ace 2's 11 GB per app."""
+    """docs/sources.md §C T23: 75% of Mixtral's FFN in flash within the Ace 2's 11 GB per app."""
     r = simulate(device="oneplus_ace2", model="turbosparse-mixtral-47b", ffn_offload=0.75, **TOKENS)
     assert r.summary["peak_memory_gb"] <= 11.0
     assert r.summary["decode_tok_s"] > 0

@@ -1,4 +1,4 @@
-"""The models of external-measurements.md §3: each loads by name, and the attention variants change
+"""The models of each loads by name, and the attention variants change
 the work and memory per token where they should (grouped KV heads, head dimensions, QKV bias,
 tied embeddings, sliding-window layers); a dense model without a trace runs with dense engines
 only, and a sparse engine refuses it in one line."""
@@ -84,7 +84,7 @@ def test_sparse_engine_refuses_a_model_without_trace():
     ("llama-3.2-1b", "8da4w", 1083), ("llama-3.2-3b", "8da4w", 2435), ("llama-3.2-3b", "bf16", 6129),
 ])
 def test_engine_formats_give_the_published_file_sizes(model, quant, published_mib):
-    """ExecuTorch's .pte sizes (external-measurements.md §1): 8da4w stores 4-bit groups of 32 with
+    """ExecuTorch's .pte sizes (docs/sources.md §D): 8da4w stores 4-bit groups of 32 with
     FP16 scales, an 8-bit embedding and a separate 8-bit head; BF16 two bytes a weight. (SpinQuant's
     rotation matrices, not modelled, make the 8da4w files a few percent larger.)"""
     b = ModelBytes(load_model(model), get_format(quant))

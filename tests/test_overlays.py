@@ -104,3 +104,22 @@ def test_cross_validation_of_one_group_is_refused(tmp_path):
     one = [s for s in V.load_scenarios("calibration") if s.id == "T2"]
     with pytest.raises(InputError, match="at least two"):
         C.cross_validate(one)
+
+
+@pytest.mark.parametrize("policy, quant", [("powerinfer2", "q4f16_1"), ("llm-in-a-flash", "8da4w"), ("llamacpp", "8da4w"),
+                                           ("genie", "q4_0"), ("executorch", "q4_k_m"), ("mlc", "w4a16")])
+def test_every_engine_refuses_a_weight_format_it_does_not_run(policy, quant):
+    _refused(["run", "--policy", policy, "--model", "bamboo-7b", "--set", f"quant={quant}", "--decode-tokens", "2", "--quiet"], "weight format")
+
+
+def test_regress_checks_its_golden_file_before_running_anything(tmp_path):
+    import time
+
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "scenarios.yaml").write_text("scenarios:\n  - id: a\n    title: t\n    run: {model: bamboo-7b, decode_tokens: 64}\n")
+    (suite / "golden.json").write_text('{"scenarios": {"a": ')
+    t = time.time()
+    r = _cli("regress", "--suite", str(suite))
+    assert r.returncode == 2 and "golden.json" in r.stderr and "[regress] a" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert time.time() - t < 30

@@ -1,4 +1,4 @@
-"""Trace statistics: definitions checked by brute force, and the bundled trace against traces.md."""
+"""Trace statistics: definitions checked by brute force, and the bundled trace against docs/sources.md §E."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_moe_repetition_counts():
     assert r["pair_overlap_mean"] == pytest.approx(2 / 3)  # (0,1)->(0,2) and (3,4)->(4,3)
 
 
-# --------------------------------------------------------------------------- bundled trace vs traces.md
+# --------------------------------------------------------------------------- bundled trace vs its reference statistics
 
 # Tolerances per metric family ("within a few points"): sampling noise of a 2,100-token trace
 # and the different prompt set (see traces/README.md for the explanation of the residuals).

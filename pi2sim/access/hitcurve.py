@@ -5,7 +5,7 @@ a hot region of the offline profile's hottest neurons, half a per-neuron LRU, wa
 the next-hottest) replays the trace and reports the share of active neurons it serves. How fast
 this rises with the share is what decides a memory sweep: hot-neuron skew gives hits to small
 caches and little beyond, token-to-token reuse gives hits to an LRU holding the last few tokens,
-expert routing spreads the working set over all experts (calibration-2.md T14).
+expert routing spreads the working set over all experts (docs/sources.md §C T14).
 
 No predictor errors (recall and precision 1): the curve describes the trace, not a predictor.
 """

@@ -14,7 +14,7 @@ the next cooling level (a lower CPU clock), and below ``trip - hysteresis`` it m
 level is a clock share for every CPU cluster; the token's latency and power at that level come
 from the caller (the timing engine run on the device at that clock), so a hot phone decodes
 slower *and* draws less. The NPU, GPU, DRAM and UFS are not throttled (the 8 Elite anchor: the
-CPU fell from 37 to 19 tok/s while the NPU held, calibration.md §1.5).
+CPU fell from 37 to 19 tok/s while the NPU held, docs/sources.md §B).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """UFS flash model: request service, queueing and the issuing core.
 
-Effective model (calibration.md §4 item 9, with PowerInfer-2's three effects):
+Effective model (docs/sources.md §B, with PowerInfer-2's three effects):
 
 * **Issuing core.** Every request costs ``issue_cost[core class]`` of CPU time on the core that
   issues and completes it (syscall, interrupt, queue management). PowerInfer-2 Table 1 measures

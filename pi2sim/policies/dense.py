@@ -1,4 +1,4 @@
-"""Dense in-memory engines: every weight resident, nothing read from flash (peer-policies.md §2.3).
+"""Dense in-memory engines: every weight resident, nothing read from flash (docs/sources.md §D).
 
 ``backend`` chooses the engine family:
 

@@ -1,5 +1,5 @@
 """ExecuTorch on Android: XNNPACK with KleidiAI kernels on the CPU, every weight resident
-(external-measurements.md §1; peer-policies.md §2.3).
+(docs/sources.md §D).
 
 The engine's published configuration, as defaults:
 

@@ -1,5 +1,5 @@
 """Qualcomm Genie / QNN on the Hexagon NPU: static context-binary graphs, w4a16, every weight
-resident (external-measurements.md §1; peer-policies.md §2.3, policy 12 ``qnn-static``).
+resident (docs/sources.md §D).
 
 The engine's published configuration, as defaults:
 

@@ -213,7 +213,7 @@ def budget_from(
     is the whole FFN as the engine stores it; ``resident_ffn`` is the part of it that ``fixed``
     already holds whatever F is (PowerInfer-2's quantization scales, v3 §7.2.3): it counts inside
     the (1 - F) share, not on top of it. This is the reading that admits the paper's Ace 2
-    condition (75% of Mixtral's FFN in flash within 11 GB, calibration-2.md T23) and leaves T6's
+    condition (75% of Mixtral's FFN in flash within 11 GB, docs/sources.md §C T23) and leaves T6's
     breakdown (a --memory-gb point) as it was. Either way the budget may not exceed what the
     phone lets one app use.
     """

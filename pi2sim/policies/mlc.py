@@ -1,5 +1,5 @@
 """MLC-LLM on Android: TVM-compiled OpenCL kernels on the Adreno GPU, q4f16_1, every weight in
-GPU-visible memory (external-measurements.md §1; peer-policies.md §2.3, policy 13 ``mlc-gpu``).
+GPU-visible memory (docs/sources.md §D).
 
 * **Memory.** Weights plus MLC's temporary buffers must fit what the GPU runtime offers one app,
   or loading fails with MLC's own message (mlc-llm #2703); see the ``dense`` policy's GPU backend.

@@ -1,6 +1,6 @@
 """PowerInfer-2 (arXiv 2406.06282): the reference policy.
 
-Mechanisms (design doc ../shared/docs/powerinfer2-design.md), each a switch for the ablation:
+Mechanisms (design doc PI2, docs/sources.md §A), each a switch for the ablation:
 
 * **Segmented neuron cache** (§6): fixed region (attention, embeddings, KV, predictors, scales,
   runtime), a *hot* region of the profile's hottest neurons, a *cold* per-neuron LRU. Without it
@@ -149,7 +149,7 @@ class PowerInfer2(Policy):
         self.io_core = d.core(o.io_core)
         # With the whole FFN in DRAM nothing is read during decoding, so there is no I/O thread to
         # keep: its core computes too (PI2's offline planner picks the threads per configuration,
-        # v3 §5; an in-memory run that idles the X4 would be 25% slower, calibration-2.md T18)
+        # v3 §5; an in-memory run that idles the X4 would be 25% slower, docs/sources.md §C T18)
         self.io_thread = o.io_thread == "always" or not self._ffn_fits()
         if o.pipeline == "sync":  # no I/O thread: every thread computes and reads for itself
             cores = pick_cores(d, o.compute_cores, o.sync_threads)

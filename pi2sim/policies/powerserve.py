@@ -1,5 +1,5 @@
 """PowerServe (SJTU IPADS) with its QNN backend: the transformer on the NPU, the LM head and the
-glue on CPU threads, every weight resident (external-measurements.md §1).
+glue on CPU threads, every weight resident (docs/sources.md §D).
 
 The engine's published configuration, as defaults: QNN NPU backend, 4-bit weights and 16-bit
 activations (w4a16), ``n_threads: 4``, ``batch_size: 128`` (prompt tokens per NPU graph call).

@@ -1,5 +1,5 @@
 """SmallThinker's MoE offloading engine (SJTU-IPADS/PowerInfer ``smallthinker``, arXiv 2507.20984;
-external-measurements.md §1, peer-policies.md §2.10 and policy 14e).
+docs/sources.md §D).
 
 What stays in DRAM: attention, routers, norms, embedding and head, the KV cache, and a cache of
 expert matrices. Every expert's gate, up and down matrix is stored separately in one bundle file

@@ -61,7 +61,7 @@ class QuantFormat:
 INT4 = QuantFormat("int4", 4, 32, 4.0, 2.0, "int4", True)
 INT8 = QuantFormat("int8", 8, 32, 4.0, 2.0, "int4", True)  # INT8 uses the INT4 kernel rates (assumption)
 FP16 = QuantFormat("fp16", 16, 0, 0.0, 0.0, "fp16", False)
-# The engines' own formats (external-measurements.md §1). A per-channel scale adds 2 bytes per
+# The engines' own formats (docs/sources.md §D). A per-channel scale adds 2 bytes per
 # row of thousands of weights, below 0.1%, and is left out.
 # ExecuTorch's 8da4w: 4-bit groupwise weights (FP16 scale per group) with 8-bit dynamic activations;
 # the embedding 8-bit and the output classifier 8-bit per channel, each its own tensor (ExecuTorch

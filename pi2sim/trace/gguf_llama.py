@@ -1,7 +1,7 @@
 """A numpy forward pass for llama-architecture GGUF models (SmolLM2-135M-Instruct).
 
 This is the light recording path: numpy + ``gguf`` + ``tokenizers``, no torch. It follows
-../shared/docs/traces.md §3 and its pitfalls:
+docs/sources.md §E and its pitfalls:
 
 * GGUF stores Q/K pre-permuted for llama.cpp's RoPE, so RoPE rotates **adjacent pairs**
   (2i, 2i+1), not the two halves of a head;

@@ -12,7 +12,7 @@ one *sequence* in the trace: its prompt tokens (phase 0: the chat-template wrapp
 evaluated in one prefill call) followed by the tokens the model generates (phase 1, each fed back
 one at a time). Turns of a conversation share the KV cache, as in a real chat.
 
-"Active" is defined per the model family (../shared/docs/traces.md §4):
+"Active" is defined per the model family (docs/sources.md §E):
 
 * ``zero``: the ReLU test, ``h != 0`` (ReLU / dReLU / FATReLU models);
 * ``magnitude``: per layer, thresholds at the s-quantiles of ``|h|`` pooled over the recorded

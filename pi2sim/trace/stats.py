@@ -1,6 +1,6 @@
 """Activation-trace statistics (``pi2sim trace stats``).
 
-Definitions follow ../shared/docs/traces.md §5.2; all temporal statistics use the *decode* tokens
+Definitions follow traces/README.md; all temporal statistics use the *decode* tokens
 of one sequence at a time (a sequence is one chat turn), so nothing straddles two requests.
 
 * sparsity: 1 - mean share of a layer's neurons active per token (per layer and overall);

@@ -34,9 +34,9 @@ The generator (``GENERATOR_VERSION`` below) is a Gaussian copula over time:
   reuse target holds along the token stream, and an expert's own stream of routed tokens
   (`trace stats`: expert_window_k) sees less of it. (Generator 3 advanced an expert's latent
   once per routing, as if its pattern paused while it was not routed: small caches then hit far
-  more than the phone's memory curve allows, calibration-2.md T14.)
+  more than the phone's memory curve allows, docs/sources.md §C T14.)
 
-Why not rank-remap the real SmolLM2 trace (traces.md §7)? The bundled trace keeps three levels,
+Why not rank-remap the real SmolLM2 trace (docs/sources.md §E)? The bundled trace keeps three levels,
 not magnitudes, so per-neuron frequencies cannot be set freely; and tiling 1,536 real neurons onto
 14,336 duplicates streams, which inflates co-activation far above what PowerInfer-2 reports.
 The real trace is used directly as the SiLU workload (``smollm2-135m``) instead.

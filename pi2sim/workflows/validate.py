@@ -32,7 +32,7 @@ from ..schema import spec_field
 
 SETS = {
     # every PowerInfer-2 end-to-end point the constants are fitted to (pi2sim calibrate), including
-    # the second set released in calibration-2.md: the memory curve (T14), in-memory speed (T18),
+    # the second set released in docs/sources.md §C: the memory curve (T14), in-memory speed (T18),
     # mean TBT (T20)
     "calibration": ("decode-50", "memory", "memory-curve", "ablation", "split", "cache", "prefill", "in-memory", "latency"),
     # points nothing is fitted to: predicted from mechanisms only (the SiLU model, T19; the Ace 2's
@@ -42,8 +42,8 @@ SETS = {
     "energy": ("energy",),
     "baselines": ("baselines", "baselines-memory", "baselines-50", "baselines-in-memory"),
     "micro": ("micro-ufs", "micro-dram", "micro-prefill"),
-    # other engines on today's phones, measured by others (external-measurements.md §1, and the
-    # anchors of calibration.md §6): experiments/external/<source>/
+    # other engines on today's phones, measured by others (docs/sources.md §D, and the
+    # anchors of docs/sources.md §D): experiments/external/<source>/
     "external": ("external-executorch", "external-genie", "external-powerserve", "external-mlc", "external-llamacpp", "external-smallthinker"),
     # the same sources' memory columns (RSS), reported apart: the speed guard does not cover them
     "external-memory": ("external-rss",),
@@ -60,10 +60,10 @@ METRICS = ("decode_tok_s", "ttft_ms", "tbt_mean_ms", "peak_memory_gb", "prefill_
 
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
-    id: str = spec_field(help="target id (calibration.md §5)")
+    id: str = spec_field(help="target id (docs/sources.md §C)")
     title: str = spec_field(help="what the point is")
     source: str = spec_field(help="where the paper's value comes from")
-    paper_version: Literal["v1", "v3", "ext"] = spec_field(help="paper version of the value (ext: a measurement by others, external-measurements.md)")
+    paper_version: Literal["v1", "v3", "ext"] = spec_field(help="paper version of the value (ext: a measurement by others, docs/sources.md §D)")
     figure: str = spec_field(help="group for tables and plots")
     kind: Literal["run", "ufs", "dram"] = spec_field(default="run", help="simulation run or microbenchmark")
     run: dict[str, Any] | None = spec_field(default=None, help="run configuration (RunConfig keys + options)")

@@ -227,3 +227,11 @@ def test_run_refuses_an_overlay_fitted_on_another_phone(tmp_path):
     C.write_overlay(path, C.overlay_dict(fit, "oneplus12", "test"))
     p = _run("run", "--device", "oneplus_ace2", "--decode-tokens", "2", "--fidelity", "analytic", "--calibration", str(path), "--quiet")
     assert p.returncode == 2 and "Traceback" not in p.stderr and "oneplus_ace2" in p.stderr, p.stderr
+
+
+def test_a_start_value_outside_its_declared_bounds_is_one_line_exit_2(tmp_path):
+    device = _phone(tmp_path)
+    device.write_text(device.read_text().replace("bounds: 0.2..0.6", "bounds: 0.4..0.6", 1))  # the value is 0.325
+    p = _run("calibrate", "--device", str(device), "--list")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "cpu.sparse_efficiency" in p.stderr and "inside its declared bounds" in p.stderr, p.stderr

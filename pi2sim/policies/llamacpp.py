@@ -456,8 +456,7 @@ class LlamaCpp(Policy):
         """The prompt's matmuls on the repacked i8mm GEMM, one stage per block type (operations in
         proportion to the weights of that type), and the attention scores in the F16 kernels
         (flash attention), each over the whole prompt (ubatches of n_ubatch tokens)."""
-        ctx, s = self.ctx, self.sizes
-        a = ctx.model.architecture
+        a = self.ctx.model.architecture
         L = a.layers
         attn_t, ffn_t = self._typed_bytes()
         ops: dict[str, np.ndarray] = {}

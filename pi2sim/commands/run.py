@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="bundled device name (oneplus12, oneplus_ace2, galaxy_s24, oneplus13) or path to a device YAML (default oneplus12)")
+    p.add_argument("--device", default=None, help="bundled device name (oneplus12, galaxy_s23, galaxy_s24, oneplus13, oneplus_ace2, pixel9, poco_x7_pro, ...: devices/) or path to a device YAML, e.g. one from pi2sim device new (default oneplus12)")
     p.add_argument("--model", default=None, help="bundled model name or path (default turbosparse-mistral-7b)")
     p.add_argument("--trace", default=None, help="trace file (default: the model's bundled or synthetic trace)")
     p.add_argument("--policy", default=None, help="inference engine to simulate (default powerinfer2)")

@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUTSIDE = re.compile(r"\.\./shared|shared/docs|(?:calibration|calibration-2|calibration-3|external-measurements|powerinfer2-design|peer-policies|"
-                     r"simulator-lessons|llamacpp-cpu|soc-catalogue|traces)\.md")
+# the briefs the developers were given live beside the repository, not in it; their names are
+# assembled here so that this guard does not cite them itself
+_BESIDE = "../" + "sha" + "red"
+_BRIEFS = ("calibration", "calibration-2", "calibration-3", "external-measurements", "powerinfer2-design", "peer-policies",
+           "simulator-lessons", "llamacpp-cpu", "soc-catalogue", "traces")
+OUTSIDE = re.compile("|".join([re.escape(_BESIDE), re.escape("sha" + "red/docs")] + [re.escape(b + ".md") for b in _BRIEFS]))
 
 
 def _tracked() -> list[Path]:
@@ -30,7 +34,7 @@ def test_no_file_cites_a_document_outside_the_repository():
         except UnicodeDecodeError:
             continue
         for i, line in enumerate(text.splitlines(), 1):
-            if OUTSIDE.search(line) and p.name != "test_sources.py":
+            if OUTSIDE.search(line):
                 hits.append(f"{p.relative_to(REPO)}:{i}")
     assert not hits, hits[:20]
 

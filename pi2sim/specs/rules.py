@@ -159,13 +159,6 @@ def reference():
     return load_device(REFERENCE)
 
 
-def _ref_cluster(core: str):
-    for c in reference().cpu.clusters:
-        if c.core == core:
-            return c
-    raise KeyError(core)
-
-
 def _ref_a720():
     """The reference core's cluster at its highest clock (OnePlus 12 perf_hi, A720 @ 3.2 GHz)."""
     return max((c for c in reference().cpu.clusters if c.core == REFERENCE_CORE), key=lambda c: c.clock_hz)
@@ -311,7 +304,8 @@ REF_GPU_FP32 = 3.07e12  # Adreno 750 peak FP32 at 1 GHz (github.com/azhirnov/cpu
 GPU_DRAM_SHARE = {"adreno": 63 / 76.8, "mali": 48 / 76.8}  # clpeak: Adreno 750 63 GB/s, Mali-G720 MC12 48 GB/s of 76.8 (arXiv 2410.03613 Table IV)
 
 
-def gpu_params(soc: Soc, theoretical: float, ram: float, app_usable: float) -> dict[str, tuple[float, str]] | None:
+def gpu_params(soc: Soc, theoretical: float, ram: float, app_usable: float) -> tuple[dict[str, tuple[float, str]], float] | None:
+    """The GPU section's values with their provenance, and the GPU's DRAM rate; None without a peak in the catalogue."""
     if soc.gpu_fp32 is None:
         return None
     g, r = reference().gpu, reference()
@@ -482,13 +476,13 @@ def device_yaml(name: str, soc_name: str | None, ram_bytes: float, storage: str 
     L.append(f"  readahead: {_q(s.readahead_bytes, 'bytes')}   # assumption: Linux default read_ahead_kb")
     L.append(f"  read_unit: {_q(s.read_unit_bytes, 'bytes')}   # source: UFS logical block 4 KB")
     L.append("")
-    L.extend(_power_lines(names, clusters, soc, npu is not None, gpu is not None, ram_bytes, battery_wh))
+    L.extend(_power_lines(names, clusters, npu is not None, gpu is not None, ram_bytes, battery_wh))
     L.append("")
     L.extend(_thermal_lines())
     return "\n".join(L) + "\n"
 
 
-def _power_lines(names, clusters, soc, has_npu, has_gpu, ram_bytes, battery_wh) -> list[str]:
+def _power_lines(names, clusters, has_npu, has_gpu, ram_bytes, battery_wh) -> list[str]:
     """Power by rule (derived, not measured: every phone reports energy, marked as derived)."""
     ref = reference()
     pw = ref.power
